@@ -1,0 +1,414 @@
+//! The reference-model vector field: a batched three-layer tanh MLP `dz/dt = func(z)` with its
+//! vector-Jacobian products, the building block of Neural ODE training.
+
+use crate::Scalar;
+use crate::field::VectorField;
+
+/// Names of the field's parameter tensors, in storage order, as PyTorch names them.
+pub const MLP_TENSOR_NAMES: [&str; 6] = [
+    "func.0.weight",
+    "func.0.bias",
+    "func.2.weight",
+    "func.2.bias",
+    "func.4.weight",
+    "func.4.bias",
+];
+
+/// The autonomous vector field of the reference model,
+/// `func(z) = W4 · tanh(W2 · tanh(W0 · z + b0) + b2) + b4`, evaluated on a whole batch.
+///
+/// Parameters live in one flat vector (the tensors of [`MLP_TENSOR_NAMES`] concatenated,
+/// weights `[out, in]` row-major as `torch.nn.Linear`), so optimisers and checkpoints can treat
+/// them as one buffer. Scratch space for activations is kept inside and only grows.
+///
+/// ```
+/// use ode_core::{Mlp, VectorField};
+/// let mut mlp = Mlp::<f32>::new(2, 4, |_| 0.1);
+/// let mut dz = [0.0f32; 2];
+/// mlp.eval(&[0.0], &[1.0, -1.0], &mut dz);
+/// assert_eq!(mlp.num_params(), 4 * 2 + 4 + 4 * 4 + 4 + 2 * 4 + 2);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Mlp<T> {
+    latent: usize,
+    hidden: usize,
+    params: Vec<T>,
+    h1: Vec<T>,
+    h2: Vec<T>,
+    g1: Vec<T>,
+    g2: Vec<T>,
+    fout: Vec<T>,
+}
+
+/// Offsets of the six tensors in the flat parameter vector.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    w0: usize,
+    b0: usize,
+    w1: usize,
+    b1: usize,
+    w2: usize,
+    b2: usize,
+    end: usize,
+}
+
+fn layout(l: usize, m: usize) -> Layout {
+    let w0 = 0;
+    let b0 = w0 + m * l;
+    let w1 = b0 + m;
+    let b1 = w1 + m * m;
+    let w2 = b1 + m;
+    let b2 = w2 + l * m;
+    Layout {
+        w0,
+        b0,
+        w1,
+        b1,
+        w2,
+        b2,
+        end: b2 + l,
+    }
+}
+
+impl<T: Scalar> Mlp<T> {
+    /// A field with latent size `latent` and hidden size `hidden`, each parameter set by
+    /// `init(fan_in)` (the reference model draws uniform in `±1/sqrt(fan_in)`, PyTorch's default).
+    pub fn new(latent: usize, hidden: usize, mut init: impl FnMut(usize) -> T) -> Self {
+        let lay = layout(latent, hidden);
+        let mut params = Vec::with_capacity(lay.end);
+        for (name, shape) in Self::shapes_of(latent, hidden) {
+            let fan_in = if name.ends_with("weight") {
+                shape[1]
+            } else {
+                Self::fan_in_of_bias(name, latent, hidden)
+            };
+            for _ in 0..shape.iter().product::<usize>() {
+                params.push(init(fan_in));
+            }
+        }
+        Self::with_params(latent, hidden, params)
+    }
+
+    fn fan_in_of_bias(name: &str, latent: usize, hidden: usize) -> usize {
+        match name {
+            "func.0.bias" => latent,
+            _ => hidden,
+        }
+    }
+
+    /// A field from a flat parameter vector (see the type's doc for the order).
+    ///
+    /// # Panics
+    /// If `params.len()` is not [`Mlp::param_count`]`(latent, hidden)`.
+    pub fn with_params(latent: usize, hidden: usize, params: Vec<T>) -> Self {
+        assert_eq!(
+            params.len(),
+            Self::param_count(latent, hidden),
+            "MLP parameter vector has the wrong length"
+        );
+        Self {
+            latent,
+            hidden,
+            params,
+            h1: Vec::new(),
+            h2: Vec::new(),
+            g1: Vec::new(),
+            g2: Vec::new(),
+            fout: Vec::new(),
+        }
+    }
+
+    /// Number of parameters of a field of this size.
+    pub fn param_count(latent: usize, hidden: usize) -> usize {
+        layout(latent, hidden).end
+    }
+
+    /// The shapes of the six tensors, in storage order, with their PyTorch names.
+    pub fn shapes_of(latent: usize, hidden: usize) -> [(&'static str, Vec<usize>); 6] {
+        let (l, m) = (latent, hidden);
+        [
+            (MLP_TENSOR_NAMES[0], vec![m, l]),
+            (MLP_TENSOR_NAMES[1], vec![m]),
+            (MLP_TENSOR_NAMES[2], vec![m, m]),
+            (MLP_TENSOR_NAMES[3], vec![m]),
+            (MLP_TENSOR_NAMES[4], vec![l, m]),
+            (MLP_TENSOR_NAMES[5], vec![l]),
+        ]
+    }
+
+    /// `(name, shape, offset)` of every tensor in the flat parameter vector.
+    pub fn tensors(&self) -> Vec<(&'static str, Vec<usize>, usize)> {
+        let mut off = 0;
+        Self::shapes_of(self.latent, self.hidden)
+            .into_iter()
+            .map(|(n, s)| {
+                let o = off;
+                off += s.iter().product::<usize>();
+                (n, s, o)
+            })
+            .collect()
+    }
+
+    /// Latent (state) size.
+    pub fn latent(&self) -> usize {
+        self.latent
+    }
+
+    /// Hidden size.
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.params.len()
+    }
+
+    /// The flat parameter vector.
+    pub fn params(&self) -> &[T] {
+        &self.params
+    }
+
+    /// The flat parameter vector, mutable (for optimisers).
+    pub fn params_mut(&mut self) -> &mut [T] {
+        &mut self.params
+    }
+
+    /// Floating-point operations of one forward evaluation of `rows` samples (matrix products
+    /// only: `2·rows·(L·M + M·M + M·L)`).
+    pub fn forward_flops(&self, rows: usize) -> u64 {
+        let (l, m) = (self.latent as u64, self.hidden as u64);
+        2 * rows as u64 * (l * m + m * m + m * l)
+    }
+
+    fn grow(&mut self, rows: usize) {
+        let need = rows * self.hidden;
+        if self.h1.len() < need {
+            for v in [&mut self.h1, &mut self.h2, &mut self.g1, &mut self.g2] {
+                v.resize(need, T::zero());
+            }
+        }
+    }
+
+    /// Forward pass of `rows` samples, leaving the activations in the scratch buffers.
+    fn forward_cached(&mut self, y: &[T], dy: &mut [T]) {
+        let (l, m) = (self.latent, self.hidden);
+        let rows = y.len() / l;
+        self.grow(rows);
+        let lay = layout(l, m);
+        let p = &self.params;
+        let h1 = &mut self.h1[..rows * m];
+        let h2 = &mut self.h2[..rows * m];
+        dense_layer(rows, l, m, y, &p[lay.w0..lay.b0], &p[lay.b0..lay.w1], h1);
+        T::tanh_inplace(h1);
+        dense_layer(rows, m, m, h1, &p[lay.w1..lay.b1], &p[lay.b1..lay.w2], h2);
+        T::tanh_inplace(h2);
+        dense_layer(
+            rows,
+            m,
+            l,
+            h2,
+            &p[lay.w2..lay.b2],
+            &p[lay.b2..lay.end],
+            &mut dy[..rows * l],
+        );
+    }
+
+    /// Vector-Jacobian products at the states `y` (`rows × L`) for cotangents `v` (`rows × L`):
+    /// writes `vᵀ ∂f/∂y` into `gy` and, when `gparams` is given, **adds** `Σ_rows vᵀ ∂f/∂θ` to it
+    /// (flat, same order as the parameters). If `f_out` is given it receives `f(y)` too, which
+    /// the adjoint needs anyway, at no extra cost.
+    pub fn vjp(
+        &mut self,
+        y: &[T],
+        v: &[T],
+        f_out: Option<&mut [T]>,
+        gy: &mut [T],
+        gparams: Option<&mut [T]>,
+    ) {
+        let (l, m) = (self.latent, self.hidden);
+        let rows = y.len() / l;
+        assert_eq!(v.len(), rows * l, "vjp: cotangent shape");
+        assert_eq!(gy.len(), rows * l, "vjp: gy shape");
+        match f_out {
+            Some(f) => self.forward_cached(y, f),
+            None => {
+                // Only the activations are needed; the output goes to a scratch buffer.
+                let mut fout = std::mem::take(&mut self.fout);
+                fout.resize(fout.len().max(rows * l), T::zero());
+                self.forward_cached(y, &mut fout[..rows * l]);
+                self.fout = fout;
+            }
+        }
+        let lay = layout(l, m);
+        let one = T::one();
+        let p = &self.params;
+        let h1 = &self.h1[..rows * m];
+        let h2 = &self.h2[..rows * m];
+        let ga = &mut self.g1[..rows * m];
+        let gb = &mut self.g2[..rows * m];
+        // Layer 3 (linear): gh2 = v · W4, then through tanh: gz2 = gh2 ⊙ (1 - h2²).
+        T::gemm(
+            rows,
+            l,
+            m,
+            one,
+            v,
+            l as isize,
+            1,
+            &p[lay.w2..lay.b2],
+            m as isize,
+            1,
+            T::zero(),
+            gb,
+            m as isize,
+            1,
+        );
+        for (g, h) in gb.iter_mut().zip(h2) {
+            *g = *g * (one - *h * *h);
+        }
+        // Layer 2: gh1 = gz2 · W2, gz1 = gh1 ⊙ (1 - h1²).
+        T::gemm(
+            rows,
+            m,
+            m,
+            one,
+            gb,
+            m as isize,
+            1,
+            &p[lay.w1..lay.b1],
+            m as isize,
+            1,
+            T::zero(),
+            ga,
+            m as isize,
+            1,
+        );
+        for (g, h) in ga.iter_mut().zip(h1) {
+            *g = *g * (one - *h * *h);
+        }
+        // Layer 1: gy = gz1 · W0.
+        T::gemm(
+            rows,
+            m,
+            l,
+            one,
+            ga,
+            m as isize,
+            1,
+            &p[lay.w0..lay.b0],
+            l as isize,
+            1,
+            T::zero(),
+            gy,
+            l as isize,
+            1,
+        );
+        if let Some(gp) = gparams {
+            assert_eq!(gp.len(), lay.end, "vjp: parameter gradient shape");
+            // dW4 += vᵀ h2, db4 += Σ v
+            T::gemm(
+                l,
+                rows,
+                m,
+                one,
+                v,
+                1,
+                l as isize,
+                h2,
+                m as isize,
+                1,
+                one,
+                &mut gp[lay.w2..lay.b2],
+                m as isize,
+                1,
+            );
+            col_sums(rows, l, v, &mut gp[lay.b2..lay.end]);
+            // dW2 += gz2ᵀ h1, db2 += Σ gz2
+            T::gemm(
+                m,
+                rows,
+                m,
+                one,
+                gb,
+                1,
+                m as isize,
+                h1,
+                m as isize,
+                1,
+                one,
+                &mut gp[lay.w1..lay.b1],
+                m as isize,
+                1,
+            );
+            col_sums(rows, m, gb, &mut gp[lay.b1..lay.w2]);
+            // dW0 += gz1ᵀ y, db0 += Σ gz1
+            T::gemm(
+                m,
+                rows,
+                l,
+                one,
+                ga,
+                1,
+                m as isize,
+                y,
+                l as isize,
+                1,
+                one,
+                &mut gp[lay.w0..lay.b0],
+                l as isize,
+                1,
+            );
+            col_sums(rows, m, ga, &mut gp[lay.b0..lay.w1]);
+        }
+    }
+}
+
+/// `out = x · Wᵀ + b` for `rows` rows: `x` is `rows × n_in`, `W` is `[n_out, n_in]`.
+fn dense_layer<T: Scalar>(
+    rows: usize,
+    n_in: usize,
+    n_out: usize,
+    x: &[T],
+    w: &[T],
+    b: &[T],
+    out: &mut [T],
+) {
+    for r in 0..rows {
+        out[r * n_out..(r + 1) * n_out].copy_from_slice(b);
+    }
+    T::gemm(
+        rows,
+        n_in,
+        n_out,
+        T::one(),
+        x,
+        n_in as isize,
+        1,
+        w,
+        1,
+        n_in as isize,
+        T::one(),
+        out,
+        n_out as isize,
+        1,
+    );
+}
+
+/// `acc[j] += Σ_r x[r, j]`.
+fn col_sums<T: Scalar>(rows: usize, cols: usize, x: &[T], acc: &mut [T]) {
+    for r in 0..rows {
+        for (a, v) in acc.iter_mut().zip(&x[r * cols..(r + 1) * cols]) {
+            *a = *a + *v;
+        }
+    }
+}
+
+impl<T: Scalar> VectorField<T> for Mlp<T> {
+    fn dim(&self) -> usize {
+        self.latent
+    }
+    fn eval(&mut self, _t: &[T], y: &[T], dy: &mut [T]) {
+        self.forward_cached(y, dy);
+    }
+}

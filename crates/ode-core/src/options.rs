@@ -1,0 +1,354 @@
+//! Solver options: tolerances, step control, batch mode and limits.
+
+use crate::Scalar;
+use crate::error::{OdeError, Result};
+use std::fmt;
+use std::str::FromStr;
+
+/// How the samples of a batch share step sizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StepMode {
+    /// One step size for the whole batch; the error norm is the RMS over every entry of the
+    /// batch (torchdiffeq's behaviour: a sample's result depends on its batch-mates).
+    Shared,
+    /// Each sample has its own step size and accept/reject decisions (like torchode): a sample's
+    /// result equals solving it alone, and one failing sample does not stop the others.
+    #[default]
+    PerSample,
+}
+
+impl StepMode {
+    /// The name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepMode::Shared => "shared",
+            StepMode::PerSample => "per_sample",
+        }
+    }
+}
+
+impl fmt::Display for StepMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for StepMode {
+    type Err = OdeError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "shared" => Ok(StepMode::Shared),
+            "per_sample" | "per-sample" => Ok(StepMode::PerSample),
+            _ => Err(OdeError::InvalidOption {
+                name: "step_mode",
+                value: f64::NAN,
+                reason: "expected 'shared' or 'per_sample'",
+            }),
+        }
+    }
+}
+
+/// A relative or absolute tolerance: one value for every component, or one per component.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Tolerance<T> {
+    /// The same tolerance for every state component.
+    Scalar(T),
+    /// One tolerance per state component (length = state dimension).
+    PerComponent(Vec<T>),
+}
+
+impl<T: Scalar> Tolerance<T> {
+    /// The tolerance of component `i`.
+    #[inline(always)]
+    pub fn get(&self, i: usize) -> T {
+        match self {
+            Tolerance::Scalar(v) => *v,
+            Tolerance::PerComponent(v) => v[i],
+        }
+    }
+
+    pub(crate) fn validate(&self, name: &'static str, dim: usize) -> Result<()> {
+        let check = |label: String, v: T| {
+            if !v.is_finite() || v < T::zero() {
+                Err(OdeError::InvalidTolerance {
+                    name: label,
+                    value: v.f64(),
+                    reason: "tolerances must be finite and non-negative",
+                })
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Tolerance::Scalar(v) => check(name.to_string(), *v),
+            Tolerance::PerComponent(v) => {
+                if v.len() != dim {
+                    return Err(OdeError::ShapeMismatch {
+                        what: if name == "rtol" {
+                            "rtol (per component)"
+                        } else {
+                            "atol (per component)"
+                        },
+                        expected: dim,
+                        got: v.len(),
+                    });
+                }
+                v.iter()
+                    .enumerate()
+                    .try_for_each(|(i, &x)| check(format!("{name}[{i}]"), x))
+            }
+        }
+    }
+}
+
+impl<T> From<T> for Tolerance<T> {
+    fn from(v: T) -> Self {
+        Tolerance::Scalar(v)
+    }
+}
+
+impl<T> From<Vec<T>> for Tolerance<T> {
+    fn from(v: Vec<T>) -> Self {
+        Tolerance::PerComponent(v)
+    }
+}
+
+/// A PID step-size controller (Söderlind): the next step is
+/// `h · clamp(safety · r_n^(-β1/k) · r_{n-1}^(-β2/k) · r_{n-2}^(-β3/k), min_factor, max_factor)`
+/// with `k` the error estimate's order, `β1 = p + i + d`, `β2 = -(p + 2d)`, `β3 = d`.
+///
+/// The default (`i = 1`, `p = d = 0`) is the integral controller of torchdiffeq's dopri5 and of
+/// the reference-model contract: `h · clamp(0.9 · r^(-1/5), 0.2, 10)` for dopri5. Rejected
+/// steps use the integral part only.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PidController {
+    /// Safety factor applied to the optimal step.
+    pub safety: f64,
+    /// Smallest factor a step may shrink by.
+    pub min_factor: f64,
+    /// Largest factor a step may grow by.
+    pub max_factor: f64,
+    /// Proportional coefficient.
+    pub pcoeff: f64,
+    /// Integral coefficient.
+    pub icoeff: f64,
+    /// Derivative coefficient.
+    pub dcoeff: f64,
+}
+
+impl Default for PidController {
+    fn default() -> Self {
+        Self {
+            safety: 0.9,
+            min_factor: 0.2,
+            max_factor: 10.0,
+            pcoeff: 0.0,
+            icoeff: 1.0,
+            dcoeff: 0.0,
+        }
+    }
+}
+
+impl PidController {
+    /// A PI controller with the coefficients of Hairer & Wanner (p = 0.4, i = 0.3 scaled by
+    /// the order as diffrax suggests: `pcoeff = 0.4`, `icoeff = 0.3`), smoother on hard problems.
+    pub fn pi() -> Self {
+        Self {
+            pcoeff: 0.4,
+            icoeff: 0.3,
+            ..Self::default()
+        }
+    }
+
+    /// Step factor after a step with error ratio `r` (previous ratios `r1`, `r2`), error order `k`.
+    pub(crate) fn factor(&self, accepted: bool, r: f64, r1: f64, r2: f64, k: f64) -> f64 {
+        if !r.is_finite() {
+            return self.min_factor;
+        }
+        if r == 0.0 {
+            return self.max_factor;
+        }
+        let f = if accepted {
+            let b1 = self.pcoeff + self.icoeff + self.dcoeff;
+            let b2 = -(self.pcoeff + 2.0 * self.dcoeff);
+            let b3 = self.dcoeff;
+            self.safety * r.powf(-b1 / k) * r1.powf(-b2 / k) * r2.powf(-b3 / k)
+        } else {
+            self.safety * r.powf(-1.0 / k)
+        };
+        f.clamp(self.min_factor, self.max_factor)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let bad = |name, value, reason| {
+            Err(OdeError::InvalidOption {
+                name,
+                value,
+                reason,
+            })
+        };
+        if !(self.safety > 0.0 && self.safety <= 1.0) {
+            return bad("controller.safety", self.safety, "must be in (0, 1]");
+        }
+        if !(self.min_factor > 0.0 && self.min_factor < 1.0) {
+            return bad(
+                "controller.min_factor",
+                self.min_factor,
+                "must be in (0, 1)",
+            );
+        }
+        if !(self.max_factor > 1.0 && self.max_factor.is_finite()) {
+            return bad(
+                "controller.max_factor",
+                self.max_factor,
+                "must be finite and > 1",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Everything that configures a solve besides the method. Build with [`Default`] and the
+/// chaining setters:
+///
+/// ```
+/// use ode_core::{SolveOptions, StepMode};
+/// let opts = SolveOptions::<f64>::default().rtol(1e-6).atol(1e-8).step_mode(StepMode::Shared);
+/// assert_eq!(opts.max_num_steps, 100_000);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct SolveOptions<T> {
+    /// Relative tolerance (adaptive methods). Default `1e-4`, the tuning guide's.
+    pub rtol: Tolerance<T>,
+    /// Absolute tolerance (adaptive methods). Default `1e-5`, the tuning guide's.
+    pub atol: Tolerance<T>,
+    /// Shared or per-sample step sizes. Default per-sample.
+    pub step_mode: StepMode,
+    /// Step-size controller (adaptive methods).
+    pub controller: PidController,
+    /// First step size; `None` selects it by Hairer's algorithm (adaptive methods).
+    pub first_step: Option<T>,
+    /// Step size of fixed-step methods; `None` steps on the output grid (one step per interval).
+    pub step_size: Option<T>,
+    /// Largest step an adaptive method may take; `None` for no limit.
+    pub max_step: Option<T>,
+    /// Smallest step an adaptive method may take before failing with a step-size underflow.
+    pub min_step: T,
+    /// Budget of steps (accepted plus rejected) per sample.
+    pub max_num_steps: usize,
+    /// In per-sample mode, return an error when any sample fails (`true`, the default), or
+    /// return the solution with the failures listed and the failed samples' later outputs NaN.
+    pub throw: bool,
+}
+
+impl<T: Scalar> Default for SolveOptions<T> {
+    fn default() -> Self {
+        Self {
+            rtol: Tolerance::Scalar(T::c(1e-4)),
+            atol: Tolerance::Scalar(T::c(1e-5)),
+            step_mode: StepMode::default(),
+            controller: PidController::default(),
+            first_step: None,
+            step_size: None,
+            max_step: None,
+            min_step: T::zero(),
+            max_num_steps: 100_000,
+            throw: true,
+        }
+    }
+}
+
+impl<T: Scalar> SolveOptions<T> {
+    /// Sets the relative tolerance (a scalar or a per-component `Vec`).
+    pub fn rtol(mut self, rtol: impl Into<Tolerance<T>>) -> Self {
+        self.rtol = rtol.into();
+        self
+    }
+    /// Sets the absolute tolerance (a scalar or a per-component `Vec`).
+    pub fn atol(mut self, atol: impl Into<Tolerance<T>>) -> Self {
+        self.atol = atol.into();
+        self
+    }
+    /// Sets the batch step mode.
+    pub fn step_mode(mut self, mode: StepMode) -> Self {
+        self.step_mode = mode;
+        self
+    }
+    /// Sets the step-size controller.
+    pub fn controller(mut self, c: PidController) -> Self {
+        self.controller = c;
+        self
+    }
+    /// Sets the first step of adaptive methods.
+    pub fn first_step(mut self, h: T) -> Self {
+        self.first_step = Some(h);
+        self
+    }
+    /// Sets the step size of fixed-step methods.
+    pub fn step_size(mut self, h: T) -> Self {
+        self.step_size = Some(h);
+        self
+    }
+    /// Sets the largest adaptive step.
+    pub fn max_step(mut self, h: T) -> Self {
+        self.max_step = Some(h);
+        self
+    }
+    /// Sets the smallest adaptive step.
+    pub fn min_step(mut self, h: T) -> Self {
+        self.min_step = h;
+        self
+    }
+    /// Sets the step budget per sample.
+    pub fn max_num_steps(mut self, n: usize) -> Self {
+        self.max_num_steps = n;
+        self
+    }
+    /// Sets whether per-sample failures are returned as an error.
+    pub fn throw(mut self, throw: bool) -> Self {
+        self.throw = throw;
+        self
+    }
+
+    /// Checks every option against the state dimension `dim`.
+    pub fn validate(&self, dim: usize) -> Result<()> {
+        self.rtol.validate("rtol", dim)?;
+        self.atol.validate("atol", dim)?;
+        for i in 0..dim {
+            if self.rtol.get(i) == T::zero() && self.atol.get(i) == T::zero() {
+                return Err(OdeError::InvalidTolerance {
+                    name: format!("atol[{i}]"),
+                    value: 0.0,
+                    reason: "rtol and atol are both zero: the error test can never pass; set atol > 0",
+                });
+            }
+        }
+        self.controller.validate()?;
+        let pos = |name, v: Option<T>| match v {
+            Some(h) if !(h.is_finite() && h != T::zero()) => Err(OdeError::InvalidOption {
+                name,
+                value: h.f64(),
+                reason: "must be finite and non-zero",
+            }),
+            _ => Ok(()),
+        };
+        pos("first_step", self.first_step)?;
+        pos("step_size", self.step_size)?;
+        pos("max_step", self.max_step)?;
+        if !(self.min_step.is_finite() && self.min_step >= T::zero()) {
+            return Err(OdeError::InvalidOption {
+                name: "min_step",
+                value: self.min_step.f64(),
+                reason: "must be finite and non-negative",
+            });
+        }
+        if self.max_num_steps == 0 {
+            return Err(OdeError::InvalidOption {
+                name: "max_num_steps",
+                value: 0.0,
+                reason: "must be at least 1",
+            });
+        }
+        Ok(())
+    }
+}
