@@ -228,7 +228,8 @@ pub struct SolveOptions<T> {
     pub controller: PidController,
     /// First step size; `None` selects it by Hairer's algorithm (adaptive methods).
     pub first_step: Option<T>,
-    /// Step size of fixed-step methods; `None` steps on the output grid (one step per interval).
+    /// Constant step size. For fixed-step methods `None` steps on the output grid (one step per
+    /// interval); an adaptive method given a step size runs at that step without error control.
     pub step_size: Option<T>,
     /// Largest step an adaptive method may take; `None` for no limit.
     pub max_step: Option<T>,

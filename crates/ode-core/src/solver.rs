@@ -372,7 +372,8 @@ impl<T: Scalar> Solver<T> {
         let s = tableau.stages();
         let w = batch * dim;
         let shared = opts.step_mode == StepMode::Shared;
-        let adaptive = b_err.is_some();
+        // An embedded method given a step size runs at that constant step, without error control.
+        let adaptive = b_err.is_some() && opts.step_size.is_none();
         let fsal = tableau.is_fsal();
         let t0 = ts[0];
         let t_end = ts[ts.len() - 1];
@@ -659,7 +660,7 @@ impl<T: Scalar> Solver<T> {
                         }
                     }
                 }
-                if let Some(be) = b_err.as_ref() {
+                if let Some(be) = b_err.as_ref().filter(|_| adaptive) {
                     let mut sum = 0.0f64;
                     for i in 0..dim {
                         let mut e = T::zero();

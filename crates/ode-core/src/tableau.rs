@@ -173,7 +173,7 @@ pub enum Method {
     /// Dormand-Prince 5(4), FSAL, adaptive, with Shampine's fourth-order dense output as in
     /// torchdiffeq (`"dopri5"`).
     Dopri5,
-    /// Tsitouras 5(4), FSAL, adaptive (`"tsit5"`; cubic Hermite dense output).
+    /// Tsitouras 5(4), FSAL, adaptive, with its free fourth-order interpolant (`"tsit5"`).
     Tsit5,
 }
 
@@ -407,7 +407,17 @@ fn build(m: Method) -> Result<ButcherTableau> {
             ];
             // The published c are rounded; use the row sums so the tableau is exactly consistent.
             let c: Vec<f64> = a.iter().map(|r: &Vec<f64>| r.iter().sum()).collect();
-            ButcherTableau::new("tsit5", c, a, b, Some(b_err), 5, Some(4), Hermite)
+            // Tsitouras' free fourth-order interpolant, b_i(θ) = Σ_p r_ip θ^p, expanded.
+            let dense = vec![
+                vec![1.0, -2.763706197274826, 2.9132554618219126, -1.0530884977290216],
+                vec![0.0, 0.1317, -0.2234, 0.1017],
+                vec![0.0, 3.9302962368947516, -5.941033872131505, 2.490627285651253],
+                vec![0.0, -12.411077166933676, 30.33818863028232, -16.548102889244902],
+                vec![0.0, 37.50931341651104, -88.1789048947664, 47.37952196281928],
+                vec![0.0, -27.896526289197286, 65.09189467479366, -34.87065786149661],
+                vec![0.0, 1.5, -4.0, 2.5],
+            ];
+            ButcherTableau::new("tsit5", c, a, b, Some(b_err), 5, Some(4), Interpolation::Polynomial(dense))
         }
     }
 }
