@@ -24,6 +24,7 @@ enum Command {
 
 /// Arguments of `ode solve`.
 #[derive(Parser, Debug)]
+#[command(allow_negative_numbers = true)]
 struct SolveArgs {
     /// Built-in problem: exp-decay, harmonic, lotka-volterra or van-der-pol.
     #[arg(long, default_value = "lotka-volterra")]
