@@ -1,4 +1,5 @@
 //! `ode`: solve built-in ODE problems (and, as the project grows, train and tune Neural ODEs).
+//! See the crate README for examples.
 
 use clap::{Parser, Subcommand};
 use ode_core::{Method, Problem, Scalar, SolveOptions, Solver, StepMode};

@@ -273,8 +273,14 @@ fn forward_f32_matches_f64_within_error_bound() {
         println!(
             "f32 forward L={l} M={m} rows={rows}: max |f32-f64| {max_err:.2e}, bound up to {max_bound:.2e}"
         );
-        // The bound is a few 1e-6 at most for these sizes: a plain statement of f32 accuracy.
-        assert!(max_bound < 2e-5, "bound {max_bound:e} unexpectedly loose");
+        // The a-priori bound is a worst case (every rounding error aligned) and grows with the
+        // layer widths; the observed error is far smaller. State the practical f32 accuracy too:
+        // outputs are O(1), so an f32 forward pass agrees with f64 to 2e-6 absolute (about ten
+        // times the measured worst case for these seeded weights; deterministic, not flaky).
+        assert!(
+            max_err <= 2e-6,
+            "L={l} M={m} rows={rows}: max |f32 - f64| {max_err:e} > 2e-6"
+        );
     }
     println!("worst err/bound {worst_ratio:.3}");
 }
@@ -380,24 +386,45 @@ fn vjp_accumulates_into_gparams() {
         let mut once = vec![0.0; p.len()];
         mlp.vjp(&y, &v, None, &mut gy, Some(&mut once));
         assert!(once.iter().any(|&g| g != 0.0));
-        // Twice from zero: exactly double (the second call adds the same values again).
+        // Twice from zero: double, to rounding. Not bitwise: the second call adds each row's
+        // contribution into the accumulator in turn (the bias sums row by row, the weight gemm
+        // with beta = 1 accumulates on top of C), so it rounds `((G + x1) + x2) + …`, not `G + G`.
         let mut twice = vec![0.0; p.len()];
         mlp.vjp(&y, &v, None, &mut gy, Some(&mut twice));
         mlp.vjp(&y, &v, None, &mut gy, Some(&mut twice));
-        let doubled: Vec<f64> = once.iter().map(|g| 2.0 * g).collect();
-        assert_eq!(twice, doubled, "L={l} M={m} rows={rows}");
         // From an arbitrary starting value: start + gradient, to rounding.
         let start = random_vec(&mut rng, p.len(), 3.0);
         let mut acc = start.clone();
         mlp.vjp(&y, &v, None, &mut gy, Some(&mut acc));
-        for i in 0..p.len() {
-            let want = start[i] + once[i];
-            assert!(
-                (acc[i] - want).abs() <= 4.0 * f64::EPSILON * (start[i].abs() + once[i].abs()),
-                "L={l} M={m} rows={rows} param {i}: {} vs {want}",
-                acc[i]
-            );
+        let o = offsets(l, m);
+        let mut worst = [0.0f64; 2];
+        for t in 0..6 {
+            let scale = max_abs(&once[o[t]..o[t + 1]]);
+            assert!(scale > 0.0, "{} gradient is zero", MLP_TENSOR_NAMES[t]);
+            for i in o[t]..o[t + 1] {
+                let e2 = (twice[i] - 2.0 * once[i]).abs() / (2.0 * scale);
+                let es = (acc[i] - (start[i] + once[i])).abs() / (start[i].abs() + scale);
+                worst = [worst[0].max(e2), worst[1].max(es)];
+                assert!(
+                    e2 <= 1e-13,
+                    "{} L={l} M={m} rows={rows} [{i}]: twice {} vs 2·once {}",
+                    MLP_TENSOR_NAMES[t],
+                    twice[i],
+                    2.0 * once[i]
+                );
+                assert!(
+                    es <= 1e-13,
+                    "{} L={l} M={m} rows={rows} [{i}]: {} vs start + once {}",
+                    MLP_TENSOR_NAMES[t],
+                    acc[i],
+                    start[i] + once[i]
+                );
+            }
         }
+        println!(
+            "accumulate L={l} M={m} rows={rows}: twice vs 2·once {:.2e}, start+g {:.2e} (bound 1e-13)",
+            worst[0], worst[1]
+        );
     }
 }
 
