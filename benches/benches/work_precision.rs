@@ -8,13 +8,7 @@ use ode_benches::*;
 use ode_core::{Method, Scalar, Solver, VectorField};
 use std::hint::black_box;
 
-fn bench_case<T: Scalar, F: VectorField<T>>(
-    c: &mut Criterion,
-    name: &str,
-    field: &mut F,
-    ts: &[f64],
-    y0: &[f64],
-) {
+fn bench_case<T: Scalar, F: VectorField<T>>(c: &mut Criterion, name: &str, field: &mut F, ts: &[f64], y0: &[f64]) {
     let mut g = c.benchmark_group(name);
     g.sample_size(20);
     let tst: Vec<T> = ts.iter().map(|&t| T::c(t)).collect();
@@ -28,7 +22,7 @@ fn bench_case<T: Scalar, F: VectorField<T>>(
         }
     }
     for m in FIXED {
-        for steps in [1, 16] {
+        for steps in [8, 32] {
             points.push((m, format!("steps={steps}"), 0.0, steps));
         }
     }
@@ -69,17 +63,15 @@ fn mlp_throughput(c: &mut Criterion) {
         let t = vec![0.0f32; batch];
         let mut dy = vec![0.0f32; y.len()];
         g.throughput(Throughput::Elements(f.forward_flops(batch)));
-        g.bench_function(
-            BenchmarkId::new("forward", format!("L{l}-M{m}-B{batch}")),
-            |b| b.iter(|| f.eval(&t, black_box(&y), &mut dy)),
-        );
+        g.bench_function(BenchmarkId::new("forward", format!("L{l}-M{m}-B{batch}")), |b| {
+            b.iter(|| f.eval(&t, black_box(&y), &mut dy))
+        });
         let mut gy = vec![0.0f32; y.len()];
         let mut gp = vec![0.0f32; f.num_params()];
         g.throughput(Throughput::Elements(3 * f.forward_flops(batch)));
-        g.bench_function(
-            BenchmarkId::new("vjp", format!("L{l}-M{m}-B{batch}")),
-            |b| b.iter(|| f.vjp(black_box(&y), black_box(&dy), None, &mut gy, Some(&mut gp))),
-        );
+        g.bench_function(BenchmarkId::new("vjp", format!("L{l}-M{m}-B{batch}")), |b| {
+            b.iter(|| f.vjp(black_box(&y), black_box(&dy), None, &mut gy, Some(&mut gp)))
+        });
     }
     g.finish();
 }

@@ -15,7 +15,9 @@ fn splitmix(state: &mut u64) -> f64 {
 fn f32_mlp_solves_match_the_f64_reference() {
     let (latent, hidden, batch) = (8, 16, 33);
     let mut s = 42u64;
-    let mlp64 = Mlp::<f64>::new(latent, hidden, |fan_in| (2.0 * splitmix(&mut s) - 1.0) / (fan_in as f64).sqrt());
+    let mlp64 = Mlp::<f64>::new(latent, hidden, |fan_in| {
+        (2.0 * splitmix(&mut s) - 1.0) / (fan_in as f64).sqrt()
+    });
     let mlp32 = Mlp::<f32>::with_params(latent, hidden, mlp64.params().iter().map(|&v| v as f32).collect());
     let y0: Vec<f64> = (0..batch * latent).map(|_| 2.0 * splitmix(&mut s) - 1.0).collect();
     let y032: Vec<f32> = y0.iter().map(|&v| v as f32).collect();
@@ -25,9 +27,19 @@ fn f32_mlp_solves_match_the_f64_reference() {
         for m in Method::ALL {
             let o64 = SolveOptions::<f64>::default().rtol(1e-5).atol(1e-6).step_mode(mode);
             let o32 = SolveOptions::<f32>::default().rtol(1e-5).atol(1e-6).step_mode(mode);
-            let r = Solver::new(m, o64).unwrap().solve(&mut mlp64.clone(), &ts, &y0).unwrap();
-            let g = Solver::new(m, o32).unwrap().solve(&mut mlp32.clone(), &ts32, &y032).unwrap();
-            let worst = r.ys.iter().zip(&g.ys).map(|(a, b)| (a - *b as f64).abs()).fold(0.0, f64::max);
+            let r = Solver::new(m, o64)
+                .unwrap()
+                .solve(&mut mlp64.clone(), &ts, &y0)
+                .unwrap();
+            let g = Solver::new(m, o32)
+                .unwrap()
+                .solve(&mut mlp32.clone(), &ts32, &y032)
+                .unwrap();
+            let worst =
+                r.ys.iter()
+                    .zip(&g.ys)
+                    .map(|(a, b)| (a - *b as f64).abs())
+                    .fold(0.0, f64::max);
             // f32 round-off accumulated over the steps, plus the adaptive methods' own
             // tolerance-level differences when the f32 run takes slightly different steps.
             let bound = if m.tableau().is_adaptive() { 2e-4 } else { 2e-5 };

@@ -7,11 +7,7 @@ use serde::Serialize;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "ode",
-    version,
-    about = "Neural ODE solvers, training and tuning"
-)]
+#[command(name = "ode", version, about = "Neural ODE solvers, training and tuning")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -153,12 +149,9 @@ fn run<T: Scalar>(
         .collect();
     let exact_max_abs_error = (0..ts.len())
         .map(|k| {
-            problem.exact(ts[k] - ts[0], y0).map(|e| {
-                e.iter()
-                    .zip(&ys[k])
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f64::max)
-            })
+            problem
+                .exact(ts[k] - ts[0], y0)
+                .map(|e| e.iter().zip(&ys[k]).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max))
         })
         .try_fold(0.0f64, |acc, e| e.map(|e| acc.max(e)));
     Ok(SolveOutput {

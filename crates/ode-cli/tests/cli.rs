@@ -3,26 +3,64 @@
 use std::process::Command;
 
 fn ode(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ode")).args(args).output().expect("run ode");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    let out = Command::new(env!("CARGO_BIN_EXE_ode"))
+        .args(args)
+        .output()
+        .expect("run ode");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn solve_prints_a_table_and_statistics() {
-    let (ok, out, err) = ode(&["solve", "--problem", "harmonic", "--solver", "dopri5", "--rtol", "1e-8", "--atol", "1e-10"]);
+    let (ok, out, err) = ode(&[
+        "solve",
+        "--problem",
+        "harmonic",
+        "--solver",
+        "dopri5",
+        "--rtol",
+        "1e-8",
+        "--atol",
+        "1e-10",
+    ]);
     assert!(ok, "{err}");
     assert!(out.contains("harmonic with dopri5 (f64)"), "{out}");
     assert!(out.contains("function evaluations (nfe):"), "{out}");
-    assert!(out.contains("accepted steps:") && out.contains("rejected steps:"), "{out}");
+    assert!(
+        out.contains("accepted steps:") && out.contains("rejected steps:"),
+        "{out}"
+    );
     // 11 output rows (t = 0, 1, ..., 10).
-    assert_eq!(out.lines().filter(|l| l.trim_start().starts_with(char::is_numeric)).count(), 11, "{out}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.trim_start().starts_with(char::is_numeric))
+            .count(),
+        11,
+        "{out}"
+    );
 }
 
 #[test]
 fn solve_json_matches_the_exact_solution() {
     for solver in ["dopri5", "tsit5", "bosh3"] {
-        let (ok, out, err) =
-            ode(&["solve", "--problem", "harmonic", "--solver", solver, "--rtol", "1e-9", "--atol", "1e-11", "--t-end", "6", "--json"]);
+        let (ok, out, err) = ode(&[
+            "solve",
+            "--problem",
+            "harmonic",
+            "--solver",
+            solver,
+            "--rtol",
+            "1e-9",
+            "--atol",
+            "1e-11",
+            "--t-end",
+            "6",
+            "--json",
+        ]);
         assert!(ok, "{err}");
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
         let ts = v["ts"].as_array().unwrap();
@@ -41,19 +79,56 @@ fn solve_json_matches_the_exact_solution() {
 #[test]
 fn solve_runs_every_problem_and_solver() {
     for problem in ["exp-decay", "harmonic", "lotka-volterra", "van-der-pol"] {
-        for solver in ["euler", "midpoint", "heun2", "rk4", "rk4_classic", "bosh3", "dopri5", "tsit5"] {
-            let (ok, out, err) = ode(&["solve", "--problem", problem, "--solver", solver, "--json", "--step-size", "0.01"]);
+        for solver in [
+            "euler",
+            "midpoint",
+            "heun2",
+            "rk4",
+            "rk4_classic",
+            "bosh3",
+            "dopri5",
+            "tsit5",
+        ] {
+            let (ok, out, err) = ode(&[
+                "solve",
+                "--problem",
+                problem,
+                "--solver",
+                solver,
+                "--json",
+                "--step-size",
+                "0.01",
+            ]);
             assert!(ok, "{problem}/{solver}: {err}");
             let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-            assert!(v["ys"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap()).all(|x| x.as_f64().is_some()));
+            assert!(
+                v["ys"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .flat_map(|r| r.as_array().unwrap())
+                    .all(|x| x.as_f64().is_some())
+            );
         }
     }
 }
 
 #[test]
 fn solve_backward_in_time_and_f32() {
-    let (ok, out, err) =
-        ode(&["solve", "--problem", "exp-decay", "--t-start", "2", "--t-end", "0", "--y0", "0.36787944117144233", "--precision", "f32", "--json"]);
+    let (ok, out, err) = ode(&[
+        "solve",
+        "--problem",
+        "exp-decay",
+        "--t-start",
+        "2",
+        "--t-end",
+        "0",
+        "--y0",
+        "0.36787944117144233",
+        "--precision",
+        "f32",
+        "--json",
+    ]);
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     let last = v["ys"].as_array().unwrap().last().unwrap()[0].as_f64().unwrap();
@@ -64,10 +139,16 @@ fn solve_backward_in_time_and_f32() {
 fn bad_input_gets_a_clear_error() {
     let (ok, _, err) = ode(&["solve", "--solver", "dopri8"]);
     assert!(!ok);
-    assert!(err.contains("unknown solver 'dopri8'") && err.contains("dopri5"), "{err}");
+    assert!(
+        err.contains("unknown solver 'dopri8'") && err.contains("dopri5"),
+        "{err}"
+    );
     let (ok, _, err) = ode(&["solve", "--problem", "harmonic", "--y0", "1,2,3"]);
     assert!(!ok);
-    assert!(err.contains("--y0 has 3 values but problem harmonic has dimension 2"), "{err}");
+    assert!(
+        err.contains("--y0 has 3 values but problem harmonic has dimension 2"),
+        "{err}"
+    );
     let (ok, _, err) = ode(&["solve", "--rtol", "-1"]);
     assert!(!ok);
     assert!(err.contains("invalid tolerance rtol = -1"), "{err}");

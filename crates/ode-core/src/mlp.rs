@@ -218,14 +218,7 @@ impl<T: Scalar> Mlp<T> {
     /// writes `vᵀ ∂f/∂y` into `gy` and, when `gparams` is given, **adds** `Σ_rows vᵀ ∂f/∂θ` to it
     /// (flat, same order as the parameters). If `f_out` is given it receives `f(y)` too, which
     /// the adjoint needs anyway, at no extra cost.
-    pub fn vjp(
-        &mut self,
-        y: &[T],
-        v: &[T],
-        f_out: Option<&mut [T]>,
-        gy: &mut [T],
-        gparams: Option<&mut [T]>,
-    ) {
+    pub fn vjp(&mut self, y: &[T], v: &[T], f_out: Option<&mut [T]>, gy: &mut [T], gparams: Option<&mut [T]>) {
         let (l, m) = (self.latent, self.hidden);
         let rows = y.len() / l;
         assert_eq!(v.len(), rows * l, "vjp: cotangent shape");
@@ -365,15 +358,7 @@ impl<T: Scalar> Mlp<T> {
 }
 
 /// `out = x · Wᵀ + b` for `rows` rows: `x` is `rows × n_in`, `W` is `[n_out, n_in]`.
-fn dense_layer<T: Scalar>(
-    rows: usize,
-    n_in: usize,
-    n_out: usize,
-    x: &[T],
-    w: &[T],
-    b: &[T],
-    out: &mut [T],
-) {
+fn dense_layer<T: Scalar>(rows: usize, n_in: usize, n_out: usize, x: &[T], w: &[T], b: &[T], out: &mut [T]) {
     for r in 0..rows {
         out[r * n_out..(r + 1) * n_out].copy_from_slice(b);
     }

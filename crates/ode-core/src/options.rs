@@ -67,11 +67,12 @@ impl<T: Scalar> Tolerance<T> {
         }
     }
 
-    pub(crate) fn validate(&self, name: &'static str, dim: usize) -> Result<()> {
-        let check = |label: String, v: T| {
+    pub(crate) fn validate(&self, name: &'static str, dim: Option<usize>) -> Result<()> {
+        // The label is built only on failure, so validating allocates nothing.
+        let check = |label: &dyn Fn() -> String, v: T| {
             if !v.is_finite() || v < T::zero() {
                 Err(OdeError::InvalidTolerance {
-                    name: label,
+                    name: label(),
                     value: v.f64(),
                     reason: "tolerances must be finite and non-negative",
                 })
@@ -80,9 +81,9 @@ impl<T: Scalar> Tolerance<T> {
             }
         };
         match self {
-            Tolerance::Scalar(v) => check(name.to_string(), *v),
+            Tolerance::Scalar(v) => check(&|| name.to_string(), *v),
             Tolerance::PerComponent(v) => {
-                if v.len() != dim {
+                if let Some(dim) = dim.filter(|&d| d != v.len()) {
                     return Err(OdeError::ShapeMismatch {
                         what: if name == "rtol" {
                             "rtol (per component)"
@@ -95,7 +96,7 @@ impl<T: Scalar> Tolerance<T> {
                 }
                 v.iter()
                     .enumerate()
-                    .try_for_each(|(i, &x)| check(format!("{name}[{i}]"), x))
+                    .try_for_each(|(i, &x)| check(&|| format!("{name}[{i}]"), x))
             }
         }
     }
@@ -180,29 +181,15 @@ impl PidController {
     }
 
     fn validate(&self) -> Result<()> {
-        let bad = |name, value, reason| {
-            Err(OdeError::InvalidOption {
-                name,
-                value,
-                reason,
-            })
-        };
+        let bad = |name, value, reason| Err(OdeError::InvalidOption { name, value, reason });
         if !(self.safety > 0.0 && self.safety <= 1.0) {
             return bad("controller.safety", self.safety, "must be in (0, 1]");
         }
         if !(self.min_factor > 0.0 && self.min_factor < 1.0) {
-            return bad(
-                "controller.min_factor",
-                self.min_factor,
-                "must be in (0, 1)",
-            );
+            return bad("controller.min_factor", self.min_factor, "must be in (0, 1)");
         }
         if !(self.max_factor > 1.0 && self.max_factor.is_finite()) {
-            return bad(
-                "controller.max_factor",
-                self.max_factor,
-                "must be finite and > 1",
-            );
+            return bad("controller.max_factor", self.max_factor, "must be finite and > 1");
         }
         Ok(())
     }
@@ -313,9 +300,22 @@ impl<T: Scalar> SolveOptions<T> {
 
     /// Checks every option against the state dimension `dim`.
     pub fn validate(&self, dim: usize) -> Result<()> {
+        self.validate_for(Some(dim))
+    }
+
+    /// Checks every option; the lengths of per-component tolerances only when `dim` is known.
+    pub(crate) fn validate_for(&self, dim: Option<usize>) -> Result<()> {
         self.rtol.validate("rtol", dim)?;
         self.atol.validate("atol", dim)?;
-        for i in 0..dim {
+        let count = match dim {
+            Some(d) => d,
+            None => match (&self.rtol, &self.atol) {
+                (Tolerance::PerComponent(a), Tolerance::PerComponent(b)) => a.len().min(b.len()),
+                (Tolerance::PerComponent(a), _) | (_, Tolerance::PerComponent(a)) => a.len(),
+                _ => 1,
+            },
+        };
+        for i in 0..count {
             if self.rtol.get(i) == T::zero() && self.atol.get(i) == T::zero() {
                 return Err(OdeError::InvalidTolerance {
                     name: format!("atol[{i}]"),

@@ -127,11 +127,14 @@ impl fmt::Display for Problem {
 impl FromStr for Problem {
     type Err = OdeError;
     fn from_str(s: &str) -> Result<Self> {
-        Problem::ALL.into_iter().find(|p| p.name() == s).ok_or_else(|| OdeError::InvalidOption {
-            name: "problem",
-            value: f64::NAN,
-            reason: "unknown problem: expected exp-decay, harmonic, lotka-volterra or van-der-pol",
-        })
+        Problem::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| OdeError::InvalidOption {
+                name: "problem",
+                value: f64::NAN,
+                reason: "unknown problem: expected exp-decay, harmonic, lotka-volterra or van-der-pol",
+            })
     }
 }
 

@@ -8,9 +8,7 @@ use std::iter::Sum;
 ///
 /// Besides the arithmetic from [`num_traits::Float`] it carries the two batched kernels the
 /// MLP vector field needs, so each precision can use its fastest implementation.
-pub trait Scalar:
-    Float + FromPrimitive + Debug + Display + Default + Sum + Send + Sync + 'static
-{
+pub trait Scalar: Float + FromPrimitive + Debug + Display + Default + Sum + Send + Sync + 'static {
     /// Converts an `f64` constant (a tableau coefficient, a tolerance) into this type.
     fn c(x: f64) -> Self;
 
@@ -108,9 +106,7 @@ impl Scalar for f64 {
         rsc: isize,
         csc: isize,
     ) {
-        gemm_impl!(
-            dgemm, f64, m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc
-        )
+        gemm_impl!(dgemm, f64, m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
     }
     fn tanh_inplace(x: &mut [f64]) {
         for v in x {
@@ -144,9 +140,7 @@ impl Scalar for f32 {
         rsc: isize,
         csc: isize,
     ) {
-        gemm_impl!(
-            sgemm, f32, m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc
-        )
+        gemm_impl!(sgemm, f32, m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
     }
     fn tanh_inplace(x: &mut [f32]) {
         for v in x {
@@ -159,6 +153,8 @@ impl Scalar for f32 {
 /// the clamped range, the form Eigen uses), which the compiler vectorises; max abs error 3e-7 (a few ulps).
 ///
 /// libm's `tanhf` would cost more than the matrix products of the MLP field at batch 1024.
+/// Plain multiply-adds, not `mul_add`: without FMA enabled at compile time `mul_add` becomes a
+/// slow libm call.
 #[inline(always)]
 pub fn tanh_f32(x: f32) -> f32 {
     const CLAMP: f32 = 7.905_311;
@@ -175,16 +171,16 @@ pub fn tanh_f32(x: f32) -> f32 {
     const B6: f32 = 1.198_258_4e-6;
     let x = x.clamp(-CLAMP, CLAMP);
     let x2 = x * x;
-    let mut p = x2.mul_add(A13, A11);
-    p = x2.mul_add(p, A9);
-    p = x2.mul_add(p, A7);
-    p = x2.mul_add(p, A5);
-    p = x2.mul_add(p, A3);
-    p = x2.mul_add(p, A1);
+    let mut p = x2 * A13 + A11;
+    p = x2 * p + A9;
+    p = x2 * p + A7;
+    p = x2 * p + A5;
+    p = x2 * p + A3;
+    p = x2 * p + A1;
     p *= x;
-    let mut q = x2.mul_add(B6, B4);
-    q = x2.mul_add(q, B2);
-    q = x2.mul_add(q, B0);
+    let mut q = x2 * B6 + B4;
+    q = x2 * q + B2;
+    q = x2 * q + B0;
     p / q
 }
 

@@ -233,7 +233,7 @@ impl<T: Scalar> Solver<T> {
 
     /// A solver for any validated tableau.
     pub fn from_tableau(tableau: ButcherTableau, opts: SolveOptions<T>) -> Result<Self> {
-        opts.validate(0)?;
+        opts.validate_for(None)?;
         let cv = |v: &[f64]| v.iter().map(|&x| T::c(x)).collect::<Vec<T>>();
         Ok(Self {
             a: tableau.a.iter().map(|r| cv(r)).collect(),
@@ -267,12 +267,7 @@ impl<T: Scalar> Solver<T> {
 
     /// Solves from `ts[0]` through every time in `ts` (strictly increasing or strictly
     /// decreasing) for the batch `y0` (`batch × dim`, row-major), returning states at all `ts`.
-    pub fn solve<F: VectorField<T> + ?Sized>(
-        &mut self,
-        f: &mut F,
-        ts: &[T],
-        y0: &[T],
-    ) -> Result<Solution<T>> {
+    pub fn solve<F: VectorField<T> + ?Sized>(&mut self, f: &mut F, ts: &[T], y0: &[T]) -> Result<Solution<T>> {
         let dim = f.dim();
         let batch = if dim == 0 { 0 } else { y0.len() / dim };
         let mut ys = vec![T::zero(); ts.len() * y0.len()];
@@ -317,11 +312,7 @@ impl<T: Scalar> Solver<T> {
         }
         let dir_pos = ts[1] > ts[0];
         for i in 1..ts.len() {
-            let ok = if dir_pos {
-                ts[i] > ts[i - 1]
-            } else {
-                ts[i] < ts[i - 1]
-            };
+            let ok = if dir_pos { ts[i] > ts[i - 1] } else { ts[i] < ts[i - 1] };
             if !ok || !ts[i].is_finite() || !ts[i - 1].is_finite() {
                 return Err(OdeError::NonMonotonicTimes {
                     index: i,
@@ -413,8 +404,7 @@ impl<T: Scalar> Solver<T> {
                 } = ws;
                 let k0 = &mut k[0];
                 eval_rows(
-                    f, dim, batch, active, t, y, k0, gather_t, gather_in, gather_out, stats,
-                    &mut nfe,
+                    f, dim, batch, active, t, y, k0, gather_t, gather_in, gather_out, stats, &mut nfe,
                 );
                 for r in 0..batch {
                     k1_valid[r] = true;
@@ -434,11 +424,7 @@ impl<T: Scalar> Solver<T> {
                 scaled_norms(norms, batch, dim, shared, y, k0, None, opts);
                 for r in 0..batch {
                     let (d0, d1) = norms[r];
-                    let h0 = if d0 < 1e-5 || d1 < 1e-5 {
-                        1e-6
-                    } else {
-                        0.01 * d0 / d1
-                    };
+                    let h0 = if d0 < 1e-5 || d1 < 1e-5 { 1e-6 } else { 0.01 * d0 / d1 };
                     let h0t = dir * T::c(h0);
                     t_eval[r] = t[r] + h0t;
                     ws.ratio[r] = h0;
@@ -447,8 +433,7 @@ impl<T: Scalar> Solver<T> {
                     }
                 }
                 eval_rows(
-                    f, dim, batch, active, t_eval, y_stage, k_end, gather_t, gather_in, gather_out,
-                    stats, &mut nfe,
+                    f, dim, batch, active, t_eval, y_stage, k_end, gather_t, gather_in, gather_out, stats, &mut nfe,
                 );
                 for r in 0..batch {
                     ws.hist[r][0] = norms[r].1;
@@ -565,18 +550,14 @@ impl<T: Scalar> Solver<T> {
                 rows.clear();
                 rows.extend(active.iter().copied().filter(|&r| !k1_valid[r]));
                 eval_rows(
-                    f, dim, batch, rows, t, y, &mut k[0], gather_t, gather_in, gather_out, stats,
-                    &mut nfe,
+                    f, dim, batch, rows, t, y, &mut k[0], gather_t, gather_in, gather_out, stats, &mut nfe,
                 );
                 for &r in rows.iter() {
                     k1_valid[r] = true;
                 }
             }
             for &r in ws.rows.iter() {
-                if ws.k[0][r * dim..(r + 1) * dim]
-                    .iter()
-                    .any(|v| !v.is_finite())
-                {
+                if ws.k[0][r * dim..(r + 1) * dim].iter().any(|v| !v.is_finite()) {
                     let e = OdeError::NonFinite {
                         what: "derivative",
                         t: ws.t[r].f64(),
@@ -700,9 +681,7 @@ impl<T: Scalar> Solver<T> {
                 let ok = if adaptive {
                     ws.ratio[r] <= 1.0
                 } else {
-                    ws.y_new[r * dim..(r + 1) * dim]
-                        .iter()
-                        .all(|v| v.is_finite())
+                    ws.y_new[r * dim..(r + 1) * dim].iter().all(|v| v.is_finite())
                 };
                 ws.accepted[r] = ok;
                 if !adaptive && !ok {
@@ -747,8 +726,7 @@ impl<T: Scalar> Solver<T> {
                     ..
                 } = ws;
                 eval_rows(
-                    f, dim, batch, rows, t_eval, y_new, k_end, gather_t, gather_in, gather_out,
-                    stats, &mut nfe,
+                    f, dim, batch, rows, t_eval, y_new, k_end, gather_t, gather_in, gather_out, stats, &mut nfe,
                 );
             }
 
@@ -828,10 +806,7 @@ impl<T: Scalar> Solver<T> {
                             let h01 = three * th2 - two * th3;
                             let h11 = (th3 - th2) * h;
                             for i in 0..dim {
-                                dst[i] = h00 * ws.y[o + i]
-                                    + h10 * ws.k[0][o + i]
-                                    + h01 * ws.y_new[o + i]
-                                    + h11 * f1[i];
+                                dst[i] = h00 * ws.y[o + i] + h10 * ws.k[0][o + i] + h01 * ws.y_new[o + i] + h11 * f1[i];
                             }
                         }
                     }
@@ -892,13 +867,7 @@ impl<T: Scalar> Solver<T> {
 }
 
 /// Marks sample `r` failed; in shared mode the first failure ends the whole solve.
-fn fail<T>(
-    ws: &mut Workspace<T>,
-    r: usize,
-    e: OdeError,
-    shared_fail: &mut Option<OdeError>,
-    shared: bool,
-) {
+fn fail<T>(ws: &mut Workspace<T>, r: usize, e: OdeError, shared_fail: &mut Option<OdeError>, shared: bool) {
     ws.live[r] = false;
     if shared {
         if shared_fail.is_none() {
@@ -940,9 +909,7 @@ fn scaled_norms<T: Scalar>(
     }
     if shared {
         let n = (batch * dim) as f64;
-        let (s0, s1) = d
-            .iter()
-            .fold((0.0, 0.0), |acc, x| (acc.0 + x.0, acc.1 + x.1));
+        let (s0, s1) = d.iter().fold((0.0, 0.0), |acc, x| (acc.0 + x.0, acc.1 + x.1));
         let v = ((s0 / n).sqrt(), (s1 / n).sqrt());
         d.iter_mut().for_each(|x| *x = v);
     } else {

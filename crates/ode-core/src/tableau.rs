@@ -81,10 +81,7 @@ impl ButcherTableau {
             }
             let sum: f64 = row.iter().sum();
             if (sum - c[i]).abs() > TOL * (1.0 + c[i].abs()) {
-                return Err(bad(format!(
-                    "row {i} of a sums to {sum}, but c[{i}] = {}",
-                    c[i]
-                )));
+                return Err(bad(format!("row {i} of a sums to {sum}, but c[{i}] = {}", c[i])));
             }
         }
         let sb: f64 = b.iter().sum();
@@ -93,10 +90,7 @@ impl ButcherTableau {
         }
         if let Some(e) = &b_err {
             if e.len() != s {
-                return Err(bad(format!(
-                    "error weights have {} entries, not {s}",
-                    e.len()
-                )));
+                return Err(bad(format!("error weights have {} entries, not {s}", e.len())));
             }
             let se: f64 = e.iter().sum();
             if se.abs() > TOL {
@@ -114,17 +108,11 @@ impl ButcherTableau {
             for (i, row) in p.iter().enumerate() {
                 let at1: f64 = row.iter().sum();
                 if (at1 - b[i]).abs() > 1e-10 {
-                    return Err(bad(format!(
-                        "dense output b_{i}(1) = {at1} != b_{i} = {}",
-                        b[i]
-                    )));
+                    return Err(bad(format!("dense output b_{i}(1) = {at1} != b_{i} = {}", b[i])));
                 }
             }
         }
-        let fsal = s > 1
-            && c[s - 1] == 1.0
-            && a[s - 1].iter().zip(&b).all(|(x, y)| x == y)
-            && b[s - 1] == 0.0;
+        let fsal = s > 1 && c[s - 1] == 1.0 && a[s - 1].iter().zip(&b).all(|(x, y)| x == y) && b[s - 1] == 0.0;
         Ok(Self {
             name,
             c,
@@ -243,16 +231,7 @@ impl FromStr for Method {
 fn build(m: Method) -> Result<ButcherTableau> {
     use Interpolation::Hermite;
     match m {
-        Method::Euler => ButcherTableau::new(
-            "euler",
-            vec![0.0],
-            vec![vec![]],
-            vec![1.0],
-            None,
-            1,
-            None,
-            Hermite,
-        ),
+        Method::Euler => ButcherTableau::new("euler", vec![0.0], vec![vec![]], vec![1.0], None, 1, None, Hermite),
         Method::Midpoint => ButcherTableau::new(
             "midpoint",
             vec![0.0, 0.5],
@@ -286,12 +265,7 @@ fn build(m: Method) -> Result<ButcherTableau> {
         Method::Rk4 => ButcherTableau::new(
             "rk4",
             vec![0.0, 1.0 / 3.0, 2.0 / 3.0, 1.0],
-            vec![
-                vec![],
-                vec![1.0 / 3.0],
-                vec![-1.0 / 3.0, 1.0],
-                vec![1.0, -1.0, 1.0],
-            ],
+            vec![vec![], vec![1.0 / 3.0], vec![-1.0 / 3.0, 1.0], vec![1.0, -1.0, 1.0]],
             vec![1.0 / 8.0, 3.0 / 8.0, 3.0 / 8.0, 1.0 / 8.0],
             None,
             4,
@@ -342,12 +316,7 @@ fn build(m: Method) -> Result<ButcherTableau> {
                     vec![1.0 / 5.0],
                     vec![3.0 / 40.0, 9.0 / 40.0],
                     vec![44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0],
-                    vec![
-                        19372.0 / 6561.0,
-                        -25360.0 / 2187.0,
-                        64448.0 / 6561.0,
-                        -212.0 / 729.0,
-                    ],
+                    vec![19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0],
                     vec![
                         9017.0 / 3168.0,
                         -355.0 / 33.0,
@@ -416,7 +385,16 @@ fn build(m: Method) -> Result<ButcherTableau> {
                 vec![0.0, -27.896526289197286, 65.09189467479366, -34.87065786149661],
                 vec![0.0, 1.5, -4.0, 2.5],
             ];
-            ButcherTableau::new("tsit5", c, a, b, Some(b_err), 5, Some(4), Interpolation::Polynomial(dense))
+            ButcherTableau::new(
+                "tsit5",
+                c,
+                a,
+                b,
+                Some(b_err),
+                5,
+                Some(4),
+                Interpolation::Polynomial(dense),
+            )
         }
     }
 }
@@ -479,10 +457,7 @@ mod tests {
         let err = "dopri8".parse::<Method>().unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("unknown solver 'dopri8'"), "{msg}");
-        assert!(
-            msg.contains("dopri5") && msg.contains("rk4_classic"),
-            "{msg}"
-        );
+        assert!(msg.contains("dopri5") && msg.contains("rk4_classic"), "{msg}");
     }
 
     #[test]
@@ -494,22 +469,12 @@ mod tests {
         };
         let mid: Vec<f64> = p
             .iter()
-            .map(|r| {
-                r.iter()
-                    .enumerate()
-                    .map(|(k, c)| c * 0.5f64.powi(k as i32 + 1))
-                    .sum()
-            })
+            .map(|r| r.iter().enumerate().map(|(k, c)| c * 0.5f64.powi(k as i32 + 1)).sum())
             .collect();
         assert!((mid[0] - 6025192743.0 / 30085553152.0 / 2.0).abs() < 1e-15);
         let d1: Vec<f64> = p
             .iter()
-            .map(|r| {
-                r.iter()
-                    .enumerate()
-                    .map(|(k, c)| c * (k as f64 + 1.0))
-                    .sum()
-            })
+            .map(|r| r.iter().enumerate().map(|(k, c)| c * (k as f64 + 1.0)).sum())
             .collect();
         for (i, v) in d1.iter().enumerate() {
             let want = if i == 6 { 1.0 } else { 0.0 };
@@ -530,11 +495,7 @@ mod tests {
             Interpolation::Hermite,
         )
         .unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("row 1 of a sums to 0.4, but c[1] = 0.5"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("row 1 of a sums to 0.4, but c[1] = 0.5"), "{e}");
         let e = ButcherTableau::new(
             "bad",
             vec![0.0],

@@ -2,21 +2,26 @@
 //! (sample index, time, option name, value) and the message text.
 
 use ode_core::{
-    ButcherTableau, FnField, Interpolation, Method, OdeError, PidController, Problem,
-    SolveOptions, Solver, StepMode, Tolerance,
+    ButcherTableau, FnField, Interpolation, Method, OdeError, PidController, Problem, SolveOptions, Solver, StepMode,
+    Tolerance,
 };
 
 const ADAPTIVE: [Method; 4] = [Method::Heun2, Method::Bosh3, Method::Dopri5, Method::Tsit5];
-const FIXED: [Method; 4] = [
-    Method::Euler,
-    Method::Midpoint,
-    Method::Rk4,
-    Method::Rk4Classic,
-];
+const FIXED: [Method; 4] = [Method::Euler, Method::Midpoint, Method::Rk4, Method::Rk4Classic];
 const MODES: [StepMode; 2] = [StepMode::Shared, StepMode::PerSample];
 
 fn tight() -> SolveOptions<f64> {
     SolveOptions::default().rtol(1e-8).atol(1e-10)
+}
+
+/// Tight tolerances for adaptive methods, steps of 1/8 for fixed-step ones (an embedded method
+/// given a step size would run at it without error control).
+fn opts_for(m: Method) -> SolveOptions<f64> {
+    if m.tableau().is_adaptive() {
+        tight()
+    } else {
+        tight().step_size(0.125)
+    }
 }
 
 fn assert_contains(msg: &str, parts: &[&str]) {
@@ -30,19 +35,13 @@ fn assert_contains(msg: &str, parts: &[&str]) {
 fn tagged_decay(bad_tag: f64, t_bad: f64) -> FnField<impl FnMut(f64, &[f64], &mut [f64])> {
     FnField::new(2, move |t: f64, y: &[f64], dy: &mut [f64]| {
         dy[1] = 0.0;
-        dy[0] = if y[1] == bad_tag && t > t_bad {
-            f64::NAN
-        } else {
-            -y[0]
-        };
+        dy[0] = if y[1] == bad_tag && t > t_bad { f64::NAN } else { -y[0] };
     })
 }
 
 /// One sample's rows of a solution: its state at every output time, flattened.
 fn sample_track(sol: &ode_core::Solution<f64>, sample: usize) -> Vec<f64> {
-    (0..sol.ts.len())
-        .flat_map(|k| sol.y(k, sample).to_vec())
-        .collect()
+    (0..sol.ts.len()).flat_map(|k| sol.y(k, sample).to_vec()).collect()
 }
 
 // ---------------------------------------------------------------- NonFinite
@@ -52,7 +51,7 @@ fn nonfinite_initial_state_names_sample_and_initial_time() {
     for m in Method::ALL {
         for mode in MODES {
             let mut f = Problem::Harmonic.field::<f64>();
-            let mut s = Solver::new(m, tight().step_mode(mode).step_size(0.1)).unwrap();
+            let mut s = Solver::new(m, opts_for(m).step_mode(mode)).unwrap();
             // Sample 1 (of 3) has a NaN; times run backwards from 0.5.
             let y0 = [1.0, 0.0, 2.0, f64::NAN, 3.0, 0.0];
             let e = s.solve(&mut f, &[0.5, 0.0], &y0).unwrap_err();
@@ -73,10 +72,7 @@ fn nonfinite_initial_state_names_sample_and_initial_time() {
             // An infinity in sample 2 is rejected just the same.
             let y0 = [1.0, 0.0, 2.0, 0.0, f64::INFINITY, 0.0];
             let e = s.solve(&mut f, &[-1.0, 0.0], &y0).unwrap_err();
-            assert_contains(
-                &e.to_string(),
-                &["non-finite initial state at t = -1 in sample 2"],
-            );
+            assert_contains(&e.to_string(), &["non-finite initial state at t = -1 in sample 2"]);
         }
     }
 }
@@ -91,14 +87,9 @@ fn nonfinite_field_fixed_step_reports_time_and_kind() {
             let mut f = FnField::new(1, |t: f64, y: &[f64], dy: &mut [f64]| {
                 dy[0] = if t > 0.5 { f64::NAN } else { -y[0] };
             });
-            let mut s = Solver::new(m, SolveOptions::default().step_size(0.125).step_mode(mode))
-                .unwrap();
+            let mut s = Solver::new(m, SolveOptions::default().step_size(0.125).step_mode(mode)).unwrap();
             let e = s.solve(&mut f, &[0.0, 1.0], &[1.0]).unwrap_err();
-            let what = if m == Method::Euler {
-                "derivative"
-            } else {
-                "state"
-            };
+            let what = if m == Method::Euler { "derivative" } else { "state" };
             assert_eq!(
                 e,
                 OdeError::NonFinite {
@@ -122,8 +113,7 @@ fn nonfinite_field_fixed_step_names_the_failing_sample() {
     for m in FIXED {
         for mode in MODES {
             let mut f = tagged_decay(1.0, 0.5);
-            let mut s = Solver::new(m, SolveOptions::default().step_size(0.125).step_mode(mode))
-                .unwrap();
+            let mut s = Solver::new(m, SolveOptions::default().step_size(0.125).step_mode(mode)).unwrap();
             let y0 = [1.0, 0.0, 1.0, 1.0, 2.0, 2.0];
             let e = s.solve(&mut f, &[0.0, 1.0], &y0).unwrap_err();
             assert_eq!(e.sample(), Some(1), "{m} {mode}: {e}");
@@ -167,16 +157,26 @@ fn nonfinite_field_adaptive_shared_fails_the_solve() {
     }
 }
 
-/// Shared mode should name the sample whose state went non-finite (sample 1), as the fixed-step
-/// path and per-sample mode do; it names the first row of the batch instead.
+/// Shared mode should name the sample that caused the failure (sample 1 in both cases), as the
+/// fixed-step path and per-sample mode do; it names the first row of the batch instead (the
+/// solver computes the worst row of the shared error norm but never uses it).
 #[test]
 #[ignore = "src bug: shared-mode adaptive NonFinite/underflow blames sample 0, not the culprit"]
-fn nonfinite_field_adaptive_shared_names_the_culprit() {
+fn adaptive_shared_failure_names_the_culprit() {
     for m in ADAPTIVE {
         let mut f = tagged_decay(1.0, 0.5);
         let mut s = Solver::new(m, tight().step_mode(StepMode::Shared)).unwrap();
         let y0 = [1.0, 0.0, 1.0, 1.0, 2.0, 2.0];
         let e = s.solve(&mut f, &[0.0, 1.0], &y0).unwrap_err();
+        assert_eq!(e.sample(), Some(1), "{m}: {e}");
+        // y' = y²: sample 1 (y0 = 1) blows up at t = 1, sample 0 (y0 = 1/4) is fine.
+        let mut f = FnField::new(1, |_t: f64, y: &[f64], dy: &mut [f64]| dy[0] = y[0] * y[0]);
+        let opts = SolveOptions::default()
+            .rtol(1e-6)
+            .atol(1e-8)
+            .step_mode(StepMode::Shared);
+        let mut s = Solver::new(m, opts).unwrap();
+        let e = s.solve(&mut f, &[0.0, 2.0], &[0.25, 1.0]).unwrap_err();
         assert_eq!(e.sample(), Some(1), "{m}: {e}");
     }
 }
@@ -186,10 +186,7 @@ fn nonfinite_per_sample_no_throw_isolates_the_failure() {
     let ts = [0.0, 0.25, 0.5, 0.75, 1.0];
     let y0 = [1.0, 0.0, 1.0, 1.0, 2.0, 2.0];
     for m in ADAPTIVE.into_iter().chain(FIXED) {
-        let opts = tight()
-            .step_size(0.125)
-            .step_mode(StepMode::PerSample)
-            .throw(false);
+        let opts = opts_for(m).step_mode(StepMode::PerSample).throw(false);
         let mut f = tagged_decay(1.0, 0.5);
         let mut s = Solver::new(m, opts).unwrap();
         let sol = s.solve(&mut f, &ts, &y0).unwrap();
@@ -202,13 +199,18 @@ fn nonfinite_per_sample_no_throw_isolates_the_failure() {
         assert!((0.5 - 1e-9..=0.625).contains(&t_fail), "{m}: {fail}");
         assert_contains(&fail.to_string(), &["in sample 1"]);
 
-        // The failed sample: before the failure it follows sample 0 (same start, same field)
-        // exactly; its later outputs are NaN.
+        // The failed sample: before the failure it follows sample 0 (same start, same field;
+        // exactly for fixed steps, within the tolerance for adaptive ones, whose initial step
+        // also sees the tag component); its later outputs are NaN.
         for (k, &t) in ts.iter().enumerate() {
             let y = sol.y(k, 1)[0];
             if t < t_fail {
-                assert_eq!(y, sol.y(k, 0)[0], "{m}: y({t})");
-                assert!((y - (-t).exp()).abs() < 2e-2, "{m}: y({t}) = {y}");
+                if m.tableau().is_adaptive() {
+                    assert!((y - sol.y(k, 0)[0]).abs() < 1e-7, "{m}: y({t})");
+                } else {
+                    assert_eq!(y, sol.y(k, 0)[0], "{m}: y({t})");
+                }
+                assert!((y - (-t).exp()).abs() < 3e-2, "{m}: y({t}) = {y}");
             } else {
                 assert!(y.is_nan(), "{m}: sample 1 at t = {t} is {y}, not NaN");
             }
@@ -223,7 +225,7 @@ fn nonfinite_per_sample_no_throw_isolates_the_failure() {
             assert_eq!(sample_track(&sol, r), sample_track(&one, 0), "{m} sample {r}");
             assert_eq!(sol.stats.per_sample[r], one.stats.per_sample[0], "{m} {r}");
             let want = y0[2 * r] * (-1.0f64).exp();
-            assert!((sol.y(4, r)[0] - want).abs() < 0.05 * want, "{m} {r}");
+            assert!((sol.y(4, r)[0] - want).abs() < 0.1 * want, "{m} {r}");
         }
     }
 }
@@ -245,10 +247,7 @@ fn nonfinite_derivative_at_the_initial_time() {
             },
             "{m}"
         );
-        assert_contains(
-            &e.to_string(),
-            &["non-finite derivative at t = 0 in sample 2"],
-        );
+        assert_contains(&e.to_string(), &["non-finite derivative at t = 0 in sample 2"]);
         let mut s = Solver::new(m, tight().throw(false)).unwrap();
         let sol = s.solve(&mut f, &[0.0, 1.0], &y0).unwrap();
         assert_eq!(sol.failures, vec![e]);
@@ -266,13 +265,7 @@ fn step_size_underflow_at_a_blow_up() {
         let mut f = FnField::new(1, |_t: f64, y: &[f64], dy: &mut [f64]| dy[0] = y[0] * y[0]);
         let mut s = Solver::new(m, SolveOptions::default().rtol(1e-6).atol(1e-8)).unwrap();
         let e = s.solve(&mut f, &[0.0, 2.0], &[0.25, 1.0]).unwrap_err();
-        let OdeError::StepSizeUnderflow {
-            t,
-            h,
-            min_step,
-            sample,
-        } = e
-        else {
+        let OdeError::StepSizeUnderflow { t, h, min_step, sample } = e else {
             panic!("{m}: expected StepSizeUnderflow, got {e:?}");
         };
         assert_eq!(sample, 1, "{m}");
@@ -289,8 +282,7 @@ fn step_size_underflow_at_a_blow_up() {
             ],
         );
 
-        let mut s = Solver::new(m, SolveOptions::default().rtol(1e-6).atol(1e-8).throw(false))
-            .unwrap();
+        let mut s = Solver::new(m, SolveOptions::default().rtol(1e-6).atol(1e-8).throw(false)).unwrap();
         let sol = s.solve(&mut f, &[0.0, 2.0], &[0.25, 1.0]).unwrap();
         assert_eq!(sol.failures, vec![e], "{m}");
         assert!((sol.y(1, 0)[0] - 0.5).abs() < 1e-5, "{m}: {}", sol.y(1, 0)[0]);
@@ -310,23 +302,14 @@ fn step_size_underflow_below_min_step() {
                 .step_mode(mode);
             let mut s = Solver::new(m, opts).unwrap();
             let e = s.solve(&mut f, &[0.0, 10.0], &[1.0, 0.0]).unwrap_err();
-            let OdeError::StepSizeUnderflow {
-                t,
-                h,
-                min_step,
-                sample,
-            } = e
-            else {
+            let OdeError::StepSizeUnderflow { t, h, min_step, sample } = e else {
                 panic!("{m}: expected StepSizeUnderflow, got {e:?}");
             };
             assert_eq!((t, min_step, sample), (0.0, 0.1, 0), "{m} {mode}");
             assert!(h < 0.1 && h > 0.0, "{m}: h = {h}");
             assert_contains(
                 &e.to_string(),
-                &[
-                    "step size underflow at t = 0 in sample 0",
-                    "below the minimum 1e-1",
-                ],
+                &["step size underflow at t = 0 in sample 0", "below the minimum 1e-1"],
             );
         }
     }
@@ -353,10 +336,7 @@ fn max_steps_exceeded_adaptive() {
             assert!(t > 0.0 && t < 1.0, "{m}: t = {t}");
             assert_contains(
                 &e.to_string(),
-                &[
-                    "maximum number of steps (3) exceeded at t = 0.",
-                    "in sample 0",
-                ],
+                &["maximum number of steps (3) exceeded at t = 0.", "in sample 0"],
             );
         }
     }
@@ -378,10 +358,7 @@ fn max_steps_exceeded_fixed_step() {
         };
         assert_eq!((max_num_steps, sample), (3, 0), "{m}");
         assert!((t - 0.3).abs() < 1e-12, "{m}: t = {t}");
-        assert_contains(
-            &e.to_string(),
-            &["maximum number of steps (3) exceeded at t = 0.3"],
-        );
+        assert_contains(&e.to_string(), &["maximum number of steps (3) exceeded at t = 0.3"]);
     }
 }
 
@@ -398,10 +375,7 @@ fn max_steps_exceeded_per_sample_only_stops_the_hard_sample() {
         let mut s = Solver::new(m, tight()).unwrap();
         let full = s.solve(&mut f, &ts, &y0).unwrap();
         let steps = |st: ode_core::SampleStats| st.accepted + st.rejected;
-        let (n0, n1) = (
-            steps(full.stats.per_sample[0]),
-            steps(full.stats.per_sample[1]),
-        );
+        let (n0, n1) = (steps(full.stats.per_sample[0]), steps(full.stats.per_sample[1]));
         assert!(n0 + 1 < n1, "{m}: {n0} vs {n1} steps");
         let budget = (n0 + n1) / 2;
         let mut s = Solver::new(m, tight().max_num_steps(budget).throw(false)).unwrap();
@@ -503,10 +477,7 @@ fn both_tolerances_zero_is_rejected() {
     s.options_mut().rtol = Tolerance::PerComponent(vec![1e-6, 0.0]);
     s.options_mut().atol = Tolerance::PerComponent(vec![0.0, 0.0]);
     let e = s.solve(&mut f, &[0.0, 1.0], &[1.0, 0.0]).unwrap_err();
-    assert_contains(
-        &e.to_string(),
-        &["invalid tolerance atol[1] = 0", "both zero"],
-    );
+    assert_contains(&e.to_string(), &["invalid tolerance atol[1] = 0", "both zero"]);
     // rtol zero alone is fine.
     s.options_mut().atol = Tolerance::Scalar(1e-9);
     s.options_mut().rtol = Tolerance::Scalar(0.0);
@@ -563,9 +534,7 @@ fn per_component_tolerance_is_accepted_at_construction() {
 fn y0_length_not_a_multiple_of_dim() {
     let mut f = Problem::Harmonic.field::<f64>();
     let mut s = Solver::new(Method::Dopri5, SolveOptions::default()).unwrap();
-    let e = s
-        .solve(&mut f, &[0.0, 1.0], &[1.0, 0.0, 1.0, 0.0, 1.0])
-        .unwrap_err();
+    let e = s.solve(&mut f, &[0.0, 1.0], &[1.0, 0.0, 1.0, 0.0, 1.0]).unwrap_err();
     assert_eq!(
         e,
         OdeError::ShapeMismatch {
@@ -631,9 +600,7 @@ fn solve_into_output_buffer_of_wrong_length() {
     let y0 = [1.0, 0.0, 0.5, 0.5];
     for len in [11, 13, 0] {
         let mut out = vec![0.0; len];
-        let e = s
-            .solve_into(&mut f, &[0.0, 0.5, 1.0], &y0, &mut out)
-            .unwrap_err();
+        let e = s.solve_into(&mut f, &[0.0, 0.5, 1.0], &y0, &mut out).unwrap_err();
         assert_eq!(
             e,
             OdeError::ShapeMismatch {
@@ -650,9 +617,7 @@ fn solve_into_output_buffer_of_wrong_length() {
         );
     }
     let mut out = vec![0.0; 12];
-    let report = s
-        .solve_into(&mut f, &[0.0, 0.5, 1.0], &y0, &mut out)
-        .unwrap();
+    let report = s.solve_into(&mut f, &[0.0, 0.5, 1.0], &y0, &mut out).unwrap();
     assert!(report.failures.is_empty());
     assert!((out[8] - 1.0f64.cos()).abs() < 1e-4, "{out:?}");
 }
@@ -683,14 +648,8 @@ fn non_monotonic_times() {
                 panic!("{ts:?}: expected NonMonotonicTimes, got {e:?}");
             };
             assert_eq!(index, want_index, "{ts:?}");
-            assert!(
-                same(prev, want_prev) && same(next, want_next),
-                "{ts:?}: {e:?}"
-            );
-            assert_contains(
-                &e.to_string(),
-                &["strictly increasing or strictly decreasing", frag],
-            );
+            assert!(same(prev, want_prev) && same(next, want_next), "{ts:?}: {e:?}");
+            assert_contains(&e.to_string(), &["strictly increasing or strictly decreasing", frag]);
         }
     }
 }
@@ -732,10 +691,7 @@ fn unknown_solver() {
         let msg = e.to_string();
         assert_contains(&msg, &[&format!("unknown solver '{name}': expected one of ")]);
         for m in Method::ALL {
-            assert!(
-                known.split(", ").any(|k| k == m.name()),
-                "{known} lacks {m}"
-            );
+            assert!(known.split(", ").any(|k| k == m.name()), "{known} lacks {m}");
             assert_contains(&msg, &[m.name()]);
         }
     }
@@ -751,9 +707,7 @@ fn unknown_solver() {
 
 fn expect_invalid_option(opts: SolveOptions<f64>, want_name: &str, want_value: f64, frag: &str) {
     // Rejected when the solver is built ...
-    let e = Solver::new(Method::Dopri5, opts.clone())
-        .map(|_| ())
-        .unwrap_err();
+    let e = Solver::new(Method::Dopri5, opts.clone()).map(|_| ()).unwrap_err();
     let OdeError::InvalidOption { name, value, .. } = e else {
         panic!("{want_name}: expected InvalidOption, got {e:?}");
     };
@@ -770,7 +724,9 @@ fn expect_invalid_option(opts: SolveOptions<f64>, want_name: &str, want_value: f
     let mut s = Solver::new(Method::Dopri5, SolveOptions::default()).unwrap();
     *s.options_mut() = opts;
     let mut f = Problem::ExpDecay.field::<f64>();
-    assert_eq!(s.solve(&mut f, &[0.0, 1.0], &[1.0]).unwrap_err(), e);
+    // (Compared as text: a NaN value makes the errors unequal under PartialEq.)
+    let e2 = s.solve(&mut f, &[0.0, 1.0], &[1.0]).unwrap_err();
+    assert_eq!(e2.to_string(), e.to_string());
 }
 
 #[test]
@@ -800,28 +756,19 @@ fn invalid_options() {
         "must be in (0, 1]",
     );
     expect_invalid_option(
-        ctl(PidController {
-            min_factor: 0.0,
-            ..pid
-        }),
+        ctl(PidController { min_factor: 0.0, ..pid }),
         "controller.min_factor",
         0.0,
         "must be in (0, 1)",
     );
     expect_invalid_option(
-        ctl(PidController {
-            min_factor: 1.0,
-            ..pid
-        }),
+        ctl(PidController { min_factor: 1.0, ..pid }),
         "controller.min_factor",
         1.0,
         "must be in (0, 1)",
     );
     expect_invalid_option(
-        ctl(PidController {
-            max_factor: 1.0,
-            ..pid
-        }),
+        ctl(PidController { max_factor: 1.0, ..pid }),
         "controller.max_factor",
         1.0,
         "must be finite and > 1",
@@ -835,48 +782,28 @@ fn invalid_options() {
         f64::INFINITY,
         "must be finite and > 1",
     );
-    expect_invalid_option(
-        d().step_size(0.0),
-        "step_size",
-        0.0,
-        "must be finite and non-zero",
-    );
+    expect_invalid_option(d().step_size(0.0), "step_size", 0.0, "must be finite and non-zero");
     expect_invalid_option(
         d().step_size(f64::NAN),
         "step_size",
         f64::NAN,
         "must be finite and non-zero",
     );
-    expect_invalid_option(
-        d().first_step(0.0),
-        "first_step",
-        0.0,
-        "must be finite and non-zero",
-    );
+    expect_invalid_option(d().first_step(0.0), "first_step", 0.0, "must be finite and non-zero");
     expect_invalid_option(
         d().max_step(f64::INFINITY),
         "max_step",
         f64::INFINITY,
         "must be finite and non-zero",
     );
-    expect_invalid_option(
-        d().min_step(-1.0),
-        "min_step",
-        -1.0,
-        "must be finite and non-negative",
-    );
+    expect_invalid_option(d().min_step(-1.0), "min_step", -1.0, "must be finite and non-negative");
     expect_invalid_option(
         d().min_step(f64::NAN),
         "min_step",
         f64::NAN,
         "must be finite and non-negative",
     );
-    expect_invalid_option(
-        d().max_num_steps(0),
-        "max_num_steps",
-        0.0,
-        "must be at least 1",
-    );
+    expect_invalid_option(d().max_num_steps(0), "max_num_steps", 0.0, "must be at least 1");
     // The PI controller and a negative step size (the direction comes from ts) are fine.
     Solver::new(Method::Dopri5, ctl(PidController::pi())).unwrap();
     Solver::new(Method::Rk4, d().step_size(-0.1)).unwrap();
@@ -886,10 +813,7 @@ fn invalid_options() {
 fn bad_step_mode_string() {
     for s in ["foo", "Shared", ""] {
         let e = s.parse::<StepMode>().unwrap_err();
-        assert!(
-            matches!(e, OdeError::InvalidOption { name: "step_mode", .. }),
-            "{e:?}"
-        );
+        assert!(matches!(e, OdeError::InvalidOption { name: "step_mode", .. }), "{e:?}");
         assert_contains(
             &e.to_string(),
             &["invalid option step_mode", "expected 'shared' or 'per_sample'"],
@@ -898,10 +822,7 @@ fn bad_step_mode_string() {
     for mode in MODES {
         assert_eq!(mode.name().parse::<StepMode>().unwrap(), mode);
     }
-    assert_eq!(
-        "per-sample".parse::<StepMode>().unwrap(),
-        StepMode::PerSample
-    );
+    assert_eq!("per-sample".parse::<StepMode>().unwrap(), StepMode::PerSample);
 }
 
 // ---------------------------------------------------------------- InvalidTableau
@@ -921,10 +842,7 @@ fn invalid_tableau() {
     )
     .unwrap_err();
     assert!(matches!(e, OdeError::InvalidTableau { .. }), "{e:?}");
-    assert_contains(
-        &e.to_string(),
-        &["invalid Butcher tableau 'my_heun'", "row 1 of a"],
-    );
+    assert_contains(&e.to_string(), &["invalid Butcher tableau 'my_heun'", "row 1 of a"]);
     // The corrected tableau builds and runs.
     let t = ButcherTableau::new(
         "my_heun",

@@ -35,14 +35,7 @@ impl SplitMix64 {
 
 /// `(latent, hidden, batch)` sizes exercised by the tests: degenerate 1×1, batch 1, 7 and 65,
 /// hidden sizes on and off the gemm micro-kernel's register-tile multiples.
-const SIZES: [(usize, usize, usize); 6] = [
-    (1, 1, 1),
-    (2, 16, 7),
-    (3, 33, 65),
-    (8, 64, 1),
-    (5, 7, 7),
-    (2, 64, 65),
-];
+const SIZES: [(usize, usize, usize); 6] = [(1, 1, 1), (2, 16, 7), (3, 33, 65), (8, 64, 1), (5, 7, 7), (2, 64, 65)];
 
 /// Offsets `(w0, b0, w2, b2, w4, b4, end)` of the six tensors, computed here independently of
 /// the crate from the documented order and `[out, in]` shapes.
@@ -98,12 +91,7 @@ fn gamma(n: usize) -> f64 {
 /// error `δx` has `|ẑ - z| ≤ |W| δx + γ_{k+1} (|b| + |W| |x̂|)` (k products and the bias in any
 /// summation order, FMA or not); `tanh_f32` adds at most [`TANH_F32_ERR`] and tanh is
 /// 1-Lipschitz.
-fn naive_forward_with_f32_bound(
-    l: usize,
-    m: usize,
-    p: &[f64],
-    y: &[f64],
-) -> (Vec<f64>, Vec<f64>) {
+fn naive_forward_with_f32_bound(l: usize, m: usize, p: &[f64], y: &[f64]) -> (Vec<f64>, Vec<f64>) {
     let o = offsets(l, m);
     let rows = y.len() / l;
     let (w0, b0) = (&p[o[0]..o[1]], &p[o[1]..o[2]]);
@@ -161,11 +149,7 @@ fn max_abs_diff(a: &[f64], b: &[f64]) -> f64 {
 /// `‖a - b‖₂ / ‖a‖₂`.
 fn rel_l2(reference: &[f64], got: &[f64]) -> f64 {
     assert_eq!(reference.len(), got.len());
-    let num: f64 = reference
-        .iter()
-        .zip(got)
-        .map(|(a, b)| (a - b) * (a - b))
-        .sum();
+    let num: f64 = reference.iter().zip(got).map(|(a, b)| (a - b) * (a - b)).sum();
     let den: f64 = reference.iter().map(|a| a * a).sum();
     (num / den).sqrt()
 }
@@ -185,14 +169,7 @@ fn layout_matches_documented_order() {
         assert_eq!(Mlp::<f64>::param_count(l, m), o[6]);
         assert_eq!(mlp.num_params(), o[6]);
         let tensors = mlp.tensors();
-        let shapes = [
-            vec![m, l],
-            vec![m],
-            vec![m, m],
-            vec![m],
-            vec![l, m],
-            vec![l],
-        ];
+        let shapes = [vec![m, l], vec![m], vec![m, m], vec![m], vec![l, m], vec![l]];
         for (t, (name, shape, off)) in tensors.into_iter().enumerate() {
             assert_eq!(name, MLP_TENSOR_NAMES[t]);
             assert_eq!(shape, shapes[t], "{name}");
@@ -214,9 +191,7 @@ fn init_uses_fan_in_of_each_tensor() {
     let expect = [l, l, m, m, m, m];
     for t in 0..6 {
         assert!(
-            mlp.params()[o[t]..o[t + 1]]
-                .iter()
-                .all(|&v| v == expect[t] as f64),
+            mlp.params()[o[t]..o[t + 1]].iter().all(|&v| v == expect[t] as f64),
             "{}",
             MLP_TENSOR_NAMES[t]
         );
@@ -270,9 +245,7 @@ fn forward_f32_matches_f64_within_error_bound() {
             max_bound = max_bound.max(b);
             worst_ratio = worst_ratio.max(err / b);
         }
-        println!(
-            "f32 forward L={l} M={m} rows={rows}: max |f32-f64| {max_err:.2e}, bound up to {max_bound:.2e}"
-        );
+        println!("f32 forward L={l} M={m} rows={rows}: max |f32-f64| {max_err:.2e}, bound up to {max_bound:.2e}");
         // The a-priori bound is a worst case (every rounding error aligned) and grows with the
         // layer widths; the observed error is far smaller. State the practical f32 accuracy too:
         // outputs are O(1), so an f32 forward pass agrees with f64 to 2e-6 absolute (about ten
@@ -439,13 +412,7 @@ fn vjp_rows_are_independent() {
         let mut f_batch = vec![0.0; y.len()];
         let mut gy_batch = vec![0.0; y.len()];
         let mut gp_batch = vec![0.0; p.len()];
-        mlp.vjp(
-            &y,
-            &v,
-            Some(&mut f_batch),
-            &mut gy_batch,
-            Some(&mut gp_batch),
-        );
+        mlp.vjp(&y, &v, Some(&mut f_batch), &mut gy_batch, Some(&mut gp_batch));
         // A fresh field per row so no scratch state is shared with the batched call.
         let mut single = Mlp::with_params(l, m, p.clone());
         let mut gp_sum = vec![0.0; p.len()];
