@@ -82,6 +82,24 @@ pub enum OdeError {
         /// The offending time.
         next: f64,
     },
+    /// An output time is NaN or infinite.
+    #[error("output time ts[{index}] = {value} is not finite; give finite times")]
+    NonFiniteTime {
+        /// Index of the offending time.
+        index: usize,
+        /// The offending value.
+        value: f64,
+    },
+    /// A named choice (step mode, problem, norm) that is not one of the accepted values.
+    #[error("invalid {name} '{value}': expected one of {expected}")]
+    InvalidChoice {
+        /// What was being chosen.
+        name: &'static str,
+        /// What was given.
+        value: String,
+        /// The accepted values.
+        expected: &'static str,
+    },
     /// Fewer than two output times were given.
     #[error("need at least two output times (the first is the initial time), got {got}")]
     TooFewTimes {
@@ -114,13 +132,11 @@ pub enum OdeError {
         /// The violated condition.
         reason: String,
     },
-    /// A fixed-step method was given an adaptive-only request or vice versa.
-    #[error("solver '{solver}' {reason}")]
+    /// A combination of options that is not supported.
+    #[error("unsupported: {what}")]
     Unsupported {
-        /// The solver name.
-        solver: &'static str,
-        /// What it cannot do.
-        reason: &'static str,
+        /// What cannot be done, and what to do instead.
+        what: &'static str,
     },
 }
 

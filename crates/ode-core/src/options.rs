@@ -39,10 +39,10 @@ impl FromStr for StepMode {
         match s {
             "shared" => Ok(StepMode::Shared),
             "per_sample" | "per-sample" => Ok(StepMode::PerSample),
-            _ => Err(OdeError::InvalidOption {
-                name: "step_mode",
-                value: f64::NAN,
-                reason: "expected 'shared' or 'per_sample'",
+            _ => Err(OdeError::InvalidChoice {
+                name: "step mode",
+                value: s.to_string(),
+                expected: "shared, per_sample",
             }),
         }
     }

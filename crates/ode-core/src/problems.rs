@@ -130,10 +130,10 @@ impl FromStr for Problem {
         Problem::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| OdeError::InvalidOption {
+            .ok_or_else(|| OdeError::InvalidChoice {
                 name: "problem",
-                value: f64::NAN,
-                reason: "unknown problem: expected exp-decay, harmonic, lotka-volterra or van-der-pol",
+                value: s.to_string(),
+                expected: "exp-decay, harmonic, lotka-volterra, van-der-pol",
             })
     }
 }

@@ -107,6 +107,7 @@ struct Workspace<T> {
     rows: Vec<usize>,
     accepted: Vec<bool>,
     norms: Vec<(f64, f64)>,
+    culprit: usize,
 }
 
 impl<T: Scalar> Workspace<T> {
@@ -159,6 +160,7 @@ impl<T: Scalar> Workspace<T> {
         self.rows.reserve(batch);
         self.accepted.clear();
         self.accepted.resize(batch, false);
+        self.culprit = 0;
     }
 }
 
@@ -269,7 +271,7 @@ impl<T: Scalar> Solver<T> {
     /// decreasing) for the batch `y0` (`batch × dim`, row-major), returning states at all `ts`.
     pub fn solve<F: VectorField<T> + ?Sized>(&mut self, f: &mut F, ts: &[T], y0: &[T]) -> Result<Solution<T>> {
         let dim = f.dim();
-        let batch = if dim == 0 { 0 } else { y0.len() / dim };
+        let batch = y0.len().checked_div(dim).unwrap_or(0);
         let mut ys = vec![T::zero(); ts.len() * y0.len()];
         let report = self.solve_into(f, ts, y0, &mut ys)?;
         Ok(Solution {
@@ -310,10 +312,16 @@ impl<T: Scalar> Solver<T> {
         if ts.len() < 2 {
             return Err(OdeError::TooFewTimes { got: ts.len() });
         }
+        if let Some(index) = ts.iter().position(|t| !t.is_finite()) {
+            return Err(OdeError::NonFiniteTime {
+                index,
+                value: ts[index].f64(),
+            });
+        }
         let dir_pos = ts[1] > ts[0];
         for i in 1..ts.len() {
             let ok = if dir_pos { ts[i] > ts[i - 1] } else { ts[i] < ts[i - 1] };
-            if !ok || !ts[i].is_finite() || !ts[i - 1].is_finite() {
+            if !ok {
                 return Err(OdeError::NonMonotonicTimes {
                     index: i,
                     prev: ts[i - 1].f64(),
@@ -505,18 +513,20 @@ impl<T: Scalar> Solver<T> {
                 }
                 let floor = min_step.max(t.abs() * T::epsilon() * T::c(4.0));
                 if adaptive && (h.abs() < floor || t + h == t) {
+                    // In shared mode, blame the sample with the largest error at the last try.
+                    let sample = if shared { ws.culprit } else { r };
                     let e = if ws.nonfinite_trial[r] {
                         OdeError::NonFinite {
                             what: "state",
                             t: t.f64(),
-                            sample: r,
+                            sample,
                         }
                     } else {
                         OdeError::StepSizeUnderflow {
                             t: t.f64(),
                             h: h.abs().f64(),
                             min_step: floor.f64(),
-                            sample: r,
+                            sample,
                         }
                     };
                     fail(ws, r, e, &mut shared_fail, shared);
@@ -661,7 +671,8 @@ impl<T: Scalar> Solver<T> {
                     if shared {
                         shared_sum += sum;
                         shared_cnt += dim;
-                        if !(sum <= worst.1) {
+                        // The largest error, a NaN one (a blown-up sample) above all.
+                        if !worst.1.is_nan() && (sum.is_nan() || sum > worst.1) {
                             worst = (r, sum);
                         }
                     } else {
@@ -670,6 +681,7 @@ impl<T: Scalar> Solver<T> {
                 }
             }
             if shared && adaptive {
+                ws.culprit = worst.0;
                 let ratio = (shared_sum / shared_cnt as f64).sqrt();
                 for &r in ws.active.iter() {
                     ws.ratio[r] = ratio;

@@ -2,7 +2,7 @@
 //! `solve_into` performs no heap allocation except the returned report's per-sample statistics.
 //! The MLP field itself allocates nothing either; the one allocation per matrix product is
 //! the packing buffer of the `matrixmultiply` micro-kernel (a few KiB, served from malloc's
-//! thread cache), which this test accounts for exactly.
+//! thread cache), which this test accounts for.
 
 use ode_core::{Method, Mlp, Problem, SolveOptions, Solver, StepMode};
 use std::alloc::{GlobalAlloc, Layout, System};
