@@ -2,6 +2,7 @@
 
 mod error;
 mod field;
+mod grad;
 mod mlp;
 mod options;
 mod problems;
@@ -11,9 +12,10 @@ mod tableau;
 
 pub use error::{OdeError, Result};
 pub use field::{FnField, VectorField};
+pub use grad::VjpField;
 pub use mlp::{MLP_TENSOR_NAMES, Mlp};
 pub use options::{PidController, SolveOptions, StepMode, Tolerance};
 pub use problems::{Problem, ProblemField};
 pub use scalar::{Scalar, tanh_f32};
-pub use solver::{Report, SampleStats, Solution, Solver, Stats};
+pub use solver::{Report, SampleStats, Solution, Solver, Stats, Tape};
 pub use tableau::{ButcherTableau, Interpolation, Method};

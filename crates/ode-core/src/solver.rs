@@ -76,6 +76,65 @@ impl<T: Scalar> Solution<T> {
     }
 }
 
+/// One accepted step on a [`Tape`].
+#[derive(Debug, Clone)]
+pub(crate) struct TapeStep<T> {
+    pub(crate) row: usize,
+    pub(crate) t: T,
+    pub(crate) h: T,
+    /// Range into [`Tape::outs`] of the outputs that fell inside this step.
+    pub(crate) outs: std::ops::Range<usize>,
+}
+
+/// The accepted steps of a solve (per sample: time, step size, state at the step start, and
+/// the outputs inside the step), recorded by [`Solver::solve_taped`] for backpropagation
+/// through the solver. Memory grows with the number of steps; reuse one tape across solves
+/// so it stops allocating once it has grown.
+#[derive(Debug, Clone, Default)]
+pub struct Tape<T> {
+    pub(crate) iters: Vec<usize>,
+    pub(crate) steps: Vec<TapeStep<T>>,
+    pub(crate) ys: Vec<T>,
+    /// `(output index, θ)`: θ = None when the output is the step end itself.
+    pub(crate) outs: Vec<(usize, Option<T>)>,
+    pub(crate) dim: usize,
+    pub(crate) batch: usize,
+    pub(crate) n_ts: usize,
+}
+
+impl<T> Tape<T> {
+    /// An empty tape.
+    pub fn new() -> Self {
+        Self {
+            iters: Vec::new(),
+            steps: Vec::new(),
+            ys: Vec::new(),
+            outs: Vec::new(),
+            dim: 0,
+            batch: 0,
+            n_ts: 0,
+        }
+    }
+
+    /// Forgets the recorded steps, keeping the memory.
+    pub fn clear(&mut self) {
+        self.iters.clear();
+        self.steps.clear();
+        self.ys.clear();
+        self.outs.clear();
+    }
+
+    /// Number of recorded accepted steps (summed over samples).
+    pub fn num_steps(&self) -> usize {
+        self.steps.len()
+    }
+
+    /// Number of values held (states at step starts), a measure of the tape's memory.
+    pub fn stored_values(&self) -> usize {
+        self.ys.len()
+    }
+}
+
 /// Scratch buffers, kept between solves so repeated solves of the same shape allocate nothing.
 #[derive(Debug, Default)]
 struct Workspace<T> {
@@ -217,14 +276,15 @@ fn eval_rows<T: Scalar, F: VectorField<T> + ?Sized>(
 /// ```
 #[derive(Debug)]
 pub struct Solver<T: Scalar> {
-    tableau: ButcherTableau,
-    a: Vec<Vec<T>>,
-    b: Vec<T>,
-    c: Vec<T>,
-    b_err: Option<Vec<T>>,
-    dense: Option<Vec<Vec<T>>>,
-    opts: SolveOptions<T>,
+    pub(crate) tableau: ButcherTableau,
+    pub(crate) a: Vec<Vec<T>>,
+    pub(crate) b: Vec<T>,
+    pub(crate) c: Vec<T>,
+    pub(crate) b_err: Option<Vec<T>>,
+    pub(crate) dense: Option<Vec<Vec<T>>>,
+    pub(crate) opts: SolveOptions<T>,
     ws: Workspace<T>,
+    pub(crate) bws: crate::grad::BackpropWorkspace<T>,
 }
 
 impl<T: Scalar> Solver<T> {
@@ -249,6 +309,7 @@ impl<T: Scalar> Solver<T> {
             tableau,
             opts,
             ws: Workspace::default(),
+            bws: Default::default(),
         })
     }
 
@@ -292,6 +353,31 @@ impl<T: Scalar> Solver<T> {
         ts: &[T],
         y0: &[T],
         out: &mut [T],
+    ) -> Result<Report> {
+        self.solve_inner(f, ts, y0, out, None)
+    }
+
+    /// Like [`solve_into`](Self::solve_into), and records every accepted step on `tape` (cleared
+    /// first) so [`backprop`](Self::backprop) can differentiate the solve afterwards.
+    pub fn solve_taped<F: VectorField<T> + ?Sized>(
+        &mut self,
+        f: &mut F,
+        ts: &[T],
+        y0: &[T],
+        out: &mut [T],
+        tape: &mut Tape<T>,
+    ) -> Result<Report> {
+        tape.clear();
+        self.solve_inner(f, ts, y0, out, Some(tape))
+    }
+
+    fn solve_inner<F: VectorField<T> + ?Sized>(
+        &mut self,
+        f: &mut F,
+        ts: &[T],
+        y0: &[T],
+        out: &mut [T],
+        tape: Option<&mut Tape<T>>,
     ) -> Result<Report> {
         let dim = f.dim();
         if dim == 0 {
@@ -346,7 +432,16 @@ impl<T: Scalar> Solver<T> {
         }
         let stages = self.tableau.stages();
         self.ws.ensure(stages, batch, dim);
-        self.run(f, ts, y0, out, batch, dim)
+        if let Some(tp) = tape.as_deref() {
+            debug_assert!(tp.steps.is_empty());
+        }
+        let mut tape = tape;
+        if let Some(tp) = tape.as_deref_mut() {
+            tp.dim = dim;
+            tp.batch = batch;
+            tp.n_ts = ts.len();
+        }
+        self.run(f, ts, y0, out, batch, dim, tape)
     }
 
     fn run<F: VectorField<T> + ?Sized>(
@@ -357,6 +452,7 @@ impl<T: Scalar> Solver<T> {
         out: &mut [T],
         batch: usize,
         dim: usize,
+        mut tape: Option<&mut Tape<T>>,
     ) -> Result<Report> {
         let Self {
             tableau,
@@ -367,6 +463,7 @@ impl<T: Scalar> Solver<T> {
             dense,
             opts,
             ws,
+            ..
         } = self;
         let s = tableau.stages();
         let w = batch * dim;
@@ -744,6 +841,9 @@ impl<T: Scalar> Solver<T> {
 
             // Commit accepted steps: outputs, state, FSAL; next step size.
             let mut step_shared_h: Option<T> = None;
+            if let Some(tp) = tape.as_deref_mut() {
+                tp.iters.push(tp.steps.len());
+            }
             for idx in 0..ws.active.len() {
                 let r = ws.active[idx];
                 let h = ws.h_step[r];
@@ -774,6 +874,15 @@ impl<T: Scalar> Solver<T> {
                 };
                 let tn = if h == target - t { target } else { t + h };
                 let has_end = ws.rows.binary_search(&r).is_ok();
+                if let Some(tp) = tape.as_deref_mut() {
+                    tp.steps.push(TapeStep {
+                        row: r,
+                        t,
+                        h,
+                        outs: tp.outs.len()..tp.outs.len(),
+                    });
+                    tp.ys.extend_from_slice(&ws.y[o..o + dim]);
+                }
                 // Outputs inside (t, tn].
                 while ws.next_out[r] < ts.len() {
                     let kidx = ws.next_out[r];
@@ -782,6 +891,11 @@ impl<T: Scalar> Solver<T> {
                         break;
                     }
                     let dst = &mut out[kidx * w + o..kidx * w + o + dim];
+                    if let Some(tp) = tape.as_deref_mut() {
+                        let theta = if tk == tn { None } else { Some((tk - t) / h) };
+                        tp.outs.push((kidx, theta));
+                        tp.steps.last_mut().expect("step recorded").outs.end += 1;
+                    }
                     if tk == tn {
                         dst.copy_from_slice(&ws.y_new[o..o + dim]);
                     } else {

@@ -1,0 +1,156 @@
+//! Backpropagation through the solver matches central finite differences (f64).
+
+use ode_core::{Method, Mlp, SolveOptions, Solver, StepMode, Tape, VjpField};
+
+fn splitmix(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+struct Case {
+    mlp: Mlp<f64>,
+    y0: Vec<f64>,
+    ts: Vec<f64>,
+    w: Vec<f64>,
+}
+
+fn case(seed: u64) -> Case {
+    let (latent, hidden, batch) = (3, 5, 4);
+    let mut s = seed;
+    let mlp = Mlp::new(latent, hidden, |fan_in| {
+        (2.0 * splitmix(&mut s) - 1.0) * 1.5 / (fan_in as f64).sqrt()
+    });
+    let y0: Vec<f64> = (0..batch * latent).map(|_| 2.0 * splitmix(&mut s) - 1.0).collect();
+    let ts: Vec<f64> = (0..=6).map(|k| k as f64 * 0.2).collect();
+    let w: Vec<f64> = (0..ts.len() * batch * latent)
+        .map(|_| 2.0 * splitmix(&mut s) - 1.0)
+        .collect();
+    Case { mlp, y0, ts, w }
+}
+
+/// Loss = Σ w ⊙ outputs; its cotangent on the outputs is `w`.
+fn loss(solver: &mut Solver<f64>, mlp: &mut Mlp<f64>, c: &Case, y0: &[f64]) -> f64 {
+    let sol = solver.solve(mlp, &c.ts, y0).unwrap();
+    sol.ys.iter().zip(&c.w).map(|(y, w)| y * w).sum()
+}
+
+fn rel(a: &[f64], b: &[f64]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
+    let den: f64 = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    num / den
+}
+
+fn check(method: Method, opts: SolveOptions<f64>, bound: f64) {
+    let c = case(11);
+    let mut solver = Solver::new(method, opts).unwrap();
+    let mut mlp = c.mlp.clone();
+    let mut tape = Tape::new();
+    let mut out = vec![0.0; c.ts.len() * c.y0.len()];
+    solver.solve_taped(&mut mlp, &c.ts, &c.y0, &mut out, &mut tape).unwrap();
+    let mut gy0 = vec![0.0; c.y0.len()];
+    let mut gp = vec![0.0; mlp.num_params()];
+    let nfe = solver.backprop(&mut mlp, &tape, &c.w, &mut gy0, &mut gp).unwrap();
+    assert!(nfe > 0);
+    let eps = 1e-6;
+    // Parameters, tensor by tensor.
+    for (name, shape, off) in c.mlp.tensors() {
+        let len: usize = shape.iter().product();
+        let mut fd = vec![0.0; len];
+        for i in 0..len {
+            let mut p = c.mlp.clone();
+            p.params_mut()[off + i] += eps;
+            let up = loss(&mut solver, &mut p, &c, &c.y0);
+            p.params_mut()[off + i] -= 2.0 * eps;
+            let down = loss(&mut solver, &mut p, &c, &c.y0);
+            fd[i] = (up - down) / (2.0 * eps);
+        }
+        let e = rel(&gp[off..off + len], &fd);
+        assert!(
+            e < bound,
+            "{method} {:?}: {name} relative error {e:e}",
+            solver.options().step_mode
+        );
+    }
+    // Initial state.
+    let mut fd = vec![0.0; c.y0.len()];
+    for i in 0..c.y0.len() {
+        let mut y = c.y0.clone();
+        y[i] += eps;
+        let up = loss(&mut solver, &mut c.mlp.clone(), &c, &y);
+        y[i] -= 2.0 * eps;
+        let down = loss(&mut solver, &mut c.mlp.clone(), &c, &y);
+        fd[i] = (up - down) / (2.0 * eps);
+    }
+    let e = rel(&gy0, &fd);
+    assert!(e < bound, "{method}: y0 relative error {e:e}");
+}
+
+#[test]
+fn fixed_step_methods_on_the_output_grid() {
+    for mode in [StepMode::Shared, StepMode::PerSample] {
+        for m in [Method::Euler, Method::Midpoint, Method::Rk4, Method::Rk4Classic] {
+            check(m, SolveOptions::default().step_mode(mode), 1e-6);
+        }
+    }
+}
+
+#[test]
+fn constant_steps_with_interpolated_outputs() {
+    // Steps of 0.07 do not land on the outputs: dense output (dopri5, tsit5), Hermite with the
+    // FSAL stage (bosh3) and Hermite with an extra end evaluation (rk4, heun2, euler).
+    for m in [
+        Method::Dopri5,
+        Method::Tsit5,
+        Method::Bosh3,
+        Method::Rk4,
+        Method::Heun2,
+        Method::Euler,
+    ] {
+        check(m, SolveOptions::default().step_size(0.07), 1e-6);
+    }
+}
+
+#[test]
+fn adaptive_dopri5_with_tight_tolerance() {
+    // The step sequence is held fixed by backprop; at tight tolerances its influence on the
+    // result is far below the finite-difference resolution.
+    for mode in [StepMode::Shared, StepMode::PerSample] {
+        check(
+            Method::Dopri5,
+            SolveOptions::default().rtol(1e-10).atol(1e-12).step_mode(mode),
+            1e-6,
+        );
+        check(
+            Method::Tsit5,
+            SolveOptions::default().rtol(1e-10).atol(1e-12).step_mode(mode),
+            1e-6,
+        );
+    }
+}
+
+#[test]
+fn repeated_backprop_allocates_into_the_same_buffers() {
+    let c = case(5);
+    let mut solver = Solver::new(Method::Dopri5, SolveOptions::default().rtol(1e-6)).unwrap();
+    let mut mlp = c.mlp.clone();
+    let mut tape = Tape::new();
+    let mut out = vec![0.0; c.ts.len() * c.y0.len()];
+    let mut gy0 = vec![0.0; c.y0.len()];
+    let mut g1 = vec![0.0; mlp.num_params()];
+    let mut g2 = vec![0.0; mlp.num_params()];
+    solver.solve_taped(&mut mlp, &c.ts, &c.y0, &mut out, &mut tape).unwrap();
+    solver.backprop(&mut mlp, &tape, &c.w, &mut gy0, &mut g1).unwrap();
+    let steps = tape.num_steps();
+    solver.solve_taped(&mut mlp, &c.ts, &c.y0, &mut out, &mut tape).unwrap();
+    assert_eq!(tape.num_steps(), steps, "the tape is cleared between solves");
+    solver.backprop(&mut mlp, &tape, &c.w, &mut gy0, &mut g2).unwrap();
+    assert_eq!(g1, g2, "same inputs, same gradient");
+    // Shape errors are reported, not panics.
+    let e = solver
+        .backprop(&mut mlp, &tape, &c.w[1..], &mut gy0, &mut g2)
+        .unwrap_err();
+    assert!(e.to_string().contains("output cotangents"), "{e}");
+}
