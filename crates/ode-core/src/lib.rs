@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod adjoint;
 mod error;
 mod field;
 mod grad;
@@ -10,6 +11,7 @@ mod scalar;
 mod solver;
 mod tableau;
 
+pub use adjoint::{AdjointNorm, AdjointSolver, AdjointStats};
 pub use error::{OdeError, Result};
 pub use field::{FnField, VectorField};
 pub use grad::VjpField;

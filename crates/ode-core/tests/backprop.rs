@@ -1,6 +1,6 @@
 //! Backpropagation through the solver matches central finite differences (f64).
 
-use ode_core::{Method, Mlp, SolveOptions, Solver, StepMode, Tape, VjpField};
+use ode_core::{Method, Mlp, SolveOptions, Solver, StepMode, Tape};
 
 fn splitmix(state: &mut u64) -> f64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);

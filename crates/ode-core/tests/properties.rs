@@ -17,15 +17,6 @@ fn adaptive_method() -> impl Strategy<Value = Method> {
     )
 }
 
-fn fixed_method() -> impl Strategy<Value = Method> {
-    prop::sample::select(
-        Method::ALL
-            .into_iter()
-            .filter(|m| !m.tableau().is_adaptive())
-            .collect::<Vec<_>>(),
-    )
-}
-
 /// The problems with a closed-form solution.
 fn exact_problem() -> impl Strategy<Value = Problem> {
     prop::sample::select(vec![Problem::ExpDecay, Problem::Harmonic])
@@ -105,6 +96,27 @@ fn fixed_step(ts: &[f64]) -> f64 {
     (ts[ts.len() - 1] - ts[0]).abs() / 20.0
 }
 
+/// A relative tolerance `10^-e`, capped for low-order methods so a solve stays well inside the
+/// default step budget (heun2 at rtol 1e-9 would need ~10^5 steps per unit time).
+fn rtol_for(m: Method, e: i32) -> f64 {
+    let max_e = match m.tableau().order {
+        0..=2 => 6,
+        3 => 8,
+        _ => 9,
+    };
+    10f64.powi(-e.min(max_e))
+}
+
+/// `opts` with a constant step `h` for a fixed-step method; adaptive methods keep their error
+/// control (a step size would switch it off).
+fn with_step(m: Method, opts: SolveOptions<f64>, h: f64) -> SolveOptions<f64> {
+    if m.tableau().is_adaptive() {
+        opts
+    } else {
+        opts.step_size(h)
+    }
+}
+
 proptest! {
     // No regression files: this crate's tests directory holds only test sources.
     #![proptest_config(ProptestConfig {
@@ -123,7 +135,7 @@ proptest! {
     ) {
         let y0 = problem_state(p, &raw[..raw.len() / p.dim() * p.dim()]);
         let ts = problem_times(p, &ts);
-        let opts = SolveOptions::default().step_mode(mode).step_size(fixed_step(&ts));
+        let opts = with_step(m, SolveOptions::default().step_mode(mode), fixed_step(&ts));
         let sol = solve(m, opts, &mut p.field::<f64>(), &ts, &y0);
         prop_assert_eq!(sol.at(0), &y0[..]);
         prop_assert_eq!(&sol.ts, &ts);
@@ -133,7 +145,7 @@ proptest! {
     /// (b) Solving a stable linear 2-D system forward over [0, T] and then backward from the
     /// result returns to `y0` (dopri5 at rtol 1e-10, atol 1e-12). The backward leg amplifies
     /// the forward leg's error by up to ‖e^{-AT}‖ (about e^{|Re λ|·T}), which is why T and the
-    /// decay rates are kept moderate. Measured over 3000 cases: at most 3.2e-10 relative.
+    /// decay rates are kept moderate. Measured over 30000 cases: at most 4.2e-10 relative.
     #[test]
     fn forward_then_backward_returns_to_y0(
         p in 0.1f64..1.0,
@@ -174,13 +186,10 @@ proptest! {
     ) {
         let n = p.dim();
         let y0 = raw[..raw.len() / n * n].to_vec();
-        let rtol = 10f64.powi(-rtol_exp);
+        let rtol = rtol_for(m, rtol_exp);
         let opts = || {
-            SolveOptions::default()
-                .rtol(rtol)
-                .atol(rtol * 1e-2)
-                .step_mode(StepMode::PerSample)
-                .step_size(fixed_step(&ts))
+            let o = SolveOptions::default().rtol(rtol).atol(rtol * 1e-2);
+            with_step(m, o.step_mode(StepMode::PerSample), fixed_step(&ts))
         };
         let batch = solve(m, opts(), &mut p.field::<f64>(), &ts, &y0);
         let mut solver = Solver::new(m, opts()).unwrap();
@@ -195,9 +204,12 @@ proptest! {
 
     /// (d) Shared mode on a batch is the stacked system (one sample of dimension batch × dim)
     /// with the same method and tolerances: both use the RMS over every entry as the error norm
-    /// and for the initial step, so they agree up to the summation order of those norms.
-    /// (Measured over 3000 cases: bitwise equal every time; the bound allows for the different
-    /// association of the sums of squares.)
+    /// and for the initial step, so they differ only in how those sums of squares associate.
+    /// That 1-ulp difference in a step size is amplified by the error estimate, a cancellation
+    /// of stage derivatives of size ~h·|f| down to ~tol (relative precision ~eps·h·|f|/tol), so
+    /// at loose tolerances with large steps the results drift apart by more than a few ulps:
+    /// measured over 30000 cases, at most 1.0e-12 relative (tsit5, rtol 1e-3), typically 0.
+    /// Hence the bound 1e-11; a real difference in the norm moves results by ~rtol.
     #[test]
     fn shared_batch_equals_stacked_system(
         m in method(),
@@ -210,13 +222,10 @@ proptest! {
         let y0 = problem_state(p, &raw[..raw.len() / n * n]);
         let ts = problem_times(p, &ts);
         let batch = y0.len() / n;
-        let rtol = 10f64.powi(-rtol_exp);
+        let rtol = rtol_for(m, rtol_exp);
         let opts = || {
-            SolveOptions::default()
-                .rtol(rtol)
-                .atol(rtol * 1e-2)
-                .step_mode(StepMode::Shared)
-                .step_size(fixed_step(&ts))
+            let o = SolveOptions::default().rtol(rtol).atol(rtol * 1e-2);
+            with_step(m, o.step_mode(StepMode::Shared), fixed_step(&ts))
         };
         let shared = solve(m, opts(), &mut p.field::<f64>(), &ts, &y0);
         let mut stacked_field = FnField::new(batch * n, move |_t: f64, y: &[f64], dy: &mut [f64]| {
@@ -229,7 +238,7 @@ proptest! {
         prop_assert_eq!(shared.ys.len(), stacked.ys.len());
         let scale = max_abs(&shared.ys).max(1e-300);
         let err = max_abs_diff(&shared.ys, &stacked.ys) / scale;
-        prop_assert!(err <= 1e-12, "shared vs stacked: {:e}", err);
+        prop_assert!(err <= 1e-11, "shared vs stacked: {:e}", err);
         prop_assert_eq!(shared.stats.nfe, stacked.stats.nfe);
         prop_assert_eq!(shared.stats.accepted, stacked.stats.accepted);
         prop_assert_eq!(shared.stats.rejected, stacked.stats.rejected);
@@ -250,7 +259,7 @@ proptest! {
     ) {
         let n = p.dim();
         let y0 = raw[..raw.len() / n * n].to_vec();
-        let rtol = 10f64.powi(-rtol_exp);
+        let rtol = rtol_for(m, rtol_exp);
         let atol = rtol * 1e-2;
         let opts = || SolveOptions::default().rtol(rtol).atol(atol).step_mode(mode);
         let mut ts = vec![0.0];
@@ -263,14 +272,15 @@ proptest! {
         prop_assert_eq!(sol.stats.rejected, ends.stats.rejected);
         // Tolerance: each step's local error is controlled to about atol + rtol·|y| per unit
         // step and the global error of these non-expanding problems grows at most linearly in
-        // time, so `(1 + t)(atol + rtol·|y|)` with a safety factor 3. (Measured over 3000
-        // cases: at most 0.16 of this bound for bosh3, 0.04 for dopri5/tsit5/heun2.)
+        // time, so `(1 + t)(atol + rtol·|y|)` with a safety factor 4. (Measured over 30000
+        // cases, ~90000 outputs per method: error up to 1.8× `(1 + t)(atol + rtol·|y|)` for
+        // bosh3, 0.44× for dopri5, 0.42× for heun2, 0.37× for tsit5.)
         for (k, &t) in ts.iter().enumerate().skip(1) {
             for (r, row) in y0.chunks(n).enumerate() {
                 let exact = p.exact(t, row).unwrap();
                 let got = sol.y(k, r);
                 let scale = max_abs(row).max(max_abs(&exact));
-                let tol = 3.0 * (1.0 + t) * (atol + rtol * scale);
+                let tol = 4.0 * (1.0 + t) * (atol + rtol * scale);
                 let err = max_abs_diff(got, &exact);
                 prop_assert!(
                     err <= tol,
@@ -282,30 +292,31 @@ proptest! {
     }
 
     /// (f) Time scaling: `y' = c·f(y)` on `[0, T/c]` is `y' = f(y)` on `[0, T]`. With `c` a
-    /// power of two every rescaled quantity is exact in binary, so with matching steps (fixed
-    /// steps `h` and `h/c`; for adaptive methods the first step `h` and `h/c`, after which the
-    /// error ratios are identical) every method gives bitwise the same states and step counts.
+    /// power of two every rescaled quantity is exact in binary, so at matching steps every
+    /// method gives bitwise the same states and work counters: at constant steps `h` and `h/c`
+    /// (any method; adaptive ones then run without error control), or adaptively from first
+    /// steps `h` and `h/c`, after which the error ratios, hence the step factors, are identical.
     #[test]
     fn time_scaling_by_power_of_two_is_exact(
         m in method(),
+        constant_step in any::<bool>(),
         p in prop::sample::select(Problem::ALL.to_vec()),
         raw in prop::collection::vec(-1.0f64..1.0, 2),
-        c_exp in -3i32..=3,
+        c_exp in prop::sample::select(vec![-3, -2, -1, 1, 2, 3]),
         ts in times(),
         mode in mode(),
     ) {
-        prop_assume!(c_exp != 0);
         let c = 2f64.powi(c_exp);
         let y0 = problem_state(p, &raw[..p.dim()]);
         let ts = problem_times(p, &ts);
         let h = fixed_step(&ts);
         let opts = |s: f64| {
-            SolveOptions::default()
-                .rtol(1e-6)
-                .atol(1e-8)
-                .step_mode(mode)
-                .step_size(h * s)
-                .first_step(h * 0.1 * s)
+            let o = SolveOptions::default().rtol(1e-6).atol(1e-8).step_mode(mode);
+            if constant_step || !m.tableau().is_adaptive() {
+                o.step_size(h * s)
+            } else {
+                o.first_step(h * 0.1 * s)
+            }
         };
         let base = solve(m, opts(1.0), &mut p.field::<f64>(), &ts, &y0);
         let ts_c: Vec<f64> = ts.iter().map(|t| t / c).collect();
@@ -318,17 +329,20 @@ proptest! {
         prop_assert_eq!(&sol.stats, &base.stats);
     }
 
-    /// (f') The same with an arbitrary factor `c` and the fixed-step methods: equal to rounding
-    /// (measured over 3000 cases: at most 1.6e-14 relative).
+    /// (f') The same with an arbitrary factor `c`, every method at constant steps `h` and `h/c`:
+    /// equal to rounding (measured over 30000 cases: at most 3.2e-14 relative).
     #[test]
-    fn time_scaling_fixed_step(
-        m in fixed_method(),
+    fn time_scaling_at_constant_steps(
+        m in method(),
         p in prop::sample::select(Problem::ALL.to_vec()),
         raw in prop::collection::vec(-1.0f64..1.0, 2),
         c in 0.3f64..3.0,
-        n_steps in 1usize..60,
+        n_steps in 30usize..80,
         t_end in 0.5f64..3.0,
     ) {
+        // Steps h ≤ 0.1 keep every method in its accurate regime on these problems (h·L < 1).
+        // With huge steps, stage values grow large and cancel, and the rescaling's rounding
+        // (h/c and c·k each round once) is amplified past any fixed relative bound.
         let y0 = problem_state(p, &raw[..p.dim()]);
         let h = t_end / n_steps as f64;
         let ts = [0.0, 0.5 * t_end, t_end];
@@ -347,6 +361,7 @@ proptest! {
         let sol = solve(m, SolveOptions::default().step_size(h / c), &mut scaled, &ts_c, &y0);
         prop_assert_eq!(sol.stats.accepted, base.stats.accepted);
         prop_assert_eq!(sol.stats.accepted, n_steps);
+        prop_assert_eq!(sol.stats.rejected, 0);
         let scale = max_abs(&base.ys).max(1e-300);
         let err = max_abs_diff(&sol.ys, &base.ys) / scale;
         prop_assert!(err <= 1e-12, "{} {} c={}: rel diff {:e}", m, p, c, err);
@@ -364,7 +379,7 @@ proptest! {
     ) {
         let n = p.dim();
         let (ya, yb) = (&a[..a.len() / n * n], &b[..b.len() / n * n]);
-        let opts = SolveOptions::default().step_mode(mode).step_size(fixed_step(&ts));
+        let opts = with_step(m, SolveOptions::default().step_mode(mode), fixed_step(&ts));
         let mut solver = Solver::new(m, opts).unwrap();
         let first = solver.solve(&mut p.field::<f64>(), &ts, ya).unwrap();
         let _ = solver.solve(&mut p.field::<f64>(), &ts, yb).unwrap();

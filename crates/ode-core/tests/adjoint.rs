@@ -1,0 +1,181 @@
+//! The continuous adjoint agrees with backpropagation through the solver to solver tolerance,
+//! the gap shrinking with the tolerance (f64).
+
+use ode_core::{AdjointNorm, AdjointSolver, Method, Mlp, SolveOptions, Solver, StepMode, Tape};
+
+fn splitmix(state: &mut u64) -> f64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+struct Case {
+    mlp: Mlp<f64>,
+    y0: Vec<f64>,
+    ts: Vec<f64>,
+    w: Vec<f64>,
+}
+
+fn case() -> Case {
+    let (latent, hidden, batch) = (4, 8, 5);
+    let mut s = 3;
+    let mlp = Mlp::new(latent, hidden, |fan_in| {
+        (2.0 * splitmix(&mut s) - 1.0) * 1.5 / (fan_in as f64).sqrt()
+    });
+    let y0: Vec<f64> = (0..batch * latent).map(|_| 2.0 * splitmix(&mut s) - 1.0).collect();
+    let ts: Vec<f64> = (0..=12).map(|k| k as f64 * 0.1).collect();
+    let w: Vec<f64> = (0..ts.len() * batch * latent)
+        .map(|_| 2.0 * splitmix(&mut s) - 1.0)
+        .collect();
+    Case { mlp, y0, ts, w }
+}
+
+fn rel(a: &[f64], b: &[f64]) -> f64 {
+    let num: f64 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f64>().sqrt();
+    num / b.iter().map(|x| x * x).sum::<f64>().sqrt()
+}
+
+/// (∂L/∂y0, ∂L/∂θ) by backprop through the solver.
+fn by_backprop(c: &Case, m: Method, opts: SolveOptions<f64>) -> (Vec<f64>, Vec<f64>) {
+    let mut mlp = c.mlp.clone();
+    let mut solver = Solver::new(m, opts).unwrap();
+    let mut tape = Tape::new();
+    let mut out = vec![0.0; c.ts.len() * c.y0.len()];
+    solver.solve_taped(&mut mlp, &c.ts, &c.y0, &mut out, &mut tape).unwrap();
+    let (mut gy, mut gp) = (vec![0.0; c.y0.len()], vec![0.0; mlp.num_params()]);
+    solver.backprop(&mut mlp, &tape, &c.w, &mut gy, &mut gp).unwrap();
+    (gy, gp)
+}
+
+/// (∂L/∂y0, ∂L/∂θ, nfe, accepted) by the adjoint.
+fn by_adjoint(c: &Case, m: Method, opts: SolveOptions<f64>, norm: AdjointNorm) -> (Vec<f64>, Vec<f64>, usize, usize) {
+    let mut mlp = c.mlp.clone();
+    let sol = Solver::new(m, opts.clone())
+        .unwrap()
+        .solve(&mut mlp, &c.ts, &c.y0)
+        .unwrap();
+    let (mut gy, mut gp) = (vec![0.0; c.y0.len()], vec![0.0; mlp.num_params()]);
+    let groups: Vec<_> = mlp
+        .tensors()
+        .into_iter()
+        .map(|(_, s, o)| o..o + s.iter().product::<usize>())
+        .collect();
+    let mut adj = AdjointSolver::new(m, opts, norm).unwrap();
+    let st = adj
+        .backward(&mut mlp, &c.ts, sol.at(c.ts.len() - 1), &c.w, &mut gy, &mut gp, &groups)
+        .unwrap();
+    (gy, gp, st.nfe, st.accepted)
+}
+
+#[test]
+fn adjoint_matches_backprop_and_the_gap_shrinks_with_the_tolerance() {
+    let c = case();
+    for mode in [StepMode::PerSample, StepMode::Shared] {
+        for m in [Method::Dopri5, Method::Tsit5, Method::Bosh3] {
+            let mut prev = f64::INFINITY;
+            for tol in [1e-5, 1e-7, 1e-9, 1e-11] {
+                let opts = SolveOptions::default().rtol(tol).atol(tol).step_mode(mode);
+                let (by, bp) = by_backprop(&c, m, opts.clone());
+                let (ay, ap, _, _) = by_adjoint(&c, m, opts, AdjointNorm::Seminorm);
+                let gap = rel(&ap, &bp).max(rel(&ay, &by));
+                println!("{m} {mode} tol {tol:e}: adjoint vs backprop relative gap {gap:.2e}");
+                // Within a small multiple of the tolerance, and shrinking as it shrinks.
+                assert!(gap < 100.0 * tol, "{m} {mode} tol {tol:e}: gap {gap:e}");
+                assert!(
+                    gap < prev,
+                    "{m} {mode}: gap did not shrink at tol {tol:e} ({gap:e} >= {prev:e})"
+                );
+                prev = gap;
+            }
+        }
+    }
+}
+
+#[test]
+fn fixed_step_adjoint_converges_to_backprop_as_the_step_shrinks() {
+    let c = case();
+    // rk4: the two gradients differ by O(h^4); euler: by O(h), by nature.
+    for (m, order) in [(Method::Rk4, 4.0), (Method::Euler, 1.0)] {
+        let mut gaps = Vec::new();
+        for h in [0.05, 0.025, 0.0125] {
+            let opts = SolveOptions::default().step_size(h);
+            let (by, bp) = by_backprop(&c, m, opts.clone());
+            let (ay, ap, _, _) = by_adjoint(&c, m, opts, AdjointNorm::Seminorm);
+            gaps.push(rel(&ap, &bp).max(rel(&ay, &by)));
+        }
+        let p = (gaps[0] / gaps[2]).log2() / 2.0;
+        println!("{m}: gaps {gaps:?}, order {p:.2}");
+        assert!((p - order).abs() < 0.5, "{m}: gap order {p:.2}, gaps {gaps:?}");
+    }
+    // On the output grid (the trainer's default for fixed-step solvers) rk4 agrees closely.
+    let (by, bp) = by_backprop(&c, Method::Rk4, SolveOptions::default());
+    let (ay, ap, nfe, acc) = by_adjoint(&c, Method::Rk4, SolveOptions::default(), AdjointNorm::Seminorm);
+    assert!(
+        rel(&ap, &bp) < 1e-3 && rel(&ay, &by) < 1e-3,
+        "{} {}",
+        rel(&ap, &bp),
+        rel(&ay, &by)
+    );
+    assert_eq!(
+        acc,
+        12 * 5,
+        "one backward step per output interval for each of the 5 samples"
+    );
+    assert_eq!(nfe, 4 * 12, "four VJPs per rk4 step");
+}
+
+#[test]
+fn mixed_norm_controls_the_parameter_adjoint_too() {
+    let c = case();
+    let opts = SolveOptions::default()
+        .rtol(1e-6)
+        .atol(1e-6)
+        .step_mode(StepMode::Shared);
+    let (_, semi_p, semi_nfe, _) = by_adjoint(&c, Method::Dopri5, opts.clone(), AdjointNorm::Seminorm);
+    let (_, mixed_p, mixed_nfe, _) = by_adjoint(&c, Method::Dopri5, opts.clone(), AdjointNorm::Mixed);
+    let (_, bp) = by_backprop(&c, Method::Dopri5, opts.rtol(1e-11).atol(1e-11));
+    println!("seminorm nfe {semi_nfe}, mixed nfe {mixed_nfe}");
+    assert!(mixed_nfe >= semi_nfe, "mixed {mixed_nfe} < seminorm {semi_nfe}");
+    assert!(rel(&semi_p, &bp) < 1e-4 && rel(&mixed_p, &bp) < 1e-4);
+    let e = AdjointSolver::<f64>::new(Method::Dopri5, SolveOptions::default(), AdjointNorm::Mixed).unwrap_err();
+    assert!(
+        e.to_string().contains("adjoint norm 'mixed' with per-sample steps"),
+        "{e}"
+    );
+    assert!(
+        "l2".parse::<AdjointNorm>()
+            .unwrap_err()
+            .to_string()
+            .contains("invalid adjoint norm 'l2'")
+    );
+}
+
+#[test]
+fn per_sample_adjoint_equals_solo_adjoints() {
+    // Each sample's state gradient is independent of its batch-mates in per-sample mode; the
+    // parameter gradient is the sum of the solo ones.
+    let c = case();
+    let n = 4;
+    let opts = SolveOptions::default().rtol(1e-6).atol(1e-6);
+    let (ay, ap, _, _) = by_adjoint(&c, Method::Dopri5, opts.clone(), AdjointNorm::Seminorm);
+    let mut sum_p = vec![0.0; ap.len()];
+    let batch = c.y0.len() / n;
+    for r in 0..batch {
+        let solo = Case {
+            mlp: c.mlp.clone(),
+            y0: c.y0[r * n..(r + 1) * n].to_vec(),
+            ts: c.ts.clone(),
+            w: (0..c.ts.len())
+                .flat_map(|k| c.w[(k * batch + r) * n..(k * batch + r + 1) * n].to_vec())
+                .collect(),
+        };
+        let (sy, sp, _, _) = by_adjoint(&solo, Method::Dopri5, opts.clone(), AdjointNorm::Seminorm);
+        assert!(rel(&ay[r * n..(r + 1) * n], &sy) < 1e-12, "sample {r}");
+        for (a, b) in sum_p.iter_mut().zip(&sp) {
+            *a += b;
+        }
+    }
+    assert!(rel(&ap, &sum_p) < 1e-10, "{}", rel(&ap, &sum_p));
+}
