@@ -63,6 +63,8 @@ pub struct AdjointStats {
     pub accepted: usize,
     /// Rejected steps (summed over samples in per-sample mode).
     pub rejected: usize,
+    /// VJPs summed over samples (`nfe` weighted by the rows each call covered).
+    pub sample_evals: usize,
 }
 
 #[derive(Debug, Default)]
@@ -364,6 +366,7 @@ impl<T: Scalar> AdjointSolver<T> {
                         Some(&mut ws.g[i]),
                     );
                     stats.nfe += 1;
+                    stats.sample_evals += m;
                     for (j, &r) in ws.active.iter().enumerate() {
                         let h = ws.hs[r];
                         let (o, cj) = (r * n, j * n);
@@ -500,6 +503,7 @@ impl<T: Scalar> AdjointSolver<T> {
                             Some(&mut ws.theta),
                         );
                         stats.nfe += 1;
+                        stats.sample_evals += m;
                     }
                 }
                 for idx in 0..ws.active.len() {
@@ -576,6 +580,7 @@ fn initial_steps<T: Scalar, F: VjpField<T> + ?Sized>(
             None,
         );
         stats.nfe += 1;
+        stats.sample_evals += batch;
         ws.kz[slot][..w].copy_from_slice(&ws.cf[..w]);
         for (d, g) in ws.ka[slot][..w].iter_mut().zip(&ws.cgy[..w]) {
             *d = -*g;

@@ -36,6 +36,15 @@ impl<T: Scalar, F: VjpField<T> + ?Sized> VjpField<T> for &mut F {
     }
 }
 
+/// Work counters of [`Solver::backprop`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BackpropStats {
+    /// Batched field evaluations and VJPs (recomputed stages included).
+    pub nfe: usize,
+    /// Evaluations summed over samples (`nfe` weighted by the rows each call covered).
+    pub sample_evals: usize,
+}
+
 /// Scratch space of [`Solver::backprop`], kept in the solver so repeated backward passes of
 /// one shape allocate nothing.
 #[derive(Debug, Default)]
@@ -64,8 +73,8 @@ impl<T: Scalar> Solver<T> {
     /// Backpropagation through the solver: given the cotangents `grad_out` of the outputs of a
     /// solve recorded by [`solve_taped`](Self::solve_taped) (`ts.len() × batch × dim`), writes
     /// the gradient with respect to the initial state into `grad_y0` (`batch × dim`) and **adds**
-    /// the gradient with respect to the field's parameters to `grad_params`. Returns the
-    /// number of batched field evaluations it made (a VJP counts as one).
+    /// the gradient with respect to the field's parameters to `grad_params`. Returns its work
+    /// counters (a VJP counts as one evaluation).
     ///
     /// This is the exact gradient of the discrete computation (stages, weights, dense output)
     /// with the accepted step sequence held fixed: how the adaptive controller's step sizes
@@ -79,7 +88,7 @@ impl<T: Scalar> Solver<T> {
         grad_out: &[T],
         grad_y0: &mut [T],
         grad_params: &mut [T],
-    ) -> Result<usize> {
+    ) -> Result<BackpropStats> {
         let (n, batch, n_ts) = (tape.dim, tape.batch, tape.n_ts);
         if f.dim() != n {
             return Err(OdeError::ShapeMismatch {
@@ -131,6 +140,7 @@ impl<T: Scalar> Solver<T> {
         w.adj.clear();
         w.adj.resize(width, T::zero());
         let mut nfe = 0usize;
+        let mut sample_evals = 0usize;
 
         for it in (0..tape.iters.len()).rev() {
             let lo = tape.iters[it];
@@ -164,6 +174,7 @@ impl<T: Scalar> Solver<T> {
                 }
                 f.eval(&w.t_stage[..m], yi, &mut todo[0][..mn]);
                 nfe += 1;
+                sample_evals += m;
             }
             // Cotangents of this iteration's outputs and of the step ends.
             for kb in w.kbar.iter_mut() {
@@ -233,6 +244,7 @@ impl<T: Scalar> Solver<T> {
                     Some(grad_params),
                 );
                 nfe += 1;
+                sample_evals += m;
                 for (v, g) in w.yend_bar[..mn].iter_mut().zip(&w.gy[..mn]) {
                     *v = *v + *g;
                 }
@@ -264,6 +276,7 @@ impl<T: Scalar> Solver<T> {
                     Some(grad_params),
                 );
                 nfe += 1;
+                sample_evals += m;
                 let (lower, _) = w.kbar.split_at_mut(i);
                 for (j, st) in steps.iter().enumerate() {
                     let gy = &w.gy[j * n..(j + 1) * n];
@@ -283,7 +296,7 @@ impl<T: Scalar> Solver<T> {
         for ((g, a), o) in grad_y0.iter_mut().zip(&w.adj).zip(&grad_out[..width]) {
             *g = *a + *o;
         }
-        Ok(nfe)
+        Ok(BackpropStats { nfe, sample_evals })
     }
 }
 

@@ -14,7 +14,7 @@ mod tableau;
 pub use adjoint::{AdjointNorm, AdjointSolver, AdjointStats};
 pub use error::{OdeError, Result};
 pub use field::{FnField, VectorField};
-pub use grad::VjpField;
+pub use grad::{BackpropStats, VjpField};
 pub use mlp::{MLP_TENSOR_NAMES, Mlp};
 pub use options::{PidController, SolveOptions, StepMode, Tolerance};
 pub use problems::{Problem, ProblemField};

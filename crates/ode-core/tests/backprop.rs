@@ -52,8 +52,8 @@ fn check(method: Method, opts: SolveOptions<f64>, bound: f64) {
     solver.solve_taped(&mut mlp, &c.ts, &c.y0, &mut out, &mut tape).unwrap();
     let mut gy0 = vec![0.0; c.y0.len()];
     let mut gp = vec![0.0; mlp.num_params()];
-    let nfe = solver.backprop(&mut mlp, &tape, &c.w, &mut gy0, &mut gp).unwrap();
-    assert!(nfe > 0);
+    let st = solver.backprop(&mut mlp, &tape, &c.w, &mut gy0, &mut gp).unwrap();
+    assert!(st.nfe > 0 && st.sample_evals >= st.nfe);
     let eps = 1e-6;
     // Parameters, tensor by tensor.
     for (name, shape, off) in c.mlp.tensors() {

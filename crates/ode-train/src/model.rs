@@ -1,0 +1,744 @@
+//! The reference Neural ODE forecaster: encoder → ODE in latent space → decoder, with its loss
+//! and gradients by the continuous adjoint or by backpropagation through the solver.
+
+use ode_core::{AdjointNorm, AdjointSolver, Method, Mlp, OdeError, Scalar, SolveOptions, Solver, StepMode, Tape};
+use serde::{Deserialize, Serialize};
+
+/// Model and solver configuration, with the tuning guide's names and defaults
+/// (latent 32, hidden 64, dopri5, rtol 1e-4, atol 1e-5, adjoint on).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelConfig {
+    /// Number of input features `D` (set from the data).
+    pub input_dim: usize,
+    /// Number of targets `O` (set from the data; the features when 0).
+    pub output_dim: usize,
+    /// Latent state size `L`.
+    pub latent_dim: usize,
+    /// Hidden size `M` of the encoder and of the vector field.
+    pub hidden_dim: usize,
+    /// Context length `C` (rows the encoder sees).
+    pub context_len: usize,
+    /// Horizon `H` (rows forecast).
+    pub horizon: usize,
+    /// Time between forecast rows: outputs at `t_k = k·dt`.
+    pub dt: f64,
+    /// ODE solver name (`euler`, `rk4`, `dopri5`, …).
+    pub solver: String,
+    /// Relative tolerance (adaptive solvers).
+    pub rtol: f64,
+    /// Absolute tolerance (adaptive solvers).
+    pub atol: f64,
+    /// Gradients by the continuous adjoint (`true`) or by backpropagation through the solver.
+    pub use_adjoint: bool,
+    /// `per_sample` (each window its own steps; the default) or `shared` (torchdiffeq's).
+    pub step_mode: String,
+    /// Error norm of the adjoint's step control: `seminorm` (default) or `mixed`.
+    pub adjoint_norm: String,
+    /// Adjoint relative tolerance; the forward one when unset.
+    pub adjoint_rtol: Option<f64>,
+    /// Adjoint absolute tolerance; the forward one when unset.
+    pub adjoint_atol: Option<f64>,
+    /// Step size of fixed-step solvers; one step per `dt` when unset.
+    pub step_size: Option<f64>,
+    /// Step budget per solve and sample.
+    pub max_num_steps: usize,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            input_dim: 5,
+            output_dim: 0,
+            latent_dim: 32,
+            hidden_dim: 64,
+            context_len: 24,
+            horizon: 12,
+            dt: 0.1,
+            solver: "dopri5".into(),
+            rtol: 1e-4,
+            atol: 1e-5,
+            use_adjoint: true,
+            step_mode: "per_sample".into(),
+            adjoint_norm: "seminorm".into(),
+            adjoint_rtol: None,
+            adjoint_atol: None,
+            step_size: None,
+            max_num_steps: 10_000,
+        }
+    }
+}
+
+/// The tuning guide's recommended configurations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preset {
+    /// Fast development: latent 16, hidden 32, euler, rtol 1e-3, atol 1e-4.
+    Fast,
+    /// Balanced: latent 32, hidden 64, rk4, rtol 1e-4, atol 1e-5.
+    Balanced,
+    /// High accuracy: latent 64, hidden 128, dopri5, rtol 1e-5, atol 1e-6.
+    Accurate,
+}
+
+impl std::str::FromStr for Preset {
+    type Err = OdeError;
+    fn from_str(s: &str) -> Result<Self, OdeError> {
+        match s {
+            "fast" => Ok(Preset::Fast),
+            "balanced" => Ok(Preset::Balanced),
+            "accurate" => Ok(Preset::Accurate),
+            _ => Err(OdeError::InvalidChoice {
+                name: "preset",
+                value: s.into(),
+                expected: "fast, balanced, accurate",
+            }),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Applies a preset's architecture, solver and tolerances, keeping everything else.
+    pub fn with_preset(mut self, preset: Preset) -> Self {
+        let (l, m, s, r, a) = match preset {
+            Preset::Fast => (16, 32, "euler", 1e-3, 1e-4),
+            Preset::Balanced => (32, 64, "rk4", 1e-4, 1e-5),
+            Preset::Accurate => (64, 128, "dopri5", 1e-5, 1e-6),
+        };
+        self.latent_dim = l;
+        self.hidden_dim = m;
+        self.solver = s.into();
+        self.rtol = r;
+        self.atol = a;
+        self
+    }
+
+    /// The fast-development preset for `input_dim` features.
+    pub fn fast(input_dim: usize) -> Self {
+        Self {
+            input_dim,
+            ..Self::default()
+        }
+        .with_preset(Preset::Fast)
+    }
+
+    /// The balanced preset for `input_dim` features.
+    pub fn balanced(input_dim: usize) -> Self {
+        Self {
+            input_dim,
+            ..Self::default()
+        }
+        .with_preset(Preset::Balanced)
+    }
+
+    /// The high-accuracy preset for `input_dim` features.
+    pub fn accurate(input_dim: usize) -> Self {
+        Self {
+            input_dim,
+            ..Self::default()
+        }
+        .with_preset(Preset::Accurate)
+    }
+
+    /// Number of targets (`output_dim`, or `input_dim` when 0).
+    pub fn outputs(&self) -> usize {
+        if self.output_dim == 0 {
+            self.input_dim
+        } else {
+            self.output_dim
+        }
+    }
+
+    /// Parses the solver name.
+    pub fn method(&self) -> Result<Method, OdeError> {
+        self.solver.parse()
+    }
+
+    /// Checks every field, naming the first bad one.
+    pub fn validate(&self) -> Result<(), OdeError> {
+        let bad =
+            |name: &'static str, value: f64, reason: &'static str| Err(OdeError::InvalidOption { name, value, reason });
+        for (name, v) in [
+            ("input_dim", self.input_dim),
+            ("latent_dim", self.latent_dim),
+            ("hidden_dim", self.hidden_dim),
+            ("context_len", self.context_len),
+            ("horizon", self.horizon),
+        ] {
+            if v == 0 {
+                return bad(name, 0.0, "must be at least 1");
+            }
+        }
+        if !(self.dt.is_finite() && self.dt > 0.0) {
+            return bad("dt", self.dt, "must be finite and positive");
+        }
+        self.method()?;
+        self.step_mode.parse::<StepMode>()?;
+        let norm: AdjointNorm = self.adjoint_norm.parse()?;
+        if self.use_adjoint && norm == AdjointNorm::Mixed && self.step_mode.parse::<StepMode>()? == StepMode::PerSample
+        {
+            return Err(OdeError::Unsupported {
+                what: "adjoint_norm = mixed with step_mode = per_sample; use step_mode = shared or adjoint_norm = seminorm",
+            });
+        }
+        self.solve_options::<f64>(false)?.validate(1)?;
+        self.solve_options::<f64>(true)?.validate(1)?;
+        Ok(())
+    }
+
+    /// Solver options of the forward (`adjoint = false`) or the adjoint solve.
+    pub fn solve_options<T: Scalar>(&self, adjoint: bool) -> Result<SolveOptions<T>, OdeError> {
+        let (r, a) = if adjoint {
+            (
+                self.adjoint_rtol.unwrap_or(self.rtol),
+                self.adjoint_atol.unwrap_or(self.atol),
+            )
+        } else {
+            (self.rtol, self.atol)
+        };
+        let mut o = SolveOptions::default()
+            .rtol(T::c(r))
+            .atol(T::c(a))
+            .step_mode(self.step_mode.parse()?)
+            .max_num_steps(self.max_num_steps);
+        if let Some(h) = self.step_size {
+            o = o.step_size(T::c(h));
+        }
+        Ok(o)
+    }
+}
+
+/// Names of the model's tensors in checkpoint order, with PyTorch's names.
+pub const TENSOR_NAMES: [&str; 12] = [
+    "encoder.0.weight",
+    "encoder.0.bias",
+    "encoder.2.weight",
+    "encoder.2.bias",
+    "func.0.weight",
+    "func.0.bias",
+    "func.2.weight",
+    "func.2.bias",
+    "func.4.weight",
+    "func.4.bias",
+    "decoder.weight",
+    "decoder.bias",
+];
+
+/// The Neural ODE forecaster of the reference-model contract:
+/// `z0 = encoder(flatten(context))`, `dz/dt = func(z)`, `y_k = decoder(z(k·dt))`.
+///
+/// Parameters are one flat vector in [`TENSOR_NAMES`] order (the vector field's six tensors in
+/// the middle), so the optimiser and the checkpoint see one buffer.
+#[derive(Debug, Clone)]
+pub struct NeuralOdeModel<T: Scalar> {
+    config: ModelConfig,
+    params: Vec<T>,
+    shapes: Vec<(&'static str, Vec<usize>, usize)>,
+}
+
+/// Work and results of one loss evaluation.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LossStats {
+    /// Mean squared error over batch × horizon × targets (normalised units).
+    pub loss: f64,
+    /// Sum of squared errors (to aggregate over batches).
+    pub sse: f64,
+    /// Forward evaluations per sample (mean over the batch).
+    pub nfe_forward: f64,
+    /// Backward evaluations per sample (VJPs; mean over the batch).
+    pub nfe_backward: f64,
+    /// Accepted forward steps per sample.
+    pub accepted: f64,
+    /// Rejected forward steps per sample.
+    pub rejected: f64,
+}
+
+impl<T: Scalar> NeuralOdeModel<T> {
+    /// A model with PyTorch's default initialisation: every weight and bias uniform in
+    /// `±1/sqrt(fan_in)`, drawn from `uniform01` (a seeded generator of numbers in `[0, 1)`).
+    pub fn new(config: ModelConfig, mut uniform01: impl FnMut() -> f64) -> Result<Self, OdeError> {
+        config.validate()?;
+        let shapes = Self::layout(&config);
+        let mut params = Vec::with_capacity(shapes.iter().map(|s| s.1.iter().product::<usize>()).sum());
+        for (name, shape, _) in &shapes {
+            let fan_in = if name.ends_with("weight") {
+                shape[1]
+            } else {
+                Self::bias_fan_in(&shapes, name)
+            };
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            for _ in 0..shape.iter().product::<usize>() {
+                params.push(T::c((2.0 * uniform01() - 1.0) * bound));
+            }
+        }
+        Ok(Self { config, params, shapes })
+    }
+
+    /// A model from a flat parameter vector in [`TENSOR_NAMES`] order.
+    pub fn from_params(config: ModelConfig, params: Vec<T>) -> Result<Self, OdeError> {
+        config.validate()?;
+        let shapes = Self::layout(&config);
+        let want: usize = shapes.iter().map(|s| s.1.iter().product::<usize>()).sum();
+        if params.len() != want {
+            return Err(OdeError::ShapeMismatch {
+                what: "model parameters",
+                expected: want,
+                got: params.len(),
+            });
+        }
+        Ok(Self { config, params, shapes })
+    }
+
+    fn bias_fan_in(shapes: &[(&'static str, Vec<usize>, usize)], bias: &str) -> usize {
+        let w = bias.replace("bias", "weight");
+        shapes.iter().find(|s| s.0 == w).map_or(1, |s| s.1[1])
+    }
+
+    fn layout(c: &ModelConfig) -> Vec<(&'static str, Vec<usize>, usize)> {
+        let (d, o, l, m, ctx) = (c.input_dim, c.outputs(), c.latent_dim, c.hidden_dim, c.context_len);
+        let shapes = [
+            vec![m, ctx * d],
+            vec![m],
+            vec![l, m],
+            vec![l],
+            vec![m, l],
+            vec![m],
+            vec![m, m],
+            vec![m],
+            vec![l, m],
+            vec![l],
+            vec![o, l],
+            vec![o],
+        ];
+        let mut off = 0;
+        TENSOR_NAMES
+            .iter()
+            .zip(shapes)
+            .map(|(n, s)| {
+                let o = off;
+                off += s.iter().product::<usize>();
+                (*n, s, o)
+            })
+            .collect()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Mutable configuration for solver settings (tolerances, solver, adjoint) between steps;
+    /// architecture fields must not change.
+    pub fn config_mut(&mut self) -> &mut ModelConfig {
+        &mut self.config
+    }
+
+    /// The flat parameter vector.
+    pub fn params(&self) -> &[T] {
+        &self.params
+    }
+
+    /// The flat parameter vector, mutable.
+    pub fn params_mut(&mut self) -> &mut [T] {
+        &mut self.params
+    }
+
+    /// Number of parameters.
+    pub fn num_params(&self) -> usize {
+        self.params.len()
+    }
+
+    /// `(name, shape, offset)` of every tensor in the flat vector.
+    pub fn tensors(&self) -> &[(&'static str, Vec<usize>, usize)] {
+        &self.shapes
+    }
+
+    /// The range of tensor `name` in the flat vector.
+    pub fn tensor_range(&self, name: &str) -> Option<std::ops::Range<usize>> {
+        self.shapes
+            .iter()
+            .find(|s| s.0 == name)
+            .map(|s| s.2..s.2 + s.1.iter().product::<usize>())
+    }
+
+    /// Range of the vector field's parameters (func.*) in the flat vector.
+    pub fn func_range(&self) -> std::ops::Range<usize> {
+        let a = self.tensor_range("func.0.weight").expect("layout");
+        let b = self.tensor_range("func.4.bias").expect("layout");
+        a.start..b.end
+    }
+
+    /// The vector field with the model's current parameters.
+    pub fn field(&self) -> Mlp<T> {
+        Mlp::with_params(
+            self.config.latent_dim,
+            self.config.hidden_dim,
+            self.params[self.func_range()].to_vec(),
+        )
+    }
+}
+
+/// Everything one thread needs to evaluate the loss and its gradient on a chunk of a batch:
+/// solvers, tape, field and buffers, reused across batches so steps allocate nothing.
+#[derive(Debug)]
+pub struct Workspace<T: Scalar> {
+    solver: Solver<T>,
+    adjoint: AdjointSolver<T>,
+    tape: Tape<T>,
+    field: Mlp<T>,
+    ts: Vec<T>,
+    enc_h: Vec<T>,
+    z0: Vec<T>,
+    zs: Vec<T>,
+    pred: Vec<T>,
+    gz: Vec<T>,
+    gz0: Vec<T>,
+    gh: Vec<T>,
+    groups: Vec<std::ops::Range<usize>>,
+}
+
+impl<T: Scalar> Workspace<T> {
+    /// A workspace for `model`'s configuration.
+    pub fn new(model: &NeuralOdeModel<T>) -> Result<Self, OdeError> {
+        let c = model.config();
+        let method = c.method()?;
+        let ts = (0..=c.horizon).map(|k| T::c(k as f64 * c.dt)).collect();
+        let f = model.func_range().start;
+        let groups = model.tensors()[4..10]
+            .iter()
+            .map(|(_, s, o)| o - f..o - f + s.iter().product::<usize>())
+            .collect();
+        Ok(Self {
+            solver: Solver::new(method, c.solve_options(false)?)?,
+            adjoint: AdjointSolver::new(method, c.solve_options(true)?, c.adjoint_norm.parse()?)?,
+            tape: Tape::new(),
+            field: model.field(),
+            ts,
+            enc_h: Vec::new(),
+            z0: Vec::new(),
+            zs: Vec::new(),
+            pred: Vec::new(),
+            gz: Vec::new(),
+            gz0: Vec::new(),
+            gh: Vec::new(),
+            groups,
+        })
+    }
+}
+
+fn fit<T: Scalar>(v: &mut Vec<T>, n: usize) {
+    v.clear();
+    v.resize(n, T::zero());
+}
+
+/// `out = x · Wᵀ + b` (`x`: rows × n_in, `W`: [n_out, n_in]).
+fn linear<T: Scalar>(rows: usize, n_in: usize, n_out: usize, x: &[T], w: &[T], b: &[T], out: &mut [T]) {
+    for r in 0..rows {
+        out[r * n_out..(r + 1) * n_out].copy_from_slice(b);
+    }
+    T::gemm(
+        rows,
+        n_in,
+        n_out,
+        T::one(),
+        x,
+        n_in as isize,
+        1,
+        w,
+        1,
+        n_in as isize,
+        T::one(),
+        out,
+        n_out as isize,
+        1,
+    );
+}
+
+/// Backward of [`linear`]: `dW += gᵀ x`, `db += Σ g`, and `dx = g · W` when `dx` is given.
+#[allow(clippy::too_many_arguments)]
+fn linear_back<T: Scalar>(
+    rows: usize,
+    n_in: usize,
+    n_out: usize,
+    x: &[T],
+    w: &[T],
+    g: &[T],
+    dw: &mut [T],
+    db: &mut [T],
+    dx: Option<&mut [T]>,
+) {
+    let one = T::one();
+    T::gemm(
+        n_out,
+        rows,
+        n_in,
+        one,
+        g,
+        1,
+        n_out as isize,
+        x,
+        n_in as isize,
+        1,
+        one,
+        dw,
+        n_in as isize,
+        1,
+    );
+    for r in 0..rows {
+        for (d, v) in db.iter_mut().zip(&g[r * n_out..(r + 1) * n_out]) {
+            *d = *d + *v;
+        }
+    }
+    if let Some(dx) = dx {
+        T::gemm(
+            rows,
+            n_out,
+            n_in,
+            one,
+            g,
+            n_out as isize,
+            1,
+            w,
+            n_in as isize,
+            1,
+            T::zero(),
+            dx,
+            n_in as isize,
+            1,
+        );
+    }
+}
+
+impl<T: Scalar> NeuralOdeModel<T> {
+    /// Encodes, solves and decodes a batch of contexts (`rows × C·D`, normalised, time-major);
+    /// leaves the forecasts in the workspace (`rows × H·O`) and returns the row count and
+    /// the forward counters (summed over samples).
+    fn forward(&self, ws: &mut Workspace<T>, ctx: &[T], taped: bool) -> Result<(usize, LossStats), OdeError> {
+        let c = &self.config;
+        let (d, o, l, m, cl, h) = (
+            c.input_dim,
+            c.outputs(),
+            c.latent_dim,
+            c.hidden_dim,
+            c.context_len,
+            c.horizon,
+        );
+        let width = cl * d;
+        if ctx.is_empty() || ctx.len() % width != 0 {
+            return Err(OdeError::ShapeMismatch {
+                what: "context batch (rows × C·D)",
+                expected: width,
+                got: ctx.len(),
+            });
+        }
+        let rows = ctx.len() / width;
+        let p = &self.params;
+        let r = |name: &str| self.tensor_range(name).expect("layout");
+        fit(&mut ws.enc_h, rows * m);
+        fit(&mut ws.z0, rows * l);
+        linear(
+            rows,
+            width,
+            m,
+            ctx,
+            &p[r("encoder.0.weight")],
+            &p[r("encoder.0.bias")],
+            &mut ws.enc_h,
+        );
+        T::tanh_inplace(&mut ws.enc_h);
+        linear(
+            rows,
+            m,
+            l,
+            &ws.enc_h,
+            &p[r("encoder.2.weight")],
+            &p[r("encoder.2.bias")],
+            &mut ws.z0,
+        );
+        ws.field.params_mut().copy_from_slice(&p[self.func_range()]);
+        fit(&mut ws.zs, (h + 1) * rows * l);
+        let report = if taped {
+            ws.solver
+                .solve_taped(&mut ws.field, &ws.ts, &ws.z0, &mut ws.zs, &mut ws.tape)?
+        } else {
+            ws.solver.solve_into(&mut ws.field, &ws.ts, &ws.z0, &mut ws.zs)?
+        };
+        // Decode every output time at once, then reorder to rows × H × O.
+        fit(&mut ws.gh, h * rows * o);
+        linear(
+            h * rows,
+            l,
+            o,
+            &ws.zs[rows * l..],
+            &p[r("decoder.weight")],
+            &p[r("decoder.bias")],
+            &mut ws.gh,
+        );
+        fit(&mut ws.pred, rows * h * o);
+        for k in 0..h {
+            for row in 0..rows {
+                let src = (k * rows + row) * o;
+                let dst = (row * h + k) * o;
+                ws.pred[dst..dst + o].copy_from_slice(&ws.gh[src..src + o]);
+            }
+        }
+        let ps = &report.stats.per_sample;
+        let st = LossStats {
+            nfe_forward: ps.iter().map(|s| s.nfe as f64).sum(),
+            accepted: ps.iter().map(|s| s.accepted as f64).sum(),
+            rejected: ps.iter().map(|s| s.rejected as f64).sum(),
+            ..LossStats::default()
+        };
+        Ok((rows, st))
+    }
+
+    /// Forecasts (normalised units, `rows × H·O` time-major) for a batch of contexts.
+    pub fn predict_into(&self, ws: &mut Workspace<T>, ctx: &[T], pred: &mut [T]) -> Result<LossStats, OdeError> {
+        let (rows, st) = self.forward(ws, ctx, false)?;
+        let n = rows * self.config.horizon * self.config.outputs();
+        if pred.len() != n {
+            return Err(OdeError::ShapeMismatch {
+                what: "prediction buffer (rows × H·O)",
+                expected: n,
+                got: pred.len(),
+            });
+        }
+        pred.copy_from_slice(&ws.pred);
+        Ok(st)
+    }
+
+    /// Sum of squared errors of the forecasts for `ctx` against `tgt` (`rows × H·O`), without
+    /// gradients (validation).
+    pub fn sse(&self, ws: &mut Workspace<T>, ctx: &[T], tgt: &[T]) -> Result<LossStats, OdeError> {
+        let (_, mut st) = self.forward(ws, ctx, false)?;
+        if tgt.len() != ws.pred.len() {
+            return Err(OdeError::ShapeMismatch {
+                what: "target batch (rows × H·O)",
+                expected: ws.pred.len(),
+                got: tgt.len(),
+            });
+        }
+        st.sse = ws.pred.iter().zip(tgt).map(|(p, t)| (*p - *t).f64().powi(2)).sum();
+        Ok(st)
+    }
+
+    /// Loss on a chunk of a batch and its gradient: **adds** `∂(sse / denom)/∂θ` to `grad`
+    /// (flat, [`TENSOR_NAMES`] order), where `denom` is the element count of the whole batch,
+    /// so chunks evaluated on different threads sum to the batch's mean-squared-error gradient.
+    /// Gradients through the ODE come from the adjoint or from backprop, as configured.
+    pub fn loss_and_grad(
+        &self,
+        ws: &mut Workspace<T>,
+        ctx: &[T],
+        tgt: &[T],
+        denom: usize,
+        grad: &mut [T],
+    ) -> Result<LossStats, OdeError> {
+        let c = &self.config;
+        let (d, o, l, m, cl, h) = (
+            c.input_dim,
+            c.outputs(),
+            c.latent_dim,
+            c.hidden_dim,
+            c.context_len,
+            c.horizon,
+        );
+        if grad.len() != self.params.len() {
+            return Err(OdeError::ShapeMismatch {
+                what: "gradient buffer",
+                expected: self.params.len(),
+                got: grad.len(),
+            });
+        }
+        let (rows, mut st) = self.forward(ws, ctx, !c.use_adjoint)?;
+        if tgt.len() != ws.pred.len() {
+            return Err(OdeError::ShapeMismatch {
+                what: "target batch (rows × H·O)",
+                expected: ws.pred.len(),
+                got: tgt.len(),
+            });
+        }
+        let scale = T::c(2.0 / denom as f64);
+        let mut sse = 0.0f64;
+        // dL/dpred, reordered to k-major (H × rows × O) for the decoder backward.
+        for row in 0..rows {
+            for k in 0..h {
+                let src = (row * h + k) * o;
+                let dst = (k * rows + row) * o;
+                for j in 0..o {
+                    let e = ws.pred[src + j] - tgt[src + j];
+                    sse += e.f64() * e.f64();
+                    ws.gh[dst + j] = scale * e;
+                }
+            }
+        }
+        st.sse = sse;
+        st.loss = sse / denom as f64;
+        let r = |name: &str| self.tensor_range(name).expect("layout");
+        let p = &self.params;
+        // Decoder: dW += gᵀ z, db += Σ g, dz_k = g · W (dz_0 = 0).
+        fit(&mut ws.gz, (h + 1) * rows * l);
+        {
+            let (gw, rest) = grad[r("decoder.weight").start..].split_at_mut(o * l);
+            linear_back(
+                h * rows,
+                l,
+                o,
+                &ws.zs[rows * l..],
+                &p[r("decoder.weight")],
+                &ws.gh,
+                gw,
+                &mut rest[..o],
+                Some(&mut ws.gz[rows * l..]),
+            );
+        }
+        // Through the ODE.
+        fit(&mut ws.gz0, rows * l);
+        let fr = self.func_range();
+        if c.use_adjoint {
+            let a = ws.adjoint.backward(
+                &mut ws.field,
+                &ws.ts,
+                &ws.zs[h * rows * l..],
+                &ws.gz,
+                &mut ws.gz0,
+                &mut grad[fr],
+                &ws.groups,
+            )?;
+            st.nfe_backward = a.sample_evals as f64;
+        } else {
+            let b = ws
+                .solver
+                .backprop(&mut ws.field, &ws.tape, &ws.gz, &mut ws.gz0, &mut grad[fr])?;
+            st.nfe_backward = b.sample_evals as f64;
+        }
+        // Encoder.
+        let width = cl * d;
+        let mut dh = std::mem::take(&mut ws.gh);
+        fit(&mut dh, rows * m);
+        {
+            let e2 = r("encoder.2.weight");
+            let (gw, rest) = grad[e2.start..].split_at_mut(l * m);
+            linear_back(
+                rows,
+                m,
+                l,
+                &ws.enc_h,
+                &p[e2],
+                &ws.gz0,
+                gw,
+                &mut rest[..l],
+                Some(&mut dh),
+            );
+        }
+        for (g, hv) in dh.iter_mut().zip(&ws.enc_h) {
+            *g = *g * (T::one() - *hv * *hv);
+        }
+        {
+            let e0 = r("encoder.0.weight");
+            let (gw, rest) = grad[e0.start..].split_at_mut(m * width);
+            linear_back(rows, width, m, ctx, &p[e0], &dh, gw, &mut rest[..m], None);
+        }
+        ws.gh = dh;
+        Ok(st)
+    }
+}
