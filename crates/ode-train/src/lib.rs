@@ -3,8 +3,13 @@
 /// The GPU backend (and through it the CPU reference) this crate trains on.
 pub use ode_gpu as gpu;
 
+pub mod checkpoint;
 pub mod data;
 pub mod generate;
 pub mod model;
+pub mod tracker;
+pub mod trainer;
 
 pub use model::{LossStats, ModelConfig, NeuralOdeModel, Preset, TENSOR_NAMES, Workspace};
+pub use tracker::{JsonlTracker, MemoryTracker, Tracker};
+pub use trainer::{Adam, EpochMetrics, History, TrainConfig, TrainError, Trainer, clip_grad_norm};

@@ -288,6 +288,11 @@ impl<T: Scalar> NeuralOdeModel<T> {
         Ok(Self { config, params, shapes })
     }
 
+    /// Number of parameters of a model with this configuration.
+    pub fn param_count(config: &ModelConfig) -> usize {
+        Self::layout(config).iter().map(|s| s.1.iter().product::<usize>()).sum()
+    }
+
     fn bias_fan_in(shapes: &[(&'static str, Vec<usize>, usize)], bias: &str) -> usize {
         let w = bias.replace("bias", "weight");
         shapes.iter().find(|s| s.0 == w).map_or(1, |s| s.1[1])

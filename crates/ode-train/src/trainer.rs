@@ -1,0 +1,682 @@
+//! The training loop: shuffled mini-batches split across threads, Adam with global-norm
+//! clipping, validation RMSE, early stopping, best-checkpoint saving and a clear stop on NaN.
+
+use crate::checkpoint::{self, CheckpointError, CheckpointMeta, OptimState};
+use crate::data::{DataError, Split};
+use crate::model::{LossStats, NeuralOdeModel, Workspace};
+use crate::tracker::Tracker;
+use ode_core::{OdeError, StepMode};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::time::Instant;
+use thiserror::Error;
+
+/// Training settings, with the tuning guide's names and defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    /// Adam's learning rate.
+    pub learning_rate: f64,
+    /// Windows per batch (the last partial batch is kept).
+    pub batch_size: usize,
+    /// Global L2-norm gradient clipping threshold; `None` or 0 disables it.
+    pub gradient_clip: Option<f64>,
+    /// Epochs to train.
+    pub epochs: usize,
+    /// Stop when `val_rmse` has not improved for this many epochs.
+    pub early_stopping_patience: Option<usize>,
+    /// Seed of the initialisation and of the per-epoch shuffles.
+    pub seed: u64,
+    /// Worker threads (default: the machine's cores). Per-sample mode splits each batch across
+    /// them; shared mode couples the batch's steps and runs on one.
+    pub threads: Option<usize>,
+    /// Windows per validation chunk.
+    pub eval_batch_size: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            learning_rate: 1e-3,
+            batch_size: 16,
+            gradient_clip: Some(1.0),
+            epochs: 10,
+            early_stopping_patience: None,
+            seed: 0,
+            threads: None,
+            eval_batch_size: 256,
+        }
+    }
+}
+
+/// Metrics of one epoch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Batch-size-weighted mean of the batch losses (MSE, normalised units).
+    pub train_loss: f64,
+    /// Validation RMSE over all windows, horizon steps and targets (normalised units).
+    pub val_rmse: f64,
+    /// Validation RMSE per target in data units.
+    pub val_rmse_data_units: Vec<f64>,
+    /// Forward vector-field evaluations per sample, summed over the epoch's batches
+    /// (`ode_solver_steps` in the tuning guide).
+    pub nfe_forward: f64,
+    /// Backward evaluations (VJPs) per sample, summed over the epoch's batches.
+    pub nfe_backward: f64,
+    /// Accepted forward steps per sample, summed over batches.
+    pub accepted_steps: f64,
+    /// Rejected forward steps per sample, summed over batches.
+    pub rejected_steps: f64,
+    /// Mean gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Wall time of the training loop alone (no validation, no data loading).
+    pub train_seconds: f64,
+    /// Wall time of the whole epoch.
+    pub seconds: f64,
+}
+
+/// The per-epoch record of a `fit`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// One entry per completed epoch.
+    pub epochs: Vec<EpochMetrics>,
+    /// Best validation RMSE and its epoch.
+    pub best: Option<(usize, f64)>,
+    /// Whether early stopping ended the run.
+    pub stopped_early: bool,
+}
+
+impl History {
+    /// The `val_rmse` series (the guide's `history['val_rmse']`).
+    pub fn val_rmse(&self) -> Vec<f64> {
+        self.epochs.iter().map(|e| e.val_rmse).collect()
+    }
+
+    /// The best validation RMSE.
+    pub fn best_val_rmse(&self) -> Option<f64> {
+        self.best.map(|b| b.1)
+    }
+}
+
+/// Why training stopped early with an error.
+#[derive(Debug, Error)]
+pub enum TrainError {
+    /// The loss, the gradient or the state became NaN or infinite.
+    #[error(
+        "non-finite {what} at epoch {epoch}, batch {batch}: {detail}. Remedies: lower the learning rate, \
+         clip gradients harder (gradient_clip), check the data for NaN/inf values, or use a more stable \
+         solver (rk4 instead of euler, or tighter rtol/atol).{saved}"
+    )]
+    NonFinite {
+        /// `loss`, `gradient` or `state`.
+        what: &'static str,
+        /// Epoch (from 1).
+        epoch: usize,
+        /// Batch within the epoch (from 1).
+        batch: usize,
+        /// More detail (tensor, solver message).
+        detail: String,
+        /// Where the best checkpoint so far is, if any.
+        saved: String,
+    },
+    /// The ODE solver failed (step-size underflow, step budget, …).
+    #[error("solver failed at epoch {epoch}, batch {batch}: {source}{saved}")]
+    Solver {
+        /// Epoch (from 1).
+        epoch: usize,
+        /// Batch within the epoch (from 1), 0 during validation.
+        batch: usize,
+        /// The solver's error.
+        source: OdeError,
+        /// Where the best checkpoint so far is, if any.
+        saved: String,
+    },
+    /// A configuration problem.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] OdeError),
+    /// A data problem.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A checkpoint could not be written or read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// Adam (β1 0.9, β2 0.999, ε 1e-8) with PyTorch's update rule.
+#[derive(Debug, Clone)]
+pub struct Adam {
+    /// Learning rate.
+    pub lr: f64,
+    state: OptimState,
+}
+
+impl Adam {
+    /// Fresh state for `n` parameters.
+    pub fn new(lr: f64, n: usize) -> Self {
+        Self {
+            lr,
+            state: OptimState {
+                exp_avg: vec![0.0; n],
+                exp_avg_sq: vec![0.0; n],
+                ..Default::default()
+            },
+        }
+    }
+
+    /// Resumes from saved state.
+    pub fn from_state(lr: f64, state: OptimState) -> Self {
+        Self { lr, state }
+    }
+
+    /// The state, for checkpoints.
+    pub fn state(&self) -> &OptimState {
+        &self.state
+    }
+
+    /// One update of `params` with `grads`.
+    pub fn step(&mut self, params: &mut [f32], grads: &[f32]) {
+        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8f64);
+        self.state.step += 1;
+        let t = self.state.step as i32;
+        let bc1 = 1.0 - b1.powi(t);
+        let bc2 = 1.0 - b2.powi(t);
+        let step_size = (self.lr / bc1) as f32;
+        let bc2_sqrt = bc2.sqrt() as f32;
+        let (b1, b2, eps) = (b1 as f32, b2 as f32, eps as f32);
+        let s = &mut self.state;
+        for (((p, g), m), v) in params.iter_mut().zip(grads).zip(&mut s.exp_avg).zip(&mut s.exp_avg_sq) {
+            *m = b1 * *m + (1.0 - b1) * g;
+            *v = b2 * *v + (1.0 - b2) * g * g;
+            *p -= step_size * *m / (v.sqrt() / bc2_sqrt + eps);
+        }
+    }
+}
+
+/// Clips `grads` to global L2 norm `max_norm` as `torch.nn.utils.clip_grad_norm_` does and
+/// returns the norm before clipping.
+pub fn clip_grad_norm(grads: &mut [f32], max_norm: Option<f64>) -> f64 {
+    let norm = grads.iter().map(|g| (*g as f64) * (*g as f64)).sum::<f64>().sqrt();
+    if let Some(max) = max_norm.filter(|m| *m > 0.0) {
+        let coef = max / (norm + 1e-6);
+        if coef < 1.0 {
+            grads.iter_mut().for_each(|g| *g *= coef as f32);
+        }
+    }
+    norm
+}
+
+/// Where and how the trainer saves the best model.
+#[derive(Debug, Clone)]
+pub struct CheckpointTarget {
+    /// The checkpoint file (`…/checkpoint.safetensors`).
+    pub path: PathBuf,
+    /// The metadata written with it (columns, statistics; the model config is filled in).
+    pub meta: CheckpointMeta,
+}
+
+/// Per-thread state: a workspace, a gradient buffer, and the chunk's results.
+struct Lane {
+    ws: Workspace<f32>,
+    grad: Vec<f32>,
+    stats: LossStats,
+    err: Option<OdeError>,
+}
+
+type EpochCallback<'a> = Box<dyn FnMut(usize, &EpochMetrics, &mut dyn Tracker) + 'a>;
+
+/// Trains a [`NeuralOdeModel`] on windows of a [`crate::data::Dataset`]'s splits.
+///
+/// ```no_run
+/// use ode_train::{MemoryTracker, ModelConfig, NeuralOdeModel, TrainConfig, Trainer};
+/// # fn demo(ds: &ode_train::data::Dataset) -> Result<(), Box<dyn std::error::Error>> {
+/// let model = NeuralOdeModel::seeded(ModelConfig { input_dim: ds.input_dim(), ..ModelConfig::default() }, 0)?;
+/// let mut tracker = MemoryTracker::default();
+/// let mut trainer = Trainer::new(model, TrainConfig { epochs: 5, ..TrainConfig::default() }, &mut tracker)?;
+/// let history = trainer.fit(&ds.train, &ds.val)?;
+/// println!("best val RMSE {:?}", history.best_val_rmse());
+/// # Ok(()) }
+/// ```
+pub struct Trainer<'a> {
+    model: NeuralOdeModel<f32>,
+    config: TrainConfig,
+    tracker: &'a mut dyn Tracker,
+    on_epoch_end: Option<EpochCallback<'a>>,
+    checkpoint: Option<CheckpointTarget>,
+    adam: Adam,
+    start_epoch: usize,
+    stale: usize,
+    best: Option<(usize, f64)>,
+    pool: rayon::ThreadPool,
+    lanes: Vec<Lane>,
+    target_std: Vec<f64>,
+    progress: Option<Box<dyn FnMut(usize, usize, usize, f64) + 'a>>,
+}
+
+impl<'a> Trainer<'a> {
+    /// A trainer for `model` (its parameters are the starting point).
+    pub fn new(
+        model: NeuralOdeModel<f32>,
+        config: TrainConfig,
+        tracker: &'a mut dyn Tracker,
+    ) -> Result<Self, TrainError> {
+        if config.batch_size == 0 {
+            return Err(OdeError::InvalidOption {
+                name: "batch_size",
+                value: 0.0,
+                reason: "must be at least 1",
+            }
+            .into());
+        }
+        if !(config.learning_rate.is_finite() && config.learning_rate > 0.0) {
+            return Err(OdeError::InvalidOption {
+                name: "learning_rate",
+                value: config.learning_rate,
+                reason: "must be finite and positive",
+            }
+            .into());
+        }
+        if let Some(c) = config.gradient_clip.filter(|c| !c.is_finite() || *c < 0.0) {
+            return Err(OdeError::InvalidOption {
+                name: "gradient_clip",
+                value: c,
+                reason: "must be finite and >= 0",
+            }
+            .into());
+        }
+        let shared = model.config().step_mode.parse::<StepMode>()? == StepMode::Shared;
+        let threads = if shared {
+            1
+        } else {
+            config.threads.unwrap_or_else(rayon::current_num_threads).max(1)
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .map_err(|_| OdeError::InvalidOption {
+                name: "threads",
+                value: threads as f64,
+                reason: "cannot start threads",
+            })?;
+        let mut lanes = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            lanes.push(Lane {
+                ws: Workspace::new(&model)?,
+                grad: vec![0.0; model.num_params()],
+                stats: LossStats::default(),
+                err: None,
+            });
+        }
+        let adam = Adam::new(config.learning_rate, model.num_params());
+        Ok(Self {
+            model,
+            config,
+            tracker,
+            on_epoch_end: None,
+            checkpoint: None,
+            adam,
+            start_epoch: 0,
+            stale: 0,
+            best: None,
+            pool,
+            lanes,
+            target_std: Vec::new(),
+            progress: None,
+        })
+    }
+
+    /// Calls `f(epoch, metrics, tracker)` after every epoch, e.g. to log extra metrics.
+    pub fn on_epoch_end(mut self, f: impl FnMut(usize, &EpochMetrics, &mut dyn Tracker) + 'a) -> Self {
+        self.on_epoch_end = Some(Box::new(f));
+        self
+    }
+
+    /// Calls `f(epoch, batch, batches, running_loss)` after every batch (progress bars).
+    pub fn on_batch_end(mut self, f: impl FnMut(usize, usize, usize, f64) + 'a) -> Self {
+        self.progress = Some(Box::new(f));
+        self
+    }
+
+    /// Saves the best model (by `val_rmse`) to `target.path`, with the optimiser state next
+    /// to it, whenever validation improves.
+    pub fn with_checkpoint(mut self, target: CheckpointTarget) -> Self {
+        self.target_std = target.meta.target_scaler().std;
+        self.checkpoint = Some(target);
+        self
+    }
+
+    /// Continues from a saved optimiser state (epoch counter and Adam moments).
+    pub fn resume(mut self, state: OptimState, best_val_rmse: Option<f64>) -> Self {
+        self.start_epoch = state.epoch;
+        self.stale = state.stale_epochs;
+        self.best = best_val_rmse.map(|v| (state.epoch, v));
+        self.adam = Adam::from_state(self.config.learning_rate, state);
+        self
+    }
+
+    /// The model (as trained so far).
+    pub fn model(&self) -> &NeuralOdeModel<f32> {
+        &self.model
+    }
+
+    /// Consumes the trainer, returning the model.
+    pub fn into_model(self) -> NeuralOdeModel<f32> {
+        self.model
+    }
+
+    fn saved_note(&self) -> String {
+        match (&self.checkpoint, self.best) {
+            (Some(c), Some((e, v))) => {
+                format!(
+                    " The best checkpoint so far (epoch {e}, val_rmse {v:.6}) is at {}.",
+                    c.path.display()
+                )
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// Evaluates loss and gradient of one batch on the thread pool; returns the summed stats.
+    fn batch_grad(&mut self, ctx: &[f32], tgt: &[f32], rows: usize, grad: &mut [f32]) -> Result<LossStats, OdeError> {
+        let c = self.model.config();
+        let (cw, tw) = (c.context_len * c.input_dim, c.horizon * c.outputs());
+        let denom = rows * tw;
+        let lanes_n = self.lanes.len().min(rows);
+        let per = rows.div_ceil(lanes_n);
+        let model = &self.model;
+        let lanes = &mut self.lanes[..lanes_n];
+        self.pool.install(|| {
+            lanes.par_iter_mut().enumerate().for_each(|(i, lane)| {
+                let (lo, hi) = (i * per, ((i + 1) * per).min(rows));
+                lane.grad.fill(0.0);
+                lane.err = None;
+                lane.stats = LossStats::default();
+                if lo >= hi {
+                    return;
+                }
+                match model.loss_and_grad(
+                    &mut lane.ws,
+                    &ctx[lo * cw..hi * cw],
+                    &tgt[lo * tw..hi * tw],
+                    denom,
+                    &mut lane.grad,
+                ) {
+                    Ok(s) => lane.stats = s,
+                    Err(e) => lane.err = Some(e),
+                }
+            })
+        });
+        grad.fill(0.0);
+        let mut st = LossStats::default();
+        for lane in lanes.iter_mut() {
+            if let Some(e) = lane.err.take() {
+                return Err(e);
+            }
+            for (g, l) in grad.iter_mut().zip(&lane.grad) {
+                *g += *l;
+            }
+            st.sse += lane.stats.sse;
+            st.nfe_forward += lane.stats.nfe_forward;
+            st.nfe_backward += lane.stats.nfe_backward;
+            st.accepted += lane.stats.accepted;
+            st.rejected += lane.stats.rejected;
+        }
+        st.loss = st.sse / denom as f64;
+        Ok(st)
+    }
+
+    /// Validation: RMSE (normalised) and per-target RMSE in data units, on the thread pool.
+    pub fn evaluate(&mut self, split: &Split) -> Result<(f64, Vec<f64>), OdeError> {
+        let c = self.model.config().clone();
+        let (cw, tw, o) = (c.context_len * c.input_dim, c.horizon * c.outputs(), c.outputs());
+        let n = split.num_windows();
+        let chunk = self.config.eval_batch_size.max(1);
+        let lanes_n = self.lanes.len();
+        let mut per_target = vec![0.0f64; o];
+        let model = &self.model;
+        let lanes = &mut self.lanes;
+        let results: Vec<Result<Vec<f64>, OdeError>> = self.pool.install(|| {
+            lanes
+                .par_iter_mut()
+                .enumerate()
+                .map(|(i, lane)| {
+                    let mut acc = vec![0.0f64; o];
+                    let mut ctx = vec![0.0f32; chunk * cw];
+                    let mut tgt = vec![0.0f32; chunk * tw];
+                    let mut pred = vec![0.0f32; chunk * tw];
+                    let mut start = i * chunk;
+                    while start < n {
+                        let idx: Vec<usize> = (start..(start + chunk).min(n)).collect();
+                        let m = idx.len();
+                        split.fill_batch(&idx, &mut ctx[..m * cw], &mut tgt[..m * tw]);
+                        model.predict_into(&mut lane.ws, &ctx[..m * cw], &mut pred[..m * tw])?;
+                        for (k, (p, t)) in pred[..m * tw].iter().zip(&tgt[..m * tw]).enumerate() {
+                            let e = (*p - *t) as f64;
+                            acc[k % o] += e * e;
+                        }
+                        start += chunk * lanes_n;
+                    }
+                    Ok(acc)
+                })
+                .collect()
+        });
+        for r in results {
+            for (a, v) in per_target.iter_mut().zip(r?) {
+                *a += v;
+            }
+        }
+        let count = (n * c.horizon) as f64;
+        let rmse = (per_target.iter().sum::<f64>() / (count * o as f64)).sqrt();
+        let data_units = per_target
+            .iter()
+            .enumerate()
+            .map(|(j, s)| (s / count).sqrt() * self.target_std.get(j).copied().unwrap_or(1.0))
+            .collect();
+        Ok((rmse, data_units))
+    }
+
+    /// Trains for the configured epochs (or until early stopping) and returns the history.
+    pub fn fit(&mut self, train: &Split, val: &Split) -> Result<History, TrainError> {
+        let c = self.model.config().clone();
+        if train.input_dim() != c.input_dim || train.output_dim() != c.outputs() {
+            return Err(OdeError::ShapeMismatch {
+                what: "data features/targets vs the model's input_dim/output_dim",
+                expected: c.input_dim,
+                got: train.input_dim(),
+            }
+            .into());
+        }
+        if train.context_len() != c.context_len || train.horizon() != c.horizon {
+            return Err(OdeError::ShapeMismatch {
+                what: "data context_len vs the model's",
+                expected: c.context_len,
+                got: train.context_len(),
+            }
+            .into());
+        }
+        for (k, v) in [
+            ("latent_dim", c.latent_dim.to_string()),
+            ("hidden_dim", c.hidden_dim.to_string()),
+            ("solver", c.solver.clone()),
+            ("rtol", c.rtol.to_string()),
+            ("atol", c.atol.to_string()),
+            ("use_adjoint", c.use_adjoint.to_string()),
+            ("step_mode", c.step_mode.clone()),
+            ("learning_rate", self.config.learning_rate.to_string()),
+            ("batch_size", self.config.batch_size.to_string()),
+            ("gradient_clip", format!("{:?}", self.config.gradient_clip)),
+            ("seed", self.config.seed.to_string()),
+        ] {
+            self.tracker.log_param(k, &v);
+        }
+        let (cw, tw) = (c.context_len * c.input_dim, c.horizon * c.outputs());
+        let bs = self.config.batch_size;
+        let mut ctx = vec![0.0f32; bs * cw];
+        let mut tgt = vec![0.0f32; bs * tw];
+        let mut grad = vec![0.0f32; self.model.num_params()];
+        let mut order: Vec<usize> = (0..train.num_windows()).collect();
+        let mut history = History {
+            best: self.best,
+            ..History::default()
+        };
+        let batches = order.len().div_ceil(bs);
+        for epoch in self.start_epoch + 1..=self.config.epochs {
+            let epoch_start = Instant::now();
+            let mut rng =
+                ChaCha8Rng::seed_from_u64(self.config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            order.sort_unstable();
+            order.shuffle(&mut rng);
+            let mut m = EpochMetrics {
+                epoch,
+                ..EpochMetrics::default()
+            };
+            let (mut loss_sum, mut seen, mut train_secs) = (0.0f64, 0usize, 0.0f64);
+            for (bi, idx) in order.chunks(bs).enumerate() {
+                let rows = idx.len();
+                train.fill_batch(idx, &mut ctx[..rows * cw], &mut tgt[..rows * tw]);
+                let t0 = Instant::now();
+                let st = self
+                    .batch_grad(&ctx[..rows * cw], &tgt[..rows * tw], rows, &mut grad)
+                    .map_err(|e| {
+                        let saved = self.saved_note();
+                        match e {
+                            OdeError::NonFinite { .. } => TrainError::NonFinite {
+                                what: "state",
+                                epoch,
+                                batch: bi + 1,
+                                detail: e.to_string(),
+                                saved,
+                            },
+                            source => TrainError::Solver {
+                                epoch,
+                                batch: bi + 1,
+                                source,
+                                saved,
+                            },
+                        }
+                    })?;
+                if !st.loss.is_finite() {
+                    return Err(TrainError::NonFinite {
+                        what: "loss",
+                        epoch,
+                        batch: bi + 1,
+                        detail: format!("the batch loss is {}", st.loss),
+                        saved: self.saved_note(),
+                    });
+                }
+                if let Some(i) = grad.iter().position(|g| !g.is_finite()) {
+                    let name = self
+                        .model
+                        .tensors()
+                        .iter()
+                        .rev()
+                        .find(|t| t.2 <= i)
+                        .map_or("?", |t| t.0);
+                    return Err(TrainError::NonFinite {
+                        what: "gradient",
+                        epoch,
+                        batch: bi + 1,
+                        detail: format!("the gradient of {name} is {}", grad[i]),
+                        saved: self.saved_note(),
+                    });
+                }
+                let norm = clip_grad_norm(&mut grad, self.config.gradient_clip);
+                self.adam.step(self.model.params_mut(), &grad);
+                train_secs += t0.elapsed().as_secs_f64();
+                loss_sum += st.loss * rows as f64;
+                seen += rows;
+                let per = rows as f64;
+                m.nfe_forward += st.nfe_forward / per;
+                m.nfe_backward += st.nfe_backward / per;
+                m.accepted_steps += st.accepted / per;
+                m.rejected_steps += st.rejected / per;
+                m.grad_norm += norm / batches as f64;
+                if let Some(p) = self.progress.as_mut() {
+                    p(epoch, bi + 1, batches, loss_sum / seen as f64);
+                }
+            }
+            m.train_loss = loss_sum / seen.max(1) as f64;
+            m.train_seconds = train_secs;
+            let (rmse, units) = self.evaluate(val).map_err(|source| TrainError::Solver {
+                epoch,
+                batch: 0,
+                source,
+                saved: self.saved_note(),
+            })?;
+            m.val_rmse = rmse;
+            m.val_rmse_data_units = units;
+            m.seconds = epoch_start.elapsed().as_secs_f64();
+            if !rmse.is_finite() {
+                return Err(TrainError::NonFinite {
+                    what: "loss",
+                    epoch,
+                    batch: 0,
+                    detail: "the validation RMSE is not finite".into(),
+                    saved: self.saved_note(),
+                });
+            }
+            let improved = self.best.is_none_or(|(_, b)| rmse < b);
+            if improved {
+                self.best = Some((epoch, rmse));
+                self.stale = 0;
+            } else {
+                self.stale += 1;
+            }
+            history.best = self.best;
+            for (k, v) in [
+                ("train_loss", m.train_loss),
+                ("val_rmse", m.val_rmse),
+                ("ode_solver_steps", m.nfe_forward),
+                ("nfe_forward", m.nfe_forward),
+                ("nfe_backward", m.nfe_backward),
+                ("accepted_steps", m.accepted_steps),
+                ("rejected_steps", m.rejected_steps),
+                ("grad_norm", m.grad_norm),
+                ("train_seconds", m.train_seconds),
+                ("seconds", m.seconds),
+            ] {
+                self.tracker.log_metric(k, v, epoch);
+            }
+            if let Some(cb) = self.on_epoch_end.as_mut() {
+                cb(epoch, &m, &mut *self.tracker);
+            }
+            if let Some(target) = &self.checkpoint {
+                let mut state = self.adam.state().clone();
+                state.epoch = epoch;
+                state.stale_epochs = self.stale;
+                let mut meta = target.meta.clone();
+                meta.model = self.model.config().clone();
+                meta.epoch = epoch;
+                meta.best_val_rmse = self.best.map(|b| b.1);
+                if improved {
+                    checkpoint::save(&target.path, &self.model, &meta, Some(&state))?;
+                }
+                // The latest state too, so an interrupted run resumes where it stopped.
+                let last = target.path.with_file_name("last.safetensors");
+                checkpoint::save(&last, &self.model, &meta, Some(&state))?;
+            }
+            history.epochs.push(m);
+            if let Some(p) = self.config.early_stopping_patience {
+                if self.stale >= p {
+                    history.stopped_early = true;
+                    break;
+                }
+            }
+        }
+        Ok(history)
+    }
+}
+
+impl NeuralOdeModel<f32> {
+    /// A model initialised from `seed` (PyTorch's default Linear init, ChaCha8 stream).
+    pub fn seeded(config: crate::ModelConfig, seed: u64) -> Result<Self, OdeError> {
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        Self::new(config, || rng.random::<f64>())
+    }
+}
