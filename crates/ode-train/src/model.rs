@@ -678,6 +678,10 @@ impl<T: Scalar> NeuralOdeModel<T> {
         }
         st.sse = sse;
         st.loss = sse / denom as f64;
+        if !sse.is_finite() {
+            // No gradient of a non-finite loss: the caller stops with the loss as the reason.
+            return Ok(st);
+        }
         let r = |name: &str| self.tensor_range(name).expect("layout");
         let p = &self.params;
         // Decoder: dW += gᵀ z, db += Σ g, dz_k = g · W (dz_0 = 0).

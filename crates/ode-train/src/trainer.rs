@@ -228,6 +228,7 @@ struct Lane {
     err: Option<OdeError>,
 }
 
+type BatchCallback<'a> = Box<dyn FnMut(usize, usize, usize, f64) + 'a>;
 type EpochCallback<'a> = Box<dyn FnMut(usize, &EpochMetrics, &mut dyn Tracker) + 'a>;
 
 /// Trains a [`NeuralOdeModel`] on windows of a [`crate::data::Dataset`]'s splits.
@@ -255,7 +256,7 @@ pub struct Trainer<'a> {
     pool: rayon::ThreadPool,
     lanes: Vec<Lane>,
     target_std: Vec<f64>,
-    progress: Option<Box<dyn FnMut(usize, usize, usize, f64) + 'a>>,
+    progress: Option<BatchCallback<'a>>,
 }
 
 impl<'a> Trainer<'a> {

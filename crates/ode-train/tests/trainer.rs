@@ -1,0 +1,369 @@
+//! The training loop: learning, determinism, threads, NaN stops, early stopping, checkpoints
+//! and resuming.
+
+use ode_train::checkpoint::{self, CheckpointMeta};
+use ode_train::data::{DataConfig, Dataset};
+use ode_train::generate::generate;
+use ode_train::trainer::CheckpointTarget;
+use ode_train::{Adam, MemoryTracker, ModelConfig, NeuralOdeModel, TrainConfig, TrainError, Trainer, clip_grad_norm};
+
+fn dataset(max_train: usize) -> Dataset {
+    let table = generate("five-channel", 400, 3, 0.01).unwrap();
+    let cfg = DataConfig {
+        context_len: 8,
+        horizon: 4,
+        max_train_windows: Some(max_train),
+        max_val_windows: Some(32),
+        ..DataConfig::default()
+    };
+    Dataset::from_table(&table, &cfg, "five-channel").unwrap()
+}
+
+fn model_config(ds: &Dataset, solver: &str) -> ModelConfig {
+    ModelConfig {
+        input_dim: ds.input_dim(),
+        output_dim: ds.output_dim(),
+        latent_dim: 8,
+        hidden_dim: 16,
+        context_len: 8,
+        horizon: 4,
+        solver: solver.into(),
+        ..ModelConfig::default()
+    }
+}
+
+fn meta(ds: &Dataset, m: &ModelConfig) -> CheckpointMeta {
+    CheckpointMeta {
+        model: m.clone(),
+        features: ds.features.clone(),
+        targets: ds.targets.clone(),
+        mean: ds.feature_scaler.mean.clone(),
+        std: ds.feature_scaler.std.clone(),
+        target_mean: ds.target_scaler.mean.clone(),
+        target_std: ds.target_scaler.std.clone(),
+        epoch: 0,
+        best_val_rmse: None,
+    }
+}
+
+fn train(ds: &Dataset, solver: &str, tc: TrainConfig) -> ode_train::History {
+    let model = NeuralOdeModel::seeded(model_config(ds, solver), tc.seed).unwrap();
+    let mut tracker = MemoryTracker::default();
+    let mut t = Trainer::new(model, tc, &mut tracker).unwrap();
+    t.fit(&ds.train, &ds.val).unwrap()
+}
+
+#[test]
+fn training_reduces_the_loss_for_every_guide_solver() {
+    let ds = dataset(96);
+    for solver in ["euler", "rk4", "dopri5"] {
+        let h = train(
+            &ds,
+            solver,
+            TrainConfig {
+                epochs: 4,
+                learning_rate: 3e-3,
+                ..TrainConfig::default()
+            },
+        );
+        let first = &h.epochs[0];
+        let last = h.epochs.last().unwrap();
+        assert!(
+            last.train_loss < 0.8 * first.train_loss,
+            "{solver}: {} -> {}",
+            first.train_loss,
+            last.train_loss
+        );
+        assert!(
+            h.best_val_rmse().unwrap() < first.val_rmse,
+            "{solver}: val did not improve"
+        );
+        assert!(last.nfe_forward > 0.0 && last.nfe_backward > 0.0 && last.grad_norm > 0.0);
+        assert!(last.train_seconds > 0.0 && last.seconds >= last.train_seconds);
+        assert_eq!(last.val_rmse_data_units.len(), 5);
+    }
+}
+
+#[test]
+fn same_seed_same_history_and_threads_agree() {
+    let ds = dataset(48);
+    let tc = TrainConfig {
+        epochs: 2,
+        threads: Some(1),
+        ..TrainConfig::default()
+    };
+    let a = train(&ds, "dopri5", tc.clone());
+    let b = train(&ds, "dopri5", tc.clone());
+    let strip = |h: &ode_train::History| {
+        h.epochs
+            .iter()
+            .map(|e| (e.train_loss, e.val_rmse, e.nfe_forward))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(&a), strip(&b), "same seed must give the same history");
+    let c = train(&ds, "dopri5", TrainConfig { threads: Some(2), ..tc });
+    for (x, y) in a.epochs.iter().zip(&c.epochs) {
+        // Only the summation order of the gradient differs between 1 and 2 threads.
+        assert!(
+            (x.train_loss - y.train_loss).abs() < 1e-4 * x.train_loss,
+            "{} vs {}",
+            x.train_loss,
+            y.train_loss
+        );
+        assert!((x.val_rmse - y.val_rmse).abs() < 1e-4 * x.val_rmse);
+        assert_eq!(
+            x.nfe_forward, y.nfe_forward,
+            "per-sample steps do not depend on the split"
+        );
+    }
+    let d = train(
+        &ds,
+        "dopri5",
+        TrainConfig {
+            epochs: 2,
+            seed: 1,
+            ..TrainConfig::default()
+        },
+    );
+    assert_ne!(strip(&a), strip(&d), "another seed, another run");
+}
+
+#[test]
+fn a_nan_stops_training_with_a_reason_and_the_best_checkpoint_on_disk() {
+    let ds = dataset(64);
+    let dir = tempfile::tempdir().unwrap();
+    let mc = model_config(&ds, "euler");
+    let path = dir.path().join("checkpoint.safetensors");
+    let target = CheckpointTarget {
+        path: path.clone(),
+        meta: meta(&ds, &mc),
+    };
+    // One good epoch writes the best checkpoint.
+    let mut tracker = MemoryTracker::default();
+    let model = NeuralOdeModel::seeded(mc.clone(), 0).unwrap();
+    let mut t = Trainer::new(
+        model,
+        TrainConfig {
+            epochs: 1,
+            ..TrainConfig::default()
+        },
+        &mut tracker,
+    )
+    .unwrap()
+    .with_checkpoint(target.clone());
+    let h = t.fit(&ds.train, &ds.val).unwrap();
+    let mut model = t.into_model();
+    let best = h.best_val_rmse();
+    let before = std::fs::read(&path).unwrap();
+
+    // A decoder weight that is NaN (as a bad --init-from could bring): the loss is NaN.
+    let r = model.tensor_range("decoder.weight").unwrap();
+    model.params_mut()[r.start] = f32::NAN;
+    let state = checkpoint::load_optim(&path, &model).unwrap();
+    let mut tracker = MemoryTracker::default();
+    let mut t = Trainer::new(
+        model.clone(),
+        TrainConfig {
+            epochs: 3,
+            ..TrainConfig::default()
+        },
+        &mut tracker,
+    )
+    .unwrap()
+    .with_checkpoint(target.clone())
+    .resume(state.clone(), best);
+    let e = t.fit(&ds.train, &ds.val).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            TrainError::NonFinite {
+                what: "loss",
+                epoch: 2,
+                batch: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    for want in [
+        "non-finite loss at epoch 2, batch 1",
+        "lower the learning rate",
+        "clip gradients harder",
+        "check the data for NaN/inf",
+        "rk4 instead of euler",
+        "best checkpoint so far (epoch 1",
+    ] {
+        assert!(msg.contains(want), "missing '{want}' in: {msg}");
+    }
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "the best checkpoint is untouched"
+    );
+
+    // A vector field that overflows: the solver reports a non-finite state.
+    let r = model.tensor_range("decoder.weight").unwrap();
+    model.params_mut()[r.start] = 0.1;
+    let f = model.tensor_range("func.4.bias").unwrap();
+    model.params_mut()[f].iter_mut().for_each(|b| *b = 3e38);
+    let mut tracker = MemoryTracker::default();
+    let mut t = Trainer::new(
+        model,
+        TrainConfig {
+            epochs: 1,
+            ..TrainConfig::default()
+        },
+        &mut tracker,
+    )
+    .unwrap();
+    let e = t.fit(&ds.train, &ds.val).unwrap_err();
+    assert!(matches!(e, TrainError::NonFinite { epoch: 1, batch: 1, .. }), "{e:?}");
+    assert!(e.to_string().contains("rk4 instead of euler"), "{e}");
+}
+
+#[test]
+fn early_stopping_keeps_the_best_checkpoint() {
+    let ds = dataset(32);
+    let dir = tempfile::tempdir().unwrap();
+    let mc = model_config(&ds, "rk4");
+    let model = NeuralOdeModel::seeded(mc.clone(), 0).unwrap();
+    let mut tracker = MemoryTracker::default();
+    let path = dir.path().join("checkpoint.safetensors");
+    // A learning rate so small that validation cannot keep improving by chance forever is not
+    // guaranteed; a zero-improvement patience of 1 with a tiny lr stops quickly.
+    let tc = TrainConfig {
+        epochs: 30,
+        learning_rate: 3e-2,
+        early_stopping_patience: Some(1),
+        ..TrainConfig::default()
+    };
+    let mut t = Trainer::new(model, tc, &mut tracker)
+        .unwrap()
+        .with_checkpoint(CheckpointTarget {
+            path: path.clone(),
+            meta: meta(&ds, &mc),
+        });
+    let h = t.fit(&ds.train, &ds.val).unwrap();
+    drop(t);
+    assert!(h.stopped_early && h.epochs.len() < 30, "ran {} epochs", h.epochs.len());
+    let (best_epoch, best) = h.best.unwrap();
+    let (_, m) = checkpoint::load(&path).unwrap();
+    assert_eq!(m.best_val_rmse, Some(best));
+    assert_eq!(m.epoch, best_epoch, "the checkpoint is the best epoch's");
+    assert_eq!(tracker.metrics["val_rmse"].len(), h.epochs.len());
+    assert!(tracker.params.contains_key("solver"));
+}
+
+#[test]
+fn checkpoint_round_trip_predicts_identically() {
+    let ds = dataset(32);
+    let dir = tempfile::tempdir().unwrap();
+    let mc = model_config(&ds, "dopri5");
+    let model = NeuralOdeModel::seeded(mc.clone(), 5).unwrap();
+    let path = dir.path().join("m.safetensors");
+    checkpoint::save(&path, &model, &meta(&ds, &mc), None).unwrap();
+    let (back, m) = checkpoint::load(&path).unwrap();
+    assert_eq!(back.params(), model.params());
+    assert_eq!(m.model, mc);
+    assert_eq!(m.features, ds.features);
+    // The metadata carries the contract's keys.
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(&header.metadata().as_ref().unwrap()["config"]).unwrap();
+    for key in [
+        "input_dim",
+        "output_dim",
+        "latent_dim",
+        "hidden_dim",
+        "context_len",
+        "horizon",
+        "dt",
+        "solver",
+        "rtol",
+        "atol",
+        "use_adjoint",
+        "step_mode",
+        "features",
+        "targets",
+        "mean",
+        "std",
+    ] {
+        assert!(cfg.get(key).is_some(), "metadata lacks '{key}'");
+    }
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names = st.names();
+    names.sort();
+    let mut want: Vec<&str> = ode_train::TENSOR_NAMES.to_vec();
+    want.sort();
+    assert_eq!(names, want, "exactly the contract's tensors");
+    // Errors name the file and the problem.
+    std::fs::write(dir.path().join("bad.safetensors"), b"nope").unwrap();
+    let e = checkpoint::load(&dir.path().join("bad.safetensors"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bad.safetensors"), "{e}");
+}
+
+#[test]
+fn resuming_continues_exactly_where_training_stopped() {
+    let ds = dataset(48);
+    let dir = tempfile::tempdir().unwrap();
+    let mc = model_config(&ds, "rk4");
+    let tc = TrainConfig {
+        epochs: 4,
+        threads: Some(1),
+        ..TrainConfig::default()
+    };
+    let straight = train(&ds, "rk4", tc.clone());
+
+    let path = dir.path().join("checkpoint.safetensors");
+    let mut tracker = MemoryTracker::default();
+    let model = NeuralOdeModel::seeded(mc.clone(), 0).unwrap();
+    let mut t = Trainer::new(
+        model,
+        TrainConfig {
+            epochs: 2,
+            ..tc.clone()
+        },
+        &mut tracker,
+    )
+    .unwrap()
+    .with_checkpoint(CheckpointTarget {
+        path: path.clone(),
+        meta: meta(&ds, &mc),
+    });
+    t.fit(&ds.train, &ds.val).unwrap();
+    let last = dir.path().join("last.safetensors");
+    let (model, m) = checkpoint::load(&last).unwrap();
+    let state = checkpoint::load_optim(&last, &model).unwrap();
+    assert_eq!(state.epoch, 2);
+    let mut tracker = MemoryTracker::default();
+    let mut t = Trainer::new(model, tc, &mut tracker)
+        .unwrap()
+        .resume(state, m.best_val_rmse);
+    let resumed = t.fit(&ds.train, &ds.val).unwrap();
+    assert_eq!(resumed.epochs.len(), 2);
+    for (a, b) in straight.epochs[2..].iter().zip(&resumed.epochs) {
+        assert_eq!((a.epoch, a.train_loss, a.val_rmse), (b.epoch, b.train_loss, b.val_rmse));
+    }
+}
+
+#[test]
+fn adam_and_clipping_follow_pytorch() {
+    // One Adam step moves every parameter by lr (sign of the gradient) at t = 1.
+    let mut adam = Adam::new(0.1, 3);
+    let mut p = [1.0f32, 2.0, 3.0];
+    adam.step(&mut p, &[0.5, -2.0, 1e-3]);
+    for (x, want) in p.iter().zip([0.9f32, 2.1, 2.9]) {
+        assert!((x - want).abs() < 1e-5, "{p:?}");
+    }
+    let mut g = [3.0f32, 4.0];
+    let n = clip_grad_norm(&mut g, Some(1.0));
+    assert_eq!(n, 5.0);
+    let scale = 1.0 / (5.0 + 1e-6);
+    assert!((g[0] - 3.0 * scale as f32).abs() < 1e-7 && (g[1] - 4.0 * scale as f32).abs() < 1e-7);
+    let mut g = [0.3f32, 0.4];
+    clip_grad_norm(&mut g, Some(1.0));
+    assert_eq!(g, [0.3, 0.4], "below the threshold nothing changes");
+}
