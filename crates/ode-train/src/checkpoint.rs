@@ -60,9 +60,54 @@ pub struct CheckpointMeta {
     /// Best validation RMSE so far (normalised units).
     #[serde(default)]
     pub best_val_rmse: Option<f64>,
+    /// Fraction of rows in the training split the model was trained with.
+    #[serde(default = "default_train_frac")]
+    pub train_frac: f64,
+    /// Fraction of rows in the test split the model was trained with.
+    #[serde(default = "default_test_frac")]
+    pub test_frac: f64,
+}
+
+fn default_train_frac() -> f64 {
+    0.7
+}
+
+fn default_test_frac() -> f64 {
+    0.2
 }
 
 impl CheckpointMeta {
+    /// Metadata for a model trained on `ds`.
+    pub fn for_dataset(model: &ModelConfig, ds: &crate::data::Dataset) -> Self {
+        Self {
+            model: model.clone(),
+            features: ds.features.clone(),
+            targets: ds.targets.clone(),
+            mean: ds.feature_scaler.mean.clone(),
+            std: ds.feature_scaler.std.clone(),
+            target_mean: ds.target_scaler.mean.clone(),
+            target_std: ds.target_scaler.std.clone(),
+            epoch: 0,
+            best_val_rmse: None,
+            train_frac: ds.config.train_frac,
+            test_frac: ds.config.test_frac,
+        }
+    }
+
+    /// The data configuration the model was trained with (columns, window sizes, split).
+    pub fn data_config(&self) -> crate::data::DataConfig {
+        crate::data::DataConfig {
+            context_len: self.model.context_len,
+            horizon: self.model.horizon,
+            features: Some(self.features.clone()),
+            targets: Some(self.targets.clone()),
+            train_frac: self.train_frac,
+            test_frac: self.test_frac,
+            max_train_windows: None,
+            max_val_windows: None,
+        }
+    }
+
     /// Feature scaler from the stored statistics.
     pub fn feature_scaler(&self) -> Scaler {
         Scaler {

@@ -985,6 +985,74 @@ impl Dataset {
     /// available columns), or a train or val split shorter than one window (`C + H` rows). A
     /// test split too short for a window is allowed and has no windows.
     pub fn from_table(table: &Table, config: &DataConfig, source_name: &str) -> Result<Dataset, DataError> {
+        Self::build(table, config, source_name, None)
+    }
+
+    /// Like [`from_table`](Self::from_table), but normalises with given statistics (a
+    /// checkpoint's) instead of fitting them on this table's training split.
+    pub fn from_table_with_scalers(
+        table: &Table,
+        config: &DataConfig,
+        source_name: &str,
+        feature_scaler: Scaler,
+        target_scaler: Scaler,
+    ) -> Result<Dataset, DataError> {
+        Self::build(table, config, source_name, Some((feature_scaler, target_scaler)))
+    }
+
+    /// Every window of the whole table (all rows as one split, stride 1), normalised with the
+    /// given statistics: what `ode predict` forecasts.
+    pub fn whole_table(
+        table: &Table,
+        config: &DataConfig,
+        source_name: &str,
+        feature_scaler: &Scaler,
+        target_scaler: &Scaler,
+    ) -> Result<Split, DataError> {
+        table.validate(source_name)?;
+        let all: Vec<usize> = (0..table.num_columns()).collect();
+        let feat = resolve(table, config.features.as_ref(), &all, "features", source_name)?;
+        let targ = resolve(table, config.targets.as_ref(), &feat, "targets", source_name)?;
+        let (c, h, n) = (config.context_len, config.horizon, table.num_rows());
+        if n < c + h {
+            return Err(DataError::TooFewRows {
+                file: source_name.to_string(),
+                rows: n,
+                needed: c + h,
+                split: "whole file",
+            });
+        }
+        if feature_scaler.dim() != feat.len() || target_scaler.dim() != targ.len() {
+            return Err(DataError::InvalidConfig {
+                name: "features".into(),
+                value: format!("{} features, {} targets", feat.len(), targ.len()),
+                reason: format!(
+                    "the statistics cover {} features and {} targets; use the columns the model was trained on",
+                    feature_scaler.dim(),
+                    target_scaler.dim()
+                ),
+            });
+        }
+        Ok(Split {
+            name: "all",
+            start_row: 0,
+            rows: n,
+            features: normalized(table, 0..n, &feat, feature_scaler),
+            targets: normalized(table, 0..n, &targ, target_scaler),
+            input_dim: feat.len(),
+            output_dim: targ.len(),
+            context_len: c,
+            horizon: h,
+            num_windows: n + 1 - c - h,
+        })
+    }
+
+    fn build(
+        table: &Table,
+        config: &DataConfig,
+        source_name: &str,
+        fixed: Option<(Scaler, Scaler)>,
+    ) -> Result<Dataset, DataError> {
         config.validate()?;
         table.validate(source_name)?;
         let all: Vec<usize> = (0..table.num_columns()).collect();
@@ -1006,8 +1074,13 @@ impl Dataset {
 
         let names = |idx: &[usize]| idx.iter().map(|&j| table.columns[j].clone()).collect::<Vec<_>>();
         let (features, targets) = (names(&feat), names(&targ));
-        let (feature_scaler, const_f) = Scaler::fit_quiet(&gather(table, 0..sizes.train, &feat), feat.len());
-        let (target_scaler, const_t) = Scaler::fit_quiet(&gather(table, 0..sizes.train, &targ), targ.len());
+        let ((feature_scaler, const_f), (target_scaler, const_t)) = match fixed {
+            Some((f, t)) => ((f, Vec::new()), (t, Vec::new())),
+            None => (
+                Scaler::fit_quiet(&gather(table, 0..sizes.train, &feat), feat.len()),
+                Scaler::fit_quiet(&gather(table, 0..sizes.train, &targ), targ.len()),
+            ),
+        };
         let mut warnings: Vec<String> = Vec::new();
         let warn_list = const_f
             .iter()

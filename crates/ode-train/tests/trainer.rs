@@ -33,17 +33,7 @@ fn model_config(ds: &Dataset, solver: &str) -> ModelConfig {
 }
 
 fn meta(ds: &Dataset, m: &ModelConfig) -> CheckpointMeta {
-    CheckpointMeta {
-        model: m.clone(),
-        features: ds.features.clone(),
-        targets: ds.targets.clone(),
-        mean: ds.feature_scaler.mean.clone(),
-        std: ds.feature_scaler.std.clone(),
-        target_mean: ds.target_scaler.mean.clone(),
-        target_std: ds.target_scaler.std.clone(),
-        epoch: 0,
-        best_val_rmse: None,
-    }
+    CheckpointMeta::for_dataset(m, ds)
 }
 
 fn train(ds: &Dataset, solver: &str, tc: TrainConfig) -> ode_train::History {
