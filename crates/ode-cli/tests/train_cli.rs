@@ -1,0 +1,332 @@
+//! End-to-end runs of `ode train`, `ode predict`, `ode diagnose` and `ode data generate`.
+
+use std::path::Path;
+use std::process::Command;
+
+fn ode(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ode"))
+        .args(args)
+        .output()
+        .expect("run ode");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+const SMALL: [&str; 10] = [
+    "--latent-dim",
+    "8",
+    "--hidden-dim",
+    "16",
+    "--context-len",
+    "8",
+    "--horizon",
+    "4",
+    "--rows",
+    "300",
+];
+
+#[test]
+fn train_writes_checkpoint_metrics_summary_and_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "lotka-volterra",
+        "--epochs",
+        "2",
+        "--out",
+        o,
+        "--quiet",
+        "--seed",
+        "3",
+    ];
+    args.extend(SMALL);
+    let (ok, stdout, err) = ode(&args);
+    assert!(ok, "{err}");
+    assert!(stdout.contains("best val_rmse"), "{stdout}");
+    for f in [
+        "checkpoint.safetensors",
+        "checkpoint.optim.safetensors",
+        "last.safetensors",
+        "metrics.jsonl",
+        "summary.json",
+        "config.toml",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let s = json(&out.join("summary.json"));
+    assert_eq!(s["epochs"], 2);
+    assert!(s["best_val_rmse"].as_f64().unwrap() > 0.0);
+    assert!(s["train_seconds_per_epoch"].as_f64().unwrap() > 0.0);
+    assert!(s["nfe_forward_per_epoch"].as_f64().unwrap() > 0.0 && s["nfe_backward_per_epoch"].as_f64().unwrap() > 0.0);
+    assert_eq!(s["val_rmse_history"].as_array().unwrap().len(), 2);
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("\"metric\":\"val_rmse\"") && l.contains("\"step\":2")),
+        "{metrics}"
+    );
+    assert!(metrics.lines().any(|l| l.contains("\"metric\":\"ode_solver_steps\"")));
+    // The written config reproduces the run exactly.
+    let out2 = dir.path().join("again");
+    let cfg = out.join("config.toml");
+    let (ok, _, err) = ode(&[
+        "train",
+        "--dataset",
+        "lotka-volterra",
+        "--rows",
+        "300",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out2.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        json(&out2.join("summary.json"))["val_rmse_history"],
+        s["val_rmse_history"]
+    );
+}
+
+#[test]
+fn presets_config_files_and_flags_combine() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(&cfg, "solver = \"rk4\"\nepochs = 1\nlatent_dim = 6\n").unwrap();
+    let out = dir.path().join("run");
+    let (ok, _, err) = ode(&[
+        "train",
+        "--dataset",
+        "spiral",
+        "--rows",
+        "300",
+        "--preset",
+        "fast",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--hidden-dim",
+        "12",
+        "--context-len",
+        "8",
+        "--horizon",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(ok, "{err}");
+    let written = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    for want in [
+        "solver = \"rk4\"",
+        "latent_dim = 6",
+        "hidden_dim = 12",
+        "rtol = 0.001",
+        "epochs = 1",
+    ] {
+        assert!(written.contains(want), "'{want}' not in:\n{written}");
+    }
+    std::fs::write(&cfg, "latent_dims = 3\n").unwrap();
+    let (ok, _, err) = ode(&[
+        "train",
+        "--dataset",
+        "spiral",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("latent_dims") && err.contains("c.toml"), "{err}");
+    let (ok, _, err) = ode(&[
+        "train",
+        "--dataset",
+        "spiral",
+        "--preset",
+        "quick",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && err.contains("invalid preset 'quick'"), "{err}");
+}
+
+#[test]
+fn predict_and_diagnose_from_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("lv.csv");
+    let (ok, _, err) = ode(&[
+        "data",
+        "generate",
+        "--dataset",
+        "lotka-volterra",
+        "--rows",
+        "300",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let header = std::fs::read_to_string(&data)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(header, "t,prey,predator");
+    let out = dir.path().join("run");
+    let mut args = vec![
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    args.extend(&SMALL[..8]);
+    let (ok, _, err) = ode(&args);
+    assert!(ok, "{err}");
+    let ckpt = out.join("checkpoint.safetensors");
+    let pred = dir.path().join("pred.csv");
+    let (ok, _, err) = ode(&[
+        "predict",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        pred.to_str().unwrap(),
+    ]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&pred).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "window,step,row,time,prey_pred,prey_actual,predator_pred,predator_actual"
+    );
+    // 300 rows, C 8, H 4: 289 windows of 4 steps.
+    assert_eq!(lines.count(), 289 * 4);
+    // The actual values are the file's, in data units.
+    let file: Vec<Vec<String>> = std::fs::read_to_string(&data)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').map(String::from).collect())
+        .collect();
+    let first: Vec<&str> = text.lines().nth(1).unwrap().split(',').collect();
+    let row: usize = first[2].parse().unwrap();
+    assert_eq!(row, 8);
+    let actual: f64 = first[5].parse().unwrap();
+    let want: f64 = file[row][1].parse().unwrap();
+    assert!((actual - want).abs() < 1e-4 * want.abs().max(1.0), "{actual} vs {want}");
+
+    let (ok, stdout, err) = ode(&[
+        "diagnose",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--windows",
+        "0..8",
+    ]);
+    assert!(ok, "{err}");
+    for want in ["loss", "nfe forward", "func.0.weight", "decoder.bias", "L2 norm"] {
+        assert!(stdout.contains(want), "{want} missing:\n{stdout}");
+    }
+    let (ok, stdout, err) = ode(&[
+        "diagnose",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--split",
+        "train",
+        "--windows",
+        "0..8",
+        "--json",
+        "--use-adjoint",
+        "false",
+        "--solver",
+        "rk4",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v["loss"].as_f64().unwrap() > 0.0 && v["nfe_forward"].as_f64().unwrap() == 4.0 * 4.0);
+    assert_eq!(v["gradients"]["func.0.weight"].as_array().unwrap().len(), 16 * 8);
+    assert_eq!(v["gradients"].as_object().unwrap().len(), 12);
+    let (ok, _, err) = ode(&[
+        "diagnose",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--windows",
+        "5..2",
+    ]);
+    assert!(!ok && err.contains("--windows 5..2 is empty"), "{err}");
+}
+
+#[test]
+fn bad_data_is_reported_with_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("bad.csv");
+    std::fs::write(&data, "date,a,b\n2020-01-01,1,2\n2020-01-02,3,oops\n").unwrap();
+    let (ok, _, err) = ode(&[
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("bad.csv, line 3, column 'b': 'oops' is not a number"),
+        "{err}"
+    );
+    let (ok, _, err) = ode(&["train", "--out", dir.path().join("o").to_str().unwrap()]);
+    assert!(!ok && err.contains("--data FILE.csv or --dataset NAME"), "{err}");
+}
+
+#[test]
+fn resume_continues_the_epoch_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    let mut args = vec!["train", "--dataset", "spiral", "--epochs", "1", "--out", o, "--quiet"];
+    args.extend(SMALL);
+    assert!(ode(&args).0);
+    let last = out.join("last.safetensors");
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "spiral",
+        "--epochs",
+        "2",
+        "--out",
+        o,
+        "--quiet",
+        "--resume",
+        last.to_str().unwrap(),
+    ];
+    args.extend(SMALL);
+    let (ok, _, err) = ode(&args);
+    assert!(ok, "{err}");
+    let s = json(&out.join("summary.json"));
+    assert_eq!(s["epochs"], 1, "one more epoch after resuming at epoch 1");
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("\"metric\":\"val_rmse\"") && l.contains("\"step\":2")),
+        "{metrics}"
+    );
+}
