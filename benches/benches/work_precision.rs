@@ -22,7 +22,7 @@ fn bench_case<T: Scalar, F: VectorField<T>>(c: &mut Criterion, name: &str, field
         }
     }
     for m in FIXED {
-        for steps in [8, 32] {
+        for steps in [32, 128] {
             points.push((m, format!("steps={steps}"), 0.0, steps));
         }
     }

@@ -327,28 +327,36 @@ def run_torch(solver, data, init_path, perms, args):
 # (b) JAX + diffrax
 # --------------------------------------------------------------------------------------------
 
-_BWD_SOLVES = []  # num_steps of every backward (adjoint) sub-solve, appended by a host callback
-
-
-def _record_bwd_solve(num_steps):
-    _BWD_SOLVES.append(int(num_steps))
+# Backward NFE without host callbacks: a dummy scalar argument of the vector field ("probe") that
+# the field never reads. Its true gradient is 0; CountingBacksolveAdjoint adds each backward
+# sub-solve's `stats["num_steps"]` to the probe's running adjoint, so the "gradient" that comes
+# back for the probe is the total number of backward steps of the batch. (A jax.debug.callback
+# per sub-solve would do the same but cost ~0.3 ms each here: +100% on an euler epoch.)
+PROBE = "nfe_probe"
 
 
 def _diffrax_parts(solver, args, rtol, atol):
     """Solver, step-size controller, dt0, adjoint for one solver name; and the NFE formulas."""
     import diffrax
-    import jax
+    import equinox as eqx
     import numpy as np
 
     class CountingBacksolveAdjoint(diffrax.BacksolveAdjoint):
-        """BacksolveAdjoint whose backward sub-solves (one per output interval) report their
-        `stats["num_steps"]` to the host; diffrax otherwise discards them."""
+        """BacksolveAdjoint that accumulates the `num_steps` of its backward sub-solves (one per
+        output interval) into the adjoint of the `PROBE` argument; diffrax otherwise discards
+        these statistics."""
 
         @property
         def _diffeqsolve(self):
+            import diffrax as _d
+
             def _solve(**kw):
-                sol = diffrax.diffeqsolve(**kw)
-                jax.debug.callback(_record_bwd_solve, sol.stats["num_steps"])
+                sol = _d.diffeqsolve(**kw)
+                a_args = sol.ys[2]   # ys = (y, a_y, a_args, a_terms), each with a leading 1
+                if isinstance(a_args, dict) and a_args.get(PROBE) is not None:
+                    leaf = a_args[PROBE]
+                    sol = eqx.tree_at(lambda s: s.ys[2][PROBE], sol,
+                                      leaf + sol.stats["num_steps"].astype(leaf.dtype))
                 return sol
             return _solve
 
@@ -359,8 +367,8 @@ def _diffrax_parts(solver, args, rtol, atol):
         # wrapped the term (WrapTerm), so the routine returns its fallback dt = 0.01 at once.
         # Forward: 1 + 6*num_steps. Backward: BacksolveAdjoint runs one diffeqsolve per output
         # interval (H of them), each of which (re)computes its first stage (first step, or the
-        # jump of adding dL/dz(t_k)): H + 6*sum(num_steps). `--check-diffrax-nfe` verifies this
-        # against a per-evaluation counter.
+        # jump of adding dL/dz(t_k)): H + 6*(total backward steps). `--check-diffrax-nfe`
+        # verifies this against a per-evaluation counter.
         #
         # error_order=5: the step update is h * clip(0.9 * ratio^(-1/5), 0.2, 10) as in
         # torchdiffeq and the contract; diffrax's default for Dopri5 would be ratio^(-1/6)
@@ -375,7 +383,7 @@ def _diffrax_parts(solver, args, rtol, atol):
                 stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, error_order=5,
                                                           norm=diffrax.adjoint_rms_seminorm)),
             fwd_nfe=lambda steps: 1 + 6 * steps,
-            bwd_nfe=lambda steps_list, H: H + 6 * sum(steps_list),
+            bwd_nfe=lambda steps, H: H + 6 * steps,
         )
     if solver == "rk4":
         class RK38(diffrax.AbstractERK):
@@ -407,7 +415,7 @@ def _diffrax_parts(solver, args, rtol, atol):
         dt0=args.dt,
         adjoint=CountingBacksolveAdjoint(dt0=-args.dt * (1 + 1e-3)),
         fwd_nfe=lambda steps: per_step * steps,
-        bwd_nfe=lambda steps_list, H: per_step * sum(steps_list),
+        bwd_nfe=lambda steps, H: per_step * steps,
     )
 
 
@@ -421,7 +429,7 @@ def _diffrax_model(solver, args, count_evals=None):
     parts = _diffrax_parts(solver, args, args.rtol, args.atol)
     ts = jnp.arange(1, H + 1, dtype=jnp.float32) * jnp.float32(args.dt)   # t_k = k*dt, k=1..H
 
-    def field(t, z, p):  # autonomous
+    def field(t, z, p):  # autonomous; p[PROBE] is never read
         if count_evals is not None:
             jax.debug.callback(count_evals)
         h = jnp.tanh(z @ p["func.0.weight"].T + p["func.0.bias"])
@@ -430,18 +438,30 @@ def _diffrax_model(solver, args, count_evals=None):
 
     term = diffrax.ODETerm(field)
 
-    def predict(params, x):
+    def predict(params, probe, x):
+        """-> predictions [B, H, O], forward num_steps."""
         h = jnp.tanh(x @ params["encoder.0.weight"].T + params["encoder.0.bias"])
         z0 = h @ params["encoder.2.weight"].T + params["encoder.2.bias"]          # [B, L]
-        fp = {k: params[k] for k in FUNC_KEYS}  # only the field's parameters enter the adjoint
+        # only the field's parameters (and the probe) are adjoint parameters
+        fargs = {**{k: params[k] for k in FUNC_KEYS}, PROBE: probe}
         sol = diffrax.diffeqsolve(
-            term, parts["solver"], t0=0.0, t1=ts[-1], dt0=parts["dt0"], y0=z0, args=fp,
+            term, parts["solver"], t0=0.0, t1=ts[-1], dt0=parts["dt0"], y0=z0, args=fargs,
             saveat=diffrax.SaveAt(ts=ts), stepsize_controller=parts["controller"],
             adjoint=parts["adjoint"], max_steps=100_000)
         pred = sol.ys @ params["decoder.weight"].T + params["decoder.bias"]      # [H, B, O]
         return jnp.transpose(pred, (1, 0, 2)), sol.stats["num_steps"]
 
-    return predict, parts
+    def loss_and_grads(params, x, y):
+        """-> loss, grads, forward num_steps, backward num_steps (total over the H sub-solves)."""
+        def loss_fn(p, probe):
+            pred, nsteps = predict(p, probe, x)
+            return jnp.mean((pred - y) ** 2), nsteps
+
+        (loss, fsteps), (g, bsteps) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+            params, jnp.zeros((), jnp.float32))
+        return loss, g, fsteps, bsteps
+
+    return predict, loss_and_grads, parts
 
 
 def run_diffrax(solver, data, init_path, perms, args):
@@ -452,30 +472,28 @@ def run_diffrax(solver, data, init_path, perms, args):
     from safetensors.numpy import load_file
 
     params = {k: jnp.asarray(v) for k, v in load_file(init_path).items()}
-    predict, parts = _diffrax_model(solver, args)
+    predict, loss_and_grads, parts = _diffrax_model(solver, args)
     H, bs, clip = args.horizon, args.batch_size, args.gradient_clip
     opt = optax.adam(args.learning_rate, b1=0.9, b2=0.999, eps=1e-8)
     opt_state = opt.init(params)
 
-    def loss_fn(p, xb, yb):
-        pred, nsteps = predict(p, xb)
-        return jnp.mean((pred - yb) ** 2), nsteps
-
     def train_step(p, s, xb, yb):
-        (loss, nsteps), g = jax.value_and_grad(loss_fn, has_aux=True)(p, xb, yb)
+        loss, g, fsteps, bsteps = loss_and_grads(p, xb, yb)
         # torch.nn.utils.clip_grad_norm_: scale by min(1, clip / (norm + 1e-6))
         gnorm = optax.global_norm(g)
         scale = jnp.minimum(1.0, clip / (gnorm + 1e-6))
         g = jax.tree_util.tree_map(lambda a: a * scale, g)
         upd, s = opt.update(g, s, p)
-        return optax.apply_updates(p, upd), s, loss, nsteps
+        return optax.apply_updates(p, upd), s, loss, fsteps, bsteps
 
     def eval_sse(p, xb, yb):
-        pred, _ = predict(p, xb)
+        pred, _ = predict(p, jnp.zeros((), jnp.float32), xb)
         return jnp.sum((pred - yb) ** 2)
 
-    x_tr, y_tr = jnp.asarray(data["x_train"]), jnp.asarray(data["y_train"])
-    x_va, y_va = jnp.asarray(data["x_val"]), jnp.asarray(data["y_val"])
+    # Batches are gathered with numpy and handed to the compiled functions (as torch gathers
+    # from its tensors); a jnp gather would compile itself inside the first timed epoch.
+    x_tr, y_tr = data["x_train"], data["y_train"]
+    x_va, y_va = data["x_val"], data["y_val"]
     n_tr, n_va = x_tr.shape[0], x_va.shape[0]
 
     # Ahead-of-time compilation for every batch shape that occurs (the last partial batch has
@@ -498,26 +516,17 @@ def run_diffrax(solver, data, init_path, perms, args):
     res = dict(epoch_seconds=[], nfe_fwd=[], nfe_bwd=[], train_loss=[], val_rmse_history=[],
                compile_seconds=compile_s)
     for perm in perms:
-        jax.effects_barrier()
-        _BWD_SOLVES.clear()
         outs = []
         t0 = time.perf_counter()
         for b in range(0, len(perm), bs):
-            idx = jnp.asarray(perm[b:b + bs])
-            xb, yb = x_tr[idx], y_tr[idx]
-            params, opt_state, loss, nsteps = step_c[xb.shape[0]](params, opt_state, xb, yb)
-            outs.append((loss, nsteps, xb.shape[0]))
-        jax.block_until_ready(params)
-        jax.effects_barrier()
+            idx = perm[b:b + bs]
+            params, opt_state, loss, fsteps, bsteps = step_c[len(idx)](params, opt_state, x_tr[idx], y_tr[idx])
+            outs.append((loss, fsteps, bsteps, len(idx)))
+        jax.block_until_ready((params, opt_state))
         res["epoch_seconds"].append(time.perf_counter() - t0)
-        steps = [int(o[1]) for o in outs]
-        res["nfe_fwd"].append(sum(parts["fwd_nfe"](s) for s in steps))
-        n_batches = len(outs)
-        if len(_BWD_SOLVES) != n_batches * H:
-            raise RuntimeError(f"expected {n_batches * H} backward sub-solves, saw {len(_BWD_SOLVES)}")
-        res["nfe_bwd"].append(sum(parts["bwd_nfe"](_BWD_SOLVES[i * H:(i + 1) * H], H)
-                                  for i in range(n_batches)))
-        res["train_loss"].append(sum(float(o[0]) * o[2] for o in outs) / len(perm))
+        res["nfe_fwd"].append(sum(parts["fwd_nfe"](int(o[1])) for o in outs))
+        res["nfe_bwd"].append(sum(parts["bwd_nfe"](int(round(float(o[2]))), H) for o in outs))
+        res["train_loss"].append(sum(float(o[0]) * o[3] for o in outs) / len(perm))
         res["val_rmse_history"].append(val_rmse(params))
     return res
 
@@ -535,31 +544,26 @@ def check_diffrax_nfe(solver, data, init_path, args):
         counter["n"] += 1
 
     params = {k: jnp.asarray(v) for k, v in load_file(init_path).items()}
-    predict, parts = _diffrax_model(solver, args, count_evals=bump)
+    predict, loss_and_grads, parts = _diffrax_model(solver, args, count_evals=bump)
     H, bs = args.horizon, args.batch_size
-    xb, yb = jnp.asarray(data["x_train"][:bs]), jnp.asarray(data["y_train"][:bs])
+    xb, yb = data["x_train"][:bs], data["y_train"][:bs]
 
-    pred_only = jax.jit(lambda p, x: predict(p, x)[1])
-    jax.block_until_ready(pred_only(params, xb))      # compile + one run
+    fwd = jax.jit(lambda p, x: predict(p, jnp.zeros((), jnp.float32), x)[1])
+    jax.block_until_ready(fwd(params, xb))      # compile + one run
     jax.effects_barrier()
     counter["n"] = 0
-    nsteps = int(pred_only(params, xb))
+    nsteps = int(fwd(params, xb))
     jax.effects_barrier()
     fwd_counted, fwd_formula = counter["n"], parts["fwd_nfe"](nsteps)
 
-    def loss(p, x, y):
-        pred, _ = predict(p, x)
-        return jnp.mean((pred - y) ** 2)
-
-    grad = jax.jit(jax.grad(loss))
-    jax.block_until_ready(grad(params, xb, yb))
+    lg = jax.jit(loss_and_grads)
+    jax.block_until_ready(lg(params, xb, yb))
     jax.effects_barrier()
     counter["n"] = 0
-    _BWD_SOLVES.clear()
-    jax.block_until_ready(grad(params, xb, yb))
+    _, _, fsteps, bsteps = jax.block_until_ready(lg(params, xb, yb))
     jax.effects_barrier()
-    bwd_counted = counter["n"] - fwd_counted       # the grad run also does the forward solve
-    bwd_formula = parts["bwd_nfe"](list(_BWD_SOLVES), H)
+    bwd_counted = counter["n"] - parts["fwd_nfe"](int(fsteps))  # the grad run does the forward too
+    bwd_formula = parts["bwd_nfe"](int(round(float(bsteps))), H)
     ok = fwd_counted == fwd_formula and bwd_counted == bwd_formula
     return (f"diffrax {solver}: forward counted {fwd_counted} formula {fwd_formula}; backward counted "
             f"{bwd_counted} formula {bwd_formula} -> {'OK' if ok else 'MISMATCH'}")
