@@ -157,5 +157,8 @@ fn bad_input_gets_a_clear_error() {
     assert!(err.contains("--precision must be f32 or f64"), "{err}");
     let (ok, _, err) = ode(&["solve", "--problem", "lorenz"]);
     assert!(!ok);
-    assert!(err.contains("invalid problem 'lorenz': expected one of exp-decay"), "{err}");
+    assert!(
+        err.contains("invalid problem 'lorenz': expected one of exp-decay"),
+        "{err}"
+    );
 }

@@ -335,17 +335,39 @@ fn resume_continues_the_epoch_count() {
 fn trains_on_etth1_when_the_shared_data_is_present() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/ETTh1.csv");
     if !path.exists() {
-        eprintln!("SKIPPED trains_on_etth1: {} not found (the shared data is only in the development checkout)", path.display());
+        eprintln!(
+            "SKIPPED trains_on_etth1: {} not found (the shared data is only in the development checkout)",
+            path.display()
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("etth1");
     let (ok, _, err) = ode(&[
-        "train", "--data", path.to_str().unwrap(), "--epochs", "1", "--max-train-windows", "64", "--max-val-windows", "32",
-        "--latent-dim", "8", "--hidden-dim", "16", "--targets", "OT", "--out", out.to_str().unwrap(), "--quiet",
+        "train",
+        "--data",
+        path.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--max-train-windows",
+        "64",
+        "--max-val-windows",
+        "32",
+        "--latent-dim",
+        "8",
+        "--hidden-dim",
+        "16",
+        "--targets",
+        "OT",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
     ]);
     assert!(ok, "{err}");
-    assert!(err.contains("64 train / 32 val windows, 7 features -> 1 targets"), "{err}");
+    assert!(
+        err.contains("64 train / 32 val windows, 7 features -> 1 targets"),
+        "{err}"
+    );
     let s = json(&out.join("summary.json"));
     assert!(s["best_val_rmse"].as_f64().unwrap().is_finite());
 }

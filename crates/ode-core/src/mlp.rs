@@ -3,6 +3,7 @@
 
 use crate::Scalar;
 use crate::field::VectorField;
+use crate::layers::{linear, linear_backward};
 
 /// Names of the field's parameter tensors, in storage order, as PyTorch names them.
 pub const MLP_TENSOR_NAMES: [&str; 6] = [
@@ -199,11 +200,11 @@ impl<T: Scalar> Mlp<T> {
         let p = &self.params;
         let h1 = &mut self.h1[..rows * m];
         let h2 = &mut self.h2[..rows * m];
-        dense_layer(rows, l, m, y, &p[lay.w0..lay.b0], &p[lay.b0..lay.w1], h1);
+        linear(rows, l, m, y, &p[lay.w0..lay.b0], &p[lay.b0..lay.w1], h1);
         T::tanh_inplace(h1);
-        dense_layer(rows, m, m, h1, &p[lay.w1..lay.b1], &p[lay.b1..lay.w2], h2);
+        linear(rows, m, m, h1, &p[lay.w1..lay.b1], &p[lay.b1..lay.w2], h2);
         T::tanh_inplace(h2);
-        dense_layer(
+        linear(
             rows,
             m,
             l,
@@ -240,153 +241,71 @@ impl<T: Scalar> Mlp<T> {
         let h2 = &self.h2[..rows * m];
         let ga = &mut self.g1[..rows * m];
         let gb = &mut self.g2[..rows * m];
-        // Layer 3 (linear): gh2 = v · W4, then through tanh: gz2 = gh2 ⊙ (1 - h2²).
-        T::gemm(
+        // Layer 3 (linear): gh2 = v · W4 (and dW4 += vᵀ h2, db4 += Σ v), then through tanh.
+        let (w0, b0, w1, b1, w2, b2) = (
+            lay.w0..lay.b0,
+            lay.b0..lay.w1,
+            lay.w1..lay.b1,
+            lay.b1..lay.w2,
+            lay.w2..lay.b2,
+            lay.b2..lay.end,
+        );
+        let mut gp = gparams;
+        if let Some(g) = gp.as_deref() {
+            assert_eq!(g.len(), lay.end, "vjp: parameter gradient shape");
+        }
+        linear_backward(
             rows,
-            l,
             m,
-            one,
+            l,
+            h2,
+            &p[w2.clone()],
             v,
-            l as isize,
-            1,
-            &p[lay.w2..lay.b2],
-            m as isize,
-            1,
-            T::zero(),
-            gb,
-            m as isize,
-            1,
+            param_pair(gp.as_deref_mut(), w2, b2),
+            Some(&mut *gb),
         );
         for (g, h) in gb.iter_mut().zip(h2) {
             *g = *g * (one - *h * *h);
         }
         // Layer 2: gh1 = gz2 · W2, gz1 = gh1 ⊙ (1 - h1²).
-        T::gemm(
+        linear_backward(
             rows,
             m,
             m,
-            one,
+            h1,
+            &p[w1.clone()],
             gb,
-            m as isize,
-            1,
-            &p[lay.w1..lay.b1],
-            m as isize,
-            1,
-            T::zero(),
-            ga,
-            m as isize,
-            1,
+            param_pair(gp.as_deref_mut(), w1, b1),
+            Some(&mut *ga),
         );
         for (g, h) in ga.iter_mut().zip(h1) {
             *g = *g * (one - *h * *h);
         }
         // Layer 1: gy = gz1 · W0.
-        T::gemm(
+        linear_backward(
             rows,
-            m,
             l,
-            one,
+            m,
+            y,
+            &p[w0.clone()],
             ga,
-            m as isize,
-            1,
-            &p[lay.w0..lay.b0],
-            l as isize,
-            1,
-            T::zero(),
-            gy,
-            l as isize,
-            1,
+            param_pair(gp.as_deref_mut(), w0, b0),
+            Some(gy),
         );
-        if let Some(gp) = gparams {
-            assert_eq!(gp.len(), lay.end, "vjp: parameter gradient shape");
-            // dW4 += vᵀ h2, db4 += Σ v
-            T::gemm(
-                l,
-                rows,
-                m,
-                one,
-                v,
-                1,
-                l as isize,
-                h2,
-                m as isize,
-                1,
-                one,
-                &mut gp[lay.w2..lay.b2],
-                m as isize,
-                1,
-            );
-            col_sums(rows, l, v, &mut gp[lay.b2..lay.end]);
-            // dW2 += gz2ᵀ h1, db2 += Σ gz2
-            T::gemm(
-                m,
-                rows,
-                m,
-                one,
-                gb,
-                1,
-                m as isize,
-                h1,
-                m as isize,
-                1,
-                one,
-                &mut gp[lay.w1..lay.b1],
-                m as isize,
-                1,
-            );
-            col_sums(rows, m, gb, &mut gp[lay.b1..lay.w2]);
-            // dW0 += gz1ᵀ y, db0 += Σ gz1
-            T::gemm(
-                m,
-                rows,
-                l,
-                one,
-                ga,
-                1,
-                m as isize,
-                y,
-                l as isize,
-                1,
-                one,
-                &mut gp[lay.w0..lay.b0],
-                l as isize,
-                1,
-            );
-            col_sums(rows, m, ga, &mut gp[lay.b0..lay.w1]);
-        }
     }
 }
 
-/// `out = x · Wᵀ + b` for `rows` rows: `x` is `rows × n_in`, `W` is `[n_out, n_in]`.
-fn dense_layer<T: Scalar>(rows: usize, n_in: usize, n_out: usize, x: &[T], w: &[T], b: &[T], out: &mut [T]) {
-    for r in 0..rows {
-        out[r * n_out..(r + 1) * n_out].copy_from_slice(b);
-    }
-    T::gemm(
-        rows,
-        n_in,
-        n_out,
-        T::one(),
-        x,
-        n_in as isize,
-        1,
-        w,
-        1,
-        n_in as isize,
-        T::one(),
-        out,
-        n_out as isize,
-        1,
-    );
-}
-
-/// `acc[j] += Σ_r x[r, j]`.
-fn col_sums<T: Scalar>(rows: usize, cols: usize, x: &[T], acc: &mut [T]) {
-    for r in 0..rows {
-        for (a, v) in acc.iter_mut().zip(&x[r * cols..(r + 1) * cols]) {
-            *a = *a + *v;
-        }
-    }
+/// The weight and bias gradient slices of one layer, when parameter gradients are wanted.
+fn param_pair<T>(
+    g: Option<&mut [T]>,
+    w: std::ops::Range<usize>,
+    b: std::ops::Range<usize>,
+) -> Option<(&mut [T], &mut [T])> {
+    g.map(|g| {
+        debug_assert_eq!(w.end, b.start);
+        let (wpart, bpart) = g[w.start..b.end].split_at_mut(w.len());
+        (wpart, bpart)
+    })
 }
 
 impl<T: Scalar> VectorField<T> for Mlp<T> {

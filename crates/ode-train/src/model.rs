@@ -1,6 +1,7 @@
 //! The reference Neural ODE forecaster: encoder → ODE in latent space → decoder, with its loss
 //! and gradients by the continuous adjoint or by backpropagation through the solver.
 
+use ode_core::layers::{linear, linear_backward};
 use ode_core::{AdjointNorm, AdjointSolver, Method, Mlp, OdeError, Scalar, SolveOptions, Solver, StepMode, Tape};
 use serde::{Deserialize, Serialize};
 
@@ -435,84 +436,6 @@ fn fit<T: Scalar>(v: &mut Vec<T>, n: usize) {
     v.resize(n, T::zero());
 }
 
-/// `out = x · Wᵀ + b` (`x`: rows × n_in, `W`: [n_out, n_in]).
-fn linear<T: Scalar>(rows: usize, n_in: usize, n_out: usize, x: &[T], w: &[T], b: &[T], out: &mut [T]) {
-    for r in 0..rows {
-        out[r * n_out..(r + 1) * n_out].copy_from_slice(b);
-    }
-    T::gemm(
-        rows,
-        n_in,
-        n_out,
-        T::one(),
-        x,
-        n_in as isize,
-        1,
-        w,
-        1,
-        n_in as isize,
-        T::one(),
-        out,
-        n_out as isize,
-        1,
-    );
-}
-
-/// Backward of [`linear`]: `dW += gᵀ x`, `db += Σ g`, and `dx = g · W` when `dx` is given.
-#[allow(clippy::too_many_arguments)]
-fn linear_back<T: Scalar>(
-    rows: usize,
-    n_in: usize,
-    n_out: usize,
-    x: &[T],
-    w: &[T],
-    g: &[T],
-    dw: &mut [T],
-    db: &mut [T],
-    dx: Option<&mut [T]>,
-) {
-    let one = T::one();
-    T::gemm(
-        n_out,
-        rows,
-        n_in,
-        one,
-        g,
-        1,
-        n_out as isize,
-        x,
-        n_in as isize,
-        1,
-        one,
-        dw,
-        n_in as isize,
-        1,
-    );
-    for r in 0..rows {
-        for (d, v) in db.iter_mut().zip(&g[r * n_out..(r + 1) * n_out]) {
-            *d = *d + *v;
-        }
-    }
-    if let Some(dx) = dx {
-        T::gemm(
-            rows,
-            n_out,
-            n_in,
-            one,
-            g,
-            n_out as isize,
-            1,
-            w,
-            n_in as isize,
-            1,
-            T::zero(),
-            dx,
-            n_in as isize,
-            1,
-        );
-    }
-}
-
 impl<T: Scalar> NeuralOdeModel<T> {
     /// Encodes, solves and decodes a batch of contexts (`rows × C·D`, normalised, time-major);
     /// leaves the forecasts in the workspace (`rows × H·O`) and returns the row count and
@@ -688,15 +611,14 @@ impl<T: Scalar> NeuralOdeModel<T> {
         fit(&mut ws.gz, (h + 1) * rows * l);
         {
             let (gw, rest) = grad[r("decoder.weight").start..].split_at_mut(o * l);
-            linear_back(
+            linear_backward(
                 h * rows,
                 l,
                 o,
                 &ws.zs[rows * l..],
                 &p[r("decoder.weight")],
                 &ws.gh,
-                gw,
-                &mut rest[..o],
+                Some((gw, &mut rest[..o])),
                 Some(&mut ws.gz[rows * l..]),
             );
         }
@@ -727,15 +649,14 @@ impl<T: Scalar> NeuralOdeModel<T> {
         {
             let e2 = r("encoder.2.weight");
             let (gw, rest) = grad[e2.start..].split_at_mut(l * m);
-            linear_back(
+            linear_backward(
                 rows,
                 m,
                 l,
                 &ws.enc_h,
                 &p[e2],
                 &ws.gz0,
-                gw,
-                &mut rest[..l],
+                Some((gw, &mut rest[..l])),
                 Some(&mut dh),
             );
         }
@@ -745,7 +666,7 @@ impl<T: Scalar> NeuralOdeModel<T> {
         {
             let e0 = r("encoder.0.weight");
             let (gw, rest) = grad[e0.start..].split_at_mut(m * width);
-            linear_back(rows, width, m, ctx, &p[e0], &dh, gw, &mut rest[..m], None);
+            linear_backward(rows, width, m, ctx, &p[e0], &dh, Some((gw, &mut rest[..m])), None);
         }
         ws.gh = dh;
         Ok(st)
