@@ -289,7 +289,7 @@ impl<T: Scalar> Mlp<T> {
             y,
             &p[w0.clone()],
             ga,
-            param_pair(gp.as_deref_mut(), w0, b0),
+            param_pair(gp, w0, b0),
             Some(gy),
         );
     }
