@@ -282,16 +282,7 @@ impl<T: Scalar> Mlp<T> {
             *g = *g * (one - *h * *h);
         }
         // Layer 1: gy = gz1 · W0.
-        linear_backward(
-            rows,
-            l,
-            m,
-            y,
-            &p[w0.clone()],
-            ga,
-            param_pair(gp, w0, b0),
-            Some(gy),
-        );
+        linear_backward(rows, l, m, y, &p[w0.clone()], ga, param_pair(gp, w0, b0), Some(gy));
     }
 }
 
