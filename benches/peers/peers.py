@@ -108,8 +108,8 @@ def limit_threads(n: int) -> str:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "RAYON_NUM_THREADS"):
         os.environ[var] = str(n)
     if n == 1:
-        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                                   " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1").strip()
+        single = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + single).strip()
     try:
         cpus = sorted(os.sched_getaffinity(0))
         if n < len(cpus):
@@ -520,7 +520,8 @@ def run_diffrax(solver, data, init_path, perms, args):
         t0 = time.perf_counter()
         for b in range(0, len(perm), bs):
             idx = perm[b:b + bs]
-            params, opt_state, loss, fsteps, bsteps = step_c[len(idx)](params, opt_state, x_tr[idx], y_tr[idx])
+            params, opt_state, loss, fsteps, bsteps = step_c[len(idx)](
+                params, opt_state, x_tr[idx], y_tr[idx])
             outs.append((loss, fsteps, bsteps, len(idx)))
         jax.block_until_ready((params, opt_state))
         res["epoch_seconds"].append(time.perf_counter() - t0)
@@ -671,13 +672,14 @@ def print_table(results, args):
             if r is None:
                 continue
             if "error" in r:
-                print(f"{solver:<7} {LABEL[fw]:<17} {'failed (see below)':>9}")
+                print(f"{solver:<7} {LABEL[fw]:<17} failed (see below)")
                 errors.append((fw, solver, r["error"]))
                 continue
             ratio = r["sec_per_epoch"] / ours_t if (ours_t and fw != "ours") else None
+            ratio_s = f"{ratio:.2f}x" if ratio else "-"
             print(f"{solver:<7} {LABEL[fw]:<17} {fmt(r['sec_per_epoch'], '9.3f')} "
                   f"{fmt(r['nfe_fwd_per_epoch'], '11.0f')} {fmt(r['nfe_bwd_per_epoch'], '11.0f')} "
-                  f"{fmt(r['val_rmse'], '9.5f')} {(fmt(ratio, '8.2f') + 'x') if ratio else '      -  ':>9}")
+                  f"{fmt(r['val_rmse'], '9.5f')} {ratio_s:>9}")
     extra = [(k, v) for k, v in results.items() if "error" not in v and k[0] == "diffrax"]
     if extra:
         print("diffrax ahead-of-time compile (not in s/epoch): "
@@ -691,6 +693,9 @@ def main(argv=None):
     threads_note = limit_threads(args.threads)   # before importing torch / jax
     args.data = os.path.abspath(args.data)
     args.ode_bin = os.path.abspath(args.ode_bin)
+    if not os.path.isfile(args.data):
+        print(f"peers.py: data file not found: {args.data} (pass --data PATH)", file=sys.stderr)
+        return 2
 
     t_load = time.perf_counter()
     data = prepare_data(args)
