@@ -4,6 +4,7 @@ mod adjoint;
 mod error;
 mod field;
 mod grad;
+pub mod kernel;
 pub mod layers;
 mod mlp;
 mod options;

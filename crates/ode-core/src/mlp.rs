@@ -3,7 +3,7 @@
 
 use crate::Scalar;
 use crate::field::VectorField;
-use crate::layers::{linear, linear_backward};
+use crate::layers::{linear, linear_backward, transpose_weight};
 
 /// Names of the field's parameter tensors, in storage order, as PyTorch names them.
 pub const MLP_TENSOR_NAMES: [&str; 6] = [
@@ -39,6 +39,10 @@ pub struct Mlp<T> {
     g1: Vec<T>,
     g2: Vec<T>,
     fout: Vec<T>,
+    /// The three weights transposed for the forward products, refreshed after `params_mut`.
+    wt: Vec<T>,
+    wt_stale: bool,
+    scratch: Vec<T>,
 }
 
 /// Offsets of the six tensors in the flat parameter vector.
@@ -116,6 +120,9 @@ impl<T: Scalar> Mlp<T> {
             g1: Vec::new(),
             g2: Vec::new(),
             fout: Vec::new(),
+            wt: Vec::new(),
+            wt_stale: true,
+            scratch: Vec::new(),
         }
     }
 
@@ -172,6 +179,7 @@ impl<T: Scalar> Mlp<T> {
 
     /// The flat parameter vector, mutable (for optimisers).
     pub fn params_mut(&mut self) -> &mut [T] {
+        self.wt_stale = true;
         &mut self.params
     }
 
@@ -198,21 +206,23 @@ impl<T: Scalar> Mlp<T> {
         self.grow(rows);
         let lay = layout(l, m);
         let p = &self.params;
+        if self.wt_stale {
+            // Wᵀ of the three layers, packed back to back: [L×M | M×M | M×L].
+            self.wt.resize(lay.end, T::zero());
+            transpose_weight(m, l, &p[lay.w0..lay.b0], &mut self.wt[..m * l]);
+            transpose_weight(m, m, &p[lay.w1..lay.b1], &mut self.wt[m * l..m * l + m * m]);
+            transpose_weight(l, m, &p[lay.w2..lay.b2], &mut self.wt[m * l + m * m..2 * m * l + m * m]);
+            self.wt_stale = false;
+        }
+        let (wt0, rest) = self.wt.split_at(m * l);
+        let (wt1, wt2) = rest.split_at(m * m);
         let h1 = &mut self.h1[..rows * m];
         let h2 = &mut self.h2[..rows * m];
-        linear(rows, l, m, y, &p[lay.w0..lay.b0], &p[lay.b0..lay.w1], h1);
+        linear(rows, l, m, y, wt0, &p[lay.b0..lay.w1], h1);
         T::tanh_inplace(h1);
-        linear(rows, m, m, h1, &p[lay.w1..lay.b1], &p[lay.b1..lay.w2], h2);
+        linear(rows, m, m, h1, wt1, &p[lay.b1..lay.w2], h2);
         T::tanh_inplace(h2);
-        linear(
-            rows,
-            m,
-            l,
-            h2,
-            &p[lay.w2..lay.b2],
-            &p[lay.b2..lay.end],
-            &mut dy[..rows * l],
-        );
+        linear(rows, m, l, h2, &wt2[..m * l], &p[lay.b2..lay.end], &mut dy[..rows * l]);
     }
 
     /// Vector-Jacobian products at the states `y` (`rows × L`) for cotangents `v` (`rows × L`):
@@ -241,6 +251,10 @@ impl<T: Scalar> Mlp<T> {
         let h2 = &self.h2[..rows * m];
         let ga = &mut self.g1[..rows * m];
         let gb = &mut self.g2[..rows * m];
+        if self.scratch.len() < rows * m.max(l) {
+            self.scratch.resize(rows * m.max(l), T::zero());
+        }
+        let sc = &mut self.scratch[..rows * m.max(l)];
         // Layer 3 (linear): gh2 = v · W4 (and dW4 += vᵀ h2, db4 += Σ v), then through tanh.
         let (w0, b0, w1, b1, w2, b2) = (
             lay.w0..lay.b0,
@@ -263,6 +277,7 @@ impl<T: Scalar> Mlp<T> {
             v,
             param_pair(gp.as_deref_mut(), w2, b2),
             Some(&mut *gb),
+            sc,
         );
         for (g, h) in gb.iter_mut().zip(h2) {
             *g = *g * (one - *h * *h);
@@ -277,12 +292,13 @@ impl<T: Scalar> Mlp<T> {
             gb,
             param_pair(gp.as_deref_mut(), w1, b1),
             Some(&mut *ga),
+            sc,
         );
         for (g, h) in ga.iter_mut().zip(h1) {
             *g = *g * (one - *h * *h);
         }
         // Layer 1: gy = gz1 · W0.
-        linear_backward(rows, l, m, y, &p[w0.clone()], ga, param_pair(gp, w0, b0), Some(gy));
+        linear_backward(rows, l, m, y, &p[w0.clone()], ga, param_pair(gp, w0, b0), Some(gy), sc);
     }
 }
 

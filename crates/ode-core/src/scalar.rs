@@ -6,8 +6,8 @@ use std::iter::Sum;
 
 /// A floating-point type the solvers work in: `f32` for speed, `f64` for reference checks.
 ///
-/// Besides the arithmetic from [`num_traits::Float`] it carries the two batched kernels the
-/// MLP vector field needs, so each precision can use its fastest implementation.
+/// Besides the arithmetic from [`num_traits::Float`] it carries the batched `tanh` of the MLP
+/// vector field, so each precision can use its fastest implementation.
 pub trait Scalar: Float + FromPrimitive + Debug + Display + Default + Sum + Send + Sync + 'static {
     /// Converts an `f64` constant (a tableau coefficient, a tolerance) into this type.
     fn c(x: f64) -> Self;
@@ -15,70 +15,8 @@ pub trait Scalar: Float + FromPrimitive + Debug + Display + Default + Sum + Send
     /// Converts to `f64`, for error messages and statistics.
     fn f64(self) -> f64;
 
-    /// General matrix multiply `C = alpha·A·B + beta·C` with arbitrary row/column strides
-    /// (`A` is `m×k`, `B` is `k×n`, `C` is `m×n`), dispatched to a SIMD micro-kernel.
-    fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: Self,
-        a: &[Self],
-        rsa: isize,
-        csa: isize,
-        b: &[Self],
-        rsb: isize,
-        csb: isize,
-        beta: Self,
-        c: &mut [Self],
-        rsc: isize,
-        csc: isize,
-    );
-
     /// Replaces every element by its hyperbolic tangent, in place.
     fn tanh_inplace(x: &mut [Self]);
-}
-
-/// Checks that the strided extents of a gemm operand fit in its slice, so the unsafe-free
-/// wrapper below can never read or write out of bounds.
-fn extent(rows: usize, cols: usize, rs: isize, cs: isize) -> usize {
-    if rows == 0 || cols == 0 {
-        return 0;
-    }
-    let last = (rows as isize - 1) * rs + (cols as isize - 1) * cs;
-    assert!(rs >= 0 && cs >= 0, "gemm strides must be non-negative");
-    last as usize + 1
-}
-
-macro_rules! gemm_impl {
-    ($fn:ident, $t:ty, $m:ident, $k:ident, $n:ident, $alpha:ident, $a:ident, $rsa:ident, $csa:ident,
-     $b:ident, $rsb:ident, $csb:ident, $beta:ident, $c:ident, $rsc:ident, $csc:ident) => {{
-        assert!($a.len() >= extent($m, $k, $rsa, $csa), "gemm: A too short");
-        assert!($b.len() >= extent($k, $n, $rsb, $csb), "gemm: B too short");
-        assert!($c.len() >= extent($m, $n, $rsc, $csc), "gemm: C too short");
-        if $m == 0 || $n == 0 {
-            return;
-        }
-        // SAFETY: the extents of all three operands were checked against their slices above.
-        #[allow(unsafe_code)]
-        unsafe {
-            matrixmultiply::$fn(
-                $m,
-                $k,
-                $n,
-                $alpha,
-                $a.as_ptr(),
-                $rsa,
-                $csa,
-                $b.as_ptr(),
-                $rsb,
-                $csb,
-                $beta,
-                $c.as_mut_ptr(),
-                $rsc,
-                $csc,
-            )
-        }
-    }};
 }
 
 impl Scalar for f64 {
@@ -89,24 +27,6 @@ impl Scalar for f64 {
     #[inline(always)]
     fn f64(self) -> f64 {
         self
-    }
-    fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: f64,
-        a: &[f64],
-        rsa: isize,
-        csa: isize,
-        b: &[f64],
-        rsb: isize,
-        csb: isize,
-        beta: f64,
-        c: &mut [f64],
-        rsc: isize,
-        csc: isize,
-    ) {
-        gemm_impl!(dgemm, f64, m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
     }
     fn tanh_inplace(x: &mut [f64]) {
         for v in x {
@@ -124,29 +44,34 @@ impl Scalar for f32 {
     fn f64(self) -> f64 {
         self as f64
     }
-    fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        alpha: f32,
-        a: &[f32],
-        rsa: isize,
-        csa: isize,
-        b: &[f32],
-        rsb: isize,
-        csb: isize,
-        beta: f32,
-        c: &mut [f32],
-        rsc: isize,
-        csc: isize,
-    ) {
-        gemm_impl!(sgemm, f32, m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc)
-    }
     fn tanh_inplace(x: &mut [f32]) {
-        for v in x {
-            *v = tanh_f32(*v);
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports the features the function is compiled with.
+                #[allow(unsafe_code)]
+                unsafe {
+                    tanh_slice_avx2(x)
+                };
+                return;
+            }
         }
+        tanh_slice(x);
     }
+}
+
+#[inline(always)]
+fn tanh_slice(x: &mut [f32]) {
+    for v in x {
+        *v = tanh_f32(*v);
+    }
+}
+
+/// The same loop compiled for AVX2 and FMA (eight lanes), chosen at run time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn tanh_slice_avx2(x: &mut [f32]) {
+    tanh_slice(x);
 }
 
 /// Branch-free rational approximation of `tanh` for `f32` (a 13/6 odd/even minimax rational on
@@ -202,16 +127,5 @@ mod tests {
         assert!(worst < 5e-7, "max abs error {worst}");
         assert!(((tanh_f32(5.952_199) as f64) - 5.952_199f32.tanh() as f64).abs() < 5e-7);
         assert!(tanh_f32(f32::NAN).is_nan());
-    }
-
-    #[test]
-    fn gemm_matches_naive() {
-        // A 2x3 (row-major) times B 3x2 (column-major view of a row-major 2x3).
-        let a = [1.0f64, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let bt = [1.0f64, 0.0, -1.0, 2.0, 1.0, 0.5];
-        let mut c = [0.0f64; 4];
-        f64::gemm(2, 3, 2, 1.0, &a, 3, 1, &bt, 1, 3, 0.0, &mut c, 2, 1);
-        // B's columns are (1, 0, -1) and (2, 1, 0.5).
-        assert_eq!(c, [1.0 - 3.0, 2.0 + 2.0 + 1.5, 4.0 - 6.0, 8.0 + 5.0 + 3.0]);
     }
 }

@@ -1,8 +1,6 @@
 //! The solver's inner loops allocate nothing: after a warm-up solve of the same shape, a repeated
-//! `solve_into` performs no heap allocation except the returned report's per-sample statistics.
-//! The MLP field itself allocates nothing either; the one allocation per matrix product is
-//! the packing buffer of the `matrixmultiply` micro-kernel (a few KiB, served from malloc's
-//! thread cache), which this test accounts for.
+//! `solve_into` performs no heap allocation except the returned report's per-sample statistics;
+//! the MLP field and its VJP allocate nothing at all.
 
 use ode_core::{Method, Mlp, Problem, SolveOptions, Solver, StepMode};
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -66,16 +64,17 @@ fn repeated_solves_allocate_nothing() {
             );
             assert!(rep.stats.nfe > 0);
 
-            // The MLP field: exactly one packing buffer per matrix product, three per evaluation.
+            // The MLP field: nothing beyond the report either.
             solver.solve_into(&mut mlp, &ts, &y0, &mut out).unwrap();
             let before = ALLOCS.load(Ordering::SeqCst);
             let rep = solver.solve_into(&mut mlp, &ts, &y0, &mut out).unwrap();
             let after = ALLOCS.load(Ordering::SeqCst);
             assert_eq!(
                 after - before,
-                1 + 3 * rep.stats.nfe,
-                "{m} {mode}: unexpected allocations"
+                1,
+                "{m} {mode}: allocations in a repeated MLP solve besides the report"
             );
+            assert!(rep.stats.nfe > 0);
         }
     }
     // The VJP, too.
@@ -87,10 +86,5 @@ fn repeated_solves_allocate_nothing() {
     let before = ALLOCS.load(Ordering::SeqCst);
     mlp.vjp(&y0, &v, None, &mut gy, Some(&mut gp));
     mlp.vjp(&y0, &v, Some(&mut f), &mut gy, Some(&mut gp));
-    // Forward (3 products) plus backward (3 for the state, 3 for the parameters), twice.
-    assert_eq!(
-        ALLOCS.load(Ordering::SeqCst) - before,
-        2 * 9,
-        "MLP vjp allocated beyond its products"
-    );
+    assert_eq!(ALLOCS.load(Ordering::SeqCst) - before, 0, "MLP vjp allocated");
 }

@@ -1,7 +1,7 @@
 //! The reference Neural ODE forecaster: encoder → ODE in latent space → decoder, with its loss
 //! and gradients by the continuous adjoint or by backpropagation through the solver.
 
-use ode_core::layers::{linear, linear_backward};
+use ode_core::layers::{linear, linear_backward, transpose_weight};
 use ode_core::{AdjointNorm, AdjointSolver, Method, Mlp, OdeError, Scalar, SolveOptions, Solver, StepMode, Tape};
 use serde::{Deserialize, Serialize};
 
@@ -234,6 +234,15 @@ pub struct NeuralOdeModel<T: Scalar> {
     config: ModelConfig,
     params: Vec<T>,
     shapes: Vec<(&'static str, Vec<usize>, usize)>,
+    /// A process-wide unique stamp of the current parameter values, so workspaces copy the
+    /// vector field's parameters only when they changed.
+    stamp: u64,
+}
+
+static STAMPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn new_stamp() -> u64 {
+    STAMPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Work and results of one loss evaluation.
@@ -271,7 +280,12 @@ impl<T: Scalar> NeuralOdeModel<T> {
                 params.push(T::c((2.0 * uniform01() - 1.0) * bound));
             }
         }
-        Ok(Self { config, params, shapes })
+        Ok(Self {
+            config,
+            params,
+            shapes,
+            stamp: new_stamp(),
+        })
     }
 
     /// A model from a flat parameter vector in [`TENSOR_NAMES`] order.
@@ -286,7 +300,12 @@ impl<T: Scalar> NeuralOdeModel<T> {
                 got: params.len(),
             });
         }
-        Ok(Self { config, params, shapes })
+        Ok(Self {
+            config,
+            params,
+            shapes,
+            stamp: new_stamp(),
+        })
     }
 
     /// Number of parameters of a model with this configuration.
@@ -345,6 +364,7 @@ impl<T: Scalar> NeuralOdeModel<T> {
 
     /// The flat parameter vector, mutable.
     pub fn params_mut(&mut self) -> &mut [T] {
+        self.stamp = new_stamp();
         &mut self.params
     }
 
@@ -399,6 +419,9 @@ pub struct Workspace<T: Scalar> {
     gz: Vec<T>,
     gz0: Vec<T>,
     gh: Vec<T>,
+    wt: Vec<T>,
+    scratch: Vec<T>,
+    synced: u64,
     groups: Vec<std::ops::Range<usize>>,
 }
 
@@ -426,6 +449,9 @@ impl<T: Scalar> Workspace<T> {
             gz: Vec::new(),
             gz0: Vec::new(),
             gh: Vec::new(),
+            wt: Vec::new(),
+            scratch: Vec::new(),
+            synced: model.stamp,
             groups,
         })
     }
@@ -434,6 +460,23 @@ impl<T: Scalar> Workspace<T> {
 fn fit<T: Scalar>(v: &mut Vec<T>, n: usize) {
     v.clear();
     v.resize(n, T::zero());
+}
+
+/// `out = x · Wᵀ + b` for a PyTorch weight `w`, transposing it into `wt` first (once per
+/// batch, not per solver step).
+#[allow(clippy::too_many_arguments)]
+fn dense<T: Scalar>(wt: &mut Vec<T>, rows: usize, n_in: usize, n_out: usize, x: &[T], w: &[T], b: &[T], out: &mut [T]) {
+    wt.resize(n_in * n_out, T::zero());
+    transpose_weight(n_out, n_in, w, wt);
+    linear(rows, n_in, n_out, x, wt, b, out);
+}
+
+/// A scratch slice of at least `n` values.
+fn scratch<T: Scalar>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+    if v.len() < n {
+        v.resize(n, T::zero());
+    }
+    &mut v[..n]
 }
 
 impl<T: Scalar> NeuralOdeModel<T> {
@@ -463,7 +506,8 @@ impl<T: Scalar> NeuralOdeModel<T> {
         let r = |name: &str| self.tensor_range(name).expect("layout");
         fit(&mut ws.enc_h, rows * m);
         fit(&mut ws.z0, rows * l);
-        linear(
+        dense(
+            &mut ws.wt,
             rows,
             width,
             m,
@@ -473,7 +517,8 @@ impl<T: Scalar> NeuralOdeModel<T> {
             &mut ws.enc_h,
         );
         T::tanh_inplace(&mut ws.enc_h);
-        linear(
+        dense(
+            &mut ws.wt,
             rows,
             m,
             l,
@@ -482,7 +527,10 @@ impl<T: Scalar> NeuralOdeModel<T> {
             &p[r("encoder.2.bias")],
             &mut ws.z0,
         );
-        ws.field.params_mut().copy_from_slice(&p[self.func_range()]);
+        if ws.synced != self.stamp {
+            ws.field.params_mut().copy_from_slice(&p[self.func_range()]);
+            ws.synced = self.stamp;
+        }
         fit(&mut ws.zs, (h + 1) * rows * l);
         let report = if taped {
             ws.solver
@@ -492,7 +540,8 @@ impl<T: Scalar> NeuralOdeModel<T> {
         };
         // Decode every output time at once, then reorder to rows × H × O.
         fit(&mut ws.gh, h * rows * o);
-        linear(
+        dense(
+            &mut ws.wt,
             h * rows,
             l,
             o,
@@ -620,6 +669,7 @@ impl<T: Scalar> NeuralOdeModel<T> {
                 &ws.gh,
                 Some((gw, &mut rest[..o])),
                 Some(&mut ws.gz[rows * l..]),
+                scratch(&mut ws.scratch, h * rows * o),
             );
         }
         // Through the ODE.
@@ -658,6 +708,7 @@ impl<T: Scalar> NeuralOdeModel<T> {
                 &ws.gz0,
                 Some((gw, &mut rest[..l])),
                 Some(&mut dh),
+                scratch(&mut ws.scratch, rows * l),
             );
         }
         for (g, hv) in dh.iter_mut().zip(&ws.enc_h) {
@@ -666,7 +717,17 @@ impl<T: Scalar> NeuralOdeModel<T> {
         {
             let e0 = r("encoder.0.weight");
             let (gw, rest) = grad[e0.start..].split_at_mut(m * width);
-            linear_backward(rows, width, m, ctx, &p[e0], &dh, Some((gw, &mut rest[..m])), None);
+            linear_backward(
+                rows,
+                width,
+                m,
+                ctx,
+                &p[e0],
+                &dh,
+                Some((gw, &mut rest[..m])),
+                None,
+                scratch(&mut ws.scratch, rows * m),
+            );
         }
         ws.gh = dh;
         Ok(st)

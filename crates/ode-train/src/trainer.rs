@@ -31,8 +31,8 @@ pub struct TrainConfig {
     pub early_stopping_patience: Option<usize>,
     /// Seed of the initialisation and of the per-epoch shuffles.
     pub seed: u64,
-    /// Worker threads (default: the machine's cores). Per-sample mode splits each batch across
-    /// them; shared mode couples the batch's steps and runs on one.
+    /// Worker threads (default: the machine's cores). Each batch is split across them, except
+    /// with an adaptive solver in shared step mode, which couples the batch's steps (one thread).
     pub threads: Option<usize>,
     /// Windows per validation chunk.
     pub eval_batch_size: usize,
@@ -290,8 +290,11 @@ impl<'a> Trainer<'a> {
             }
             .into());
         }
+        // Shared step control couples a batch's rows only for adaptive solvers; fixed-step
+        // solvers (and per-sample mode) can split a batch across threads with the same result.
         let shared = model.config().step_mode.parse::<StepMode>()? == StepMode::Shared;
-        let threads = if shared {
+        let adaptive = model.config().method()?.tableau().is_adaptive() && model.config().step_size.is_none();
+        let threads = if shared && adaptive {
             1
         } else {
             config.threads.unwrap_or_else(rayon::current_num_threads).max(1)
