@@ -4,7 +4,8 @@ and this project's `ode train`, side by side.
 
 All three start from the same weights (PyTorch's default Linear init under
 `torch.manual_seed(seed)`, saved to `init.safetensors` with the contract's tensor names),
-train on the same windows of the same data for the same number of epochs, and report:
+train on the same windows of the same data, in the same per-epoch batch order (ours is given
+torch's permutations with `--batch-order`), for the same number of epochs, and report:
 
 - seconds per epoch of the training loop only (no CSV loading/windowing, no validation;
   for diffrax the jitted step is compiled ahead of time, before the first epoch, and the
@@ -594,9 +595,13 @@ def _mean_if_list(v):
     return v
 
 
-def run_ours(solver, data, init_path, args, workdir):
+def run_ours(solver, data, init_path, perms, args, workdir):
     out = os.path.join(workdir, f"ours-{solver}")
     shutil.rmtree(out, ignore_errors=True)
+    # The same per-epoch batch order as torch and diffrax, so all three see identical batches.
+    order_path = os.path.join(workdir, "batch_order.json")
+    with open(order_path, "w") as f:
+        json.dump([[int(i) for i in p] for p in perms], f)
     cmd = [
         args.ode_bin, "train", "--data", args.data, "--solver", solver,
         "--rtol", repr(args.rtol), "--atol", repr(args.atol), "--use-adjoint", "true",
@@ -608,7 +613,7 @@ def run_ours(solver, data, init_path, args, workdir):
         "--step-mode", "shared", "--adjoint-norm", "seminorm",
         "--max-train-windows", str(args.max_train_windows),
         "--max-val-windows", str(args.max_val_windows),
-        "--init-from", init_path, "--out", out,
+        "--init-from", init_path, "--batch-order", order_path, "--out", out,
     ]
     t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -742,7 +747,7 @@ def main(argv=None):
                     else:
                         if ours_err:
                             raise RuntimeError(ours_err)
-                        r = run_ours(solver, data, init_path, args, workdir)
+                        r = run_ours(solver, data, init_path, perms, args, workdir)
                 except Exception as e:  # noqa: BLE001 — report and keep going
                     r = {"error": f"{type(e).__name__}: {e}"}
                     if fw != "ours":

@@ -78,6 +78,10 @@ pub struct TrainArgs {
     /// Resume from a checkpoint written by `ode train` (weights and optimiser state).
     #[arg(long)]
     resume: Option<PathBuf>,
+    /// JSON file with one list of training-window indices per epoch: the batch order to use
+    /// instead of shuffling (e.g. another framework's, for a like-for-like comparison).
+    #[arg(long)]
+    batch_order: Option<PathBuf>,
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
@@ -203,7 +207,18 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     };
     let b2 = bar.clone();
     let quiet = args.quiet;
-    let mut trainer = Trainer::new(model, resolved.train.clone(), &mut tracker)?
+    let mut train_cfg = resolved.train.clone();
+    if let Some(path) = &args.batch_order {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let order: Vec<Vec<usize>> = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "{}: expected a JSON list of index lists, one per epoch: {e}",
+                path.display()
+            )
+        })?;
+        train_cfg.batch_order = Some(order);
+    }
+    let mut trainer = Trainer::new(model, train_cfg, &mut tracker)?
         .with_checkpoint(CheckpointTarget { path: ckpt.clone(), meta })
         .on_batch_end(move |epoch, batch, batches, loss| {
             if batch == 1 {

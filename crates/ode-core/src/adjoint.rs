@@ -116,7 +116,7 @@ struct Ws<T> {
 /// grad_out[4..].fill(1.0);
 /// let (mut gy0, mut gp) = (vec![0.0; 2], vec![0.0; f.num_params()]);
 /// let mut adj = AdjointSolver::new(Method::Dopri5, opts, AdjointNorm::Seminorm)?;
-/// let stats = adj.backward(&mut f, &ts, sol.at(2), &grad_out, &mut gy0, &mut gp, &[])?;
+/// let stats = adj.backward(&mut f, &ts, &sol.ys, &grad_out, &mut gy0, &mut gp, &[])?;
 /// assert!(stats.nfe > 0 && gp.iter().any(|g| *g != 0.0));
 /// # Ok::<(), ode_core::OdeError>(())
 /// ```
@@ -164,7 +164,10 @@ impl<T: Scalar> AdjointSolver<T> {
 
     /// Runs the adjoint from `ts.last()` back to `ts[0]`.
     ///
-    /// `y_end` is the state at the last time (`batch × dim`), `grad_out` the loss gradient with
+    /// `ys` are the forward solution's states at every output time (`ts.len() × batch × dim`,
+    /// as [`crate::Solver::solve_into`] writes them): `z` starts from the last and is reset to the
+    /// forward value at each output time (as torchdiffeq does), so errors of the backward
+    /// re-integration of `z` do not accumulate across intervals. `grad_out` is the loss gradient with
     /// respect to every output (`ts.len() × batch × dim`). Writes `∂loss/∂y0` into `grad_y0` and
     /// **adds** `∂loss/∂θ` to `grad_params`. `param_groups` are the parameter tensors' ranges,
     /// used by the `mixed` norm (ignored by `seminorm`; empty means one group).
@@ -173,7 +176,7 @@ impl<T: Scalar> AdjointSolver<T> {
         &mut self,
         f: &mut F,
         ts: &[T],
-        y_end: &[T],
+        ys: &[T],
         grad_out: &[T],
         grad_y0: &mut [T],
         grad_params: &mut [T],
@@ -181,14 +184,18 @@ impl<T: Scalar> AdjointSolver<T> {
     ) -> Result<AdjointStats> {
         let n = f.dim();
         let p = f.num_params();
-        if n == 0 || y_end.is_empty() || y_end.len() % n != 0 {
+        if ts.len() < 2 {
+            return Err(OdeError::TooFewTimes { got: ts.len() });
+        }
+        let per_time = ys.len() / ts.len();
+        if n == 0 || per_time == 0 || ys.len() % ts.len() != 0 || per_time % n != 0 {
             return Err(OdeError::ShapeMismatch {
-                what: "final state (batch × dim)",
+                what: "forward states (times × batch × dim)",
                 expected: n.max(1),
-                got: y_end.len(),
+                got: ys.len(),
             });
         }
-        let batch = y_end.len() / n;
+        let batch = per_time / n;
         if ts.len() < 2 {
             return Err(OdeError::TooFewTimes { got: ts.len() });
         }
@@ -262,7 +269,7 @@ impl<T: Scalar> AdjointSolver<T> {
         ws.steps.clear();
         ws.steps.resize(batch, 0);
         ws.z.clear();
-        ws.z.extend_from_slice(y_end);
+        ws.z.extend_from_slice(&ys[(ts.len() - 1) * batch * n..]);
         ws.a.clear();
         ws.a.extend_from_slice(&grad_out[(ts.len() - 1) * w..]);
         let mut stats = AdjointStats::default();
@@ -535,8 +542,10 @@ impl<T: Scalar> AdjointSolver<T> {
                     }
                 }
             }
-            // The loss gradient at this output time joins the state adjoint.
+            // The loss gradient at this output time joins the state adjoint; the state restarts
+            // from the forward solution there.
             add_to(&mut ws.a, T::one(), &grad_out[(k - 1) * w..k * w]);
+            ws.z.copy_from_slice(&ys[(k - 1) * w..k * w]);
         }
         grad_y0.copy_from_slice(&ws.a);
         add_to(grad_params, T::one(), &ws.theta);

@@ -127,5 +127,12 @@ mod tests {
         assert!(worst < 5e-7, "max abs error {worst}");
         assert!(((tanh_f32(5.952_199) as f64) - 5.952_199f32.tanh() as f64).abs() < 5e-7);
         assert!(tanh_f32(f32::NAN).is_nan());
+        // The batched (vectorised, possibly AVX2) path computes the same values.
+        let xs: Vec<f32> = (-9000..9000).map(|i| i as f32 * 1e-3).collect();
+        let mut batched = xs.clone();
+        f32::tanh_inplace(&mut batched);
+        for (x, b) in xs.iter().zip(&batched) {
+            assert!((tanh_f32(*x) - b).abs() <= 1e-7, "tanh({x}): {} vs {b}", tanh_f32(*x));
+        }
     }
 }

@@ -64,7 +64,7 @@ fn by_adjoint(c: &Case, m: Method, opts: SolveOptions<f64>, norm: AdjointNorm) -
         .collect();
     let mut adj = AdjointSolver::new(m, opts, norm).unwrap();
     let st = adj
-        .backward(&mut mlp, &c.ts, sol.at(c.ts.len() - 1), &c.w, &mut gy, &mut gp, &groups)
+        .backward(&mut mlp, &c.ts, &sol.ys, &c.w, &mut gy, &mut gp, &groups)
         .unwrap();
     (gy, gp, st.nfe, st.accepted)
 }

@@ -55,8 +55,7 @@ fn measure(t_end: f64) -> (usize, usize, usize) {
     let mut adj = AdjointSolver::new(Method::Dopri5, opts.clone(), AdjointNorm::Seminorm).unwrap();
     let base = LIVE.load(Ordering::SeqCst);
     PEAK.store(base, Ordering::SeqCst);
-    adj.backward(&mut mlp, &ts, sol.at(1), &w, &mut gy, &mut gp, &[])
-        .unwrap();
+    adj.backward(&mut mlp, &ts, &sol.ys, &w, &mut gy, &mut gp, &[]).unwrap();
     let adjoint_peak = PEAK.load(Ordering::SeqCst) - base;
     drop(adj);
 

@@ -6,12 +6,14 @@ pub use ode_gpu as gpu;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod forecast;
 pub mod generate;
 pub mod model;
 pub mod tracker;
 pub mod trainer;
 
 pub use config::{Resolved, RunConfig};
+pub use forecast::Forecaster;
 pub use model::{LossStats, ModelConfig, NeuralOdeModel, Preset, TENSOR_NAMES, Workspace};
 pub use tracker::{JsonlTracker, MemoryTracker, Tracker};
 pub use trainer::{Adam, EpochMetrics, History, TrainConfig, TrainError, Trainer, clip_grad_norm};

@@ -679,7 +679,7 @@ impl<T: Scalar> NeuralOdeModel<T> {
             let a = ws.adjoint.backward(
                 &mut ws.field,
                 &ws.ts,
-                &ws.zs[h * rows * l..],
+                &ws.zs,
                 &ws.gz,
                 &mut ws.gz0,
                 &mut grad[fr],

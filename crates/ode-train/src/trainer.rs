@@ -36,6 +36,10 @@ pub struct TrainConfig {
     pub threads: Option<usize>,
     /// Windows per validation chunk.
     pub eval_batch_size: usize,
+    /// Explicit window order per epoch (epoch `e` uses entry `e - 1`), e.g. to replay another
+    /// framework's shuffles for a like-for-like comparison; `None` shuffles from `seed`.
+    #[serde(skip)]
+    pub batch_order: Option<Vec<Vec<usize>>>,
 }
 
 impl Default for TrainConfig {
@@ -49,6 +53,7 @@ impl Default for TrainConfig {
             seed: 0,
             threads: None,
             eval_batch_size: 256,
+            batch_order: None,
         }
     }
 }
@@ -533,8 +538,25 @@ impl<'a> Trainer<'a> {
             let epoch_start = Instant::now();
             let mut rng =
                 ChaCha8Rng::seed_from_u64(self.config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            order.sort_unstable();
-            order.shuffle(&mut rng);
+            match self.config.batch_order.as_ref().and_then(|o| o.get(epoch - 1)) {
+                Some(given) => {
+                    let mut sorted = given.clone();
+                    sorted.sort_unstable();
+                    if sorted != (0..train.num_windows()).collect::<Vec<_>>() {
+                        return Err(OdeError::InvalidOption {
+                            name: "batch_order",
+                            value: epoch as f64,
+                            reason: "the order given for this epoch is not a permutation of the training windows",
+                        }
+                        .into());
+                    }
+                    order.copy_from_slice(given);
+                }
+                None => {
+                    order.sort_unstable();
+                    order.shuffle(&mut rng);
+                }
+            }
             let mut m = EpochMetrics {
                 epoch,
                 ..EpochMetrics::default()

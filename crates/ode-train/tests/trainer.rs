@@ -357,3 +357,36 @@ fn adam_and_clipping_follow_pytorch() {
     clip_grad_norm(&mut g, Some(1.0));
     assert_eq!(g, [0.3, 0.4], "below the threshold nothing changes");
 }
+
+#[test]
+fn forecaster_works_in_data_units() {
+    let ds = dataset(32);
+    let dir = tempfile::tempdir().unwrap();
+    let mc = model_config(&ds, "rk4");
+    let model = NeuralOdeModel::seeded(mc.clone(), 2).unwrap();
+    let path = dir.path().join("m.safetensors");
+    checkpoint::save(&path, &model, &meta(&ds, &mc), None).unwrap();
+    let mut f = ode_train::Forecaster::from_checkpoint(&path).unwrap();
+    assert_eq!(
+        (f.context_len(), f.horizon(), f.features().len(), f.targets().len()),
+        (8, 4, 5, 5)
+    );
+    // Window 0 of the validation split in data units, and the model's forecast for it.
+    let (cw, tw) = (8 * 5, 4 * 5);
+    let (mut ctx, mut tgt) = (vec![0f32; cw], vec![0f32; tw]);
+    ds.val.fill_batch(&[0], &mut ctx, &mut tgt);
+    let data_ctx: Vec<f64> = ctx
+        .iter()
+        .enumerate()
+        .map(|(i, v)| ds.feature_scaler.denormalize(i % 5, *v as f64))
+        .collect();
+    let out = f.forecast(&data_ctx).unwrap();
+    let mut ws = ode_train::Workspace::new(&model).unwrap();
+    let mut pred = vec![0f32; tw];
+    model.predict_into(&mut ws, &ctx, &mut pred).unwrap();
+    for (i, (a, p)) in out.iter().zip(&pred).enumerate() {
+        let want = ds.target_scaler.denormalize(i % 5, *p as f64);
+        assert!((a - want).abs() < 1e-4 * want.abs().max(1.0), "{a} vs {want}");
+    }
+    assert!(f.forecast(&data_ctx[1..]).is_err());
+}
