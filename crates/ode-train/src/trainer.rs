@@ -95,6 +95,8 @@ pub struct History {
     pub best: Option<(usize, f64)>,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
+    /// Whether the `stop_when` callback ended the run (a search pruned the trial).
+    pub stopped_by_callback: bool,
 }
 
 impl History {
@@ -234,6 +236,7 @@ struct Lane {
 }
 
 type BatchCallback<'a> = Box<dyn FnMut(usize, usize, usize, f64) + 'a>;
+type StopCallback<'a> = Box<dyn FnMut(usize, &EpochMetrics) -> bool + 'a>;
 type EpochCallback<'a> = Box<dyn FnMut(usize, &EpochMetrics, &mut dyn Tracker) + 'a>;
 
 /// Trains a [`NeuralOdeModel`] on windows of a [`crate::data::Dataset`]'s splits.
@@ -253,6 +256,7 @@ pub struct Trainer<'a> {
     config: TrainConfig,
     tracker: &'a mut dyn Tracker,
     on_epoch_end: Option<EpochCallback<'a>>,
+    stop_when: Option<StopCallback<'a>>,
     checkpoint: Option<CheckpointTarget>,
     adam: Adam,
     start_epoch: usize,
@@ -327,6 +331,7 @@ impl<'a> Trainer<'a> {
             config,
             tracker,
             on_epoch_end: None,
+            stop_when: None,
             checkpoint: None,
             adam,
             start_epoch: 0,
@@ -342,6 +347,13 @@ impl<'a> Trainer<'a> {
     /// Calls `f(epoch, metrics, tracker)` after every epoch, e.g. to log extra metrics.
     pub fn on_epoch_end(mut self, f: impl FnMut(usize, &EpochMetrics, &mut dyn Tracker) + 'a) -> Self {
         self.on_epoch_end = Some(Box::new(f));
+        self
+    }
+
+    /// Calls `f(epoch, metrics)` after every epoch (after checkpointing); when it returns true
+    /// training ends there (`History::stopped_by_callback`), e.g. when a search prunes the trial.
+    pub fn stop_when(mut self, f: impl FnMut(usize, &EpochMetrics) -> bool + 'a) -> Self {
+        self.stop_when = Some(Box::new(f));
         self
     }
 
@@ -686,7 +698,12 @@ impl<'a> Trainer<'a> {
                 let last = target.path.with_file_name("last.safetensors");
                 checkpoint::save(&last, &self.model, &meta, Some(&state))?;
             }
+            let stop = self.stop_when.as_mut().is_some_and(|f| f(epoch, &m));
             history.epochs.push(m);
+            if stop {
+                history.stopped_by_callback = true;
+                break;
+            }
             if let Some(p) = self.config.early_stopping_patience {
                 if self.stale >= p {
                     history.stopped_early = true;
