@@ -118,6 +118,86 @@ pub fn enqueue_study(store: &mut dyn StudyStore, cfg: &SearchConfig) -> Result<i
     Ok(study)
 }
 
+/// Key of the study attribute holding its definition.
+pub const DEFINITION_KEY: &str = "ode:definition";
+
+/// Saves the study's definition (strategy, space, fixed settings, seed, limits) and the
+/// caller's description of its data as a study attribute, so `ode worker` can join from
+/// another machine.
+pub fn save_definition(
+    store: &mut dyn StudyStore,
+    study: i64,
+    cfg: &SearchConfig,
+    data: &serde_json::Value,
+) -> Result<(), StoreError> {
+    let strategy = match cfg.strategy {
+        Strategy::Grid => serde_json::json!({ "kind": "grid" }),
+        Strategy::Random { trials } => serde_json::json!({ "kind": "random", "trials": trials }),
+        Strategy::Asha {
+            trials,
+            reduction_factor,
+            min_epochs,
+        } => serde_json::json!({
+            "kind": "asha", "trials": trials, "reduction_factor": reduction_factor, "min_epochs": min_epochs
+        }),
+    };
+    let def = serde_json::json!({
+        "strategy": strategy,
+        "space": cfg.space.to_toml(),
+        "base": cfg.base.to_toml(),
+        "seed": cfg.seed,
+        "lease_seconds": cfg.lease_seconds,
+        "max_attempts": cfg.max_attempts,
+        "data": data,
+    });
+    store.set_study_attr(study, DEFINITION_KEY, &def)
+}
+
+/// Reads a study's definition back: the search configuration (with `threads_per_trial` for this
+/// machine) and the data description saved with it.
+pub fn load_definition(
+    store: &mut dyn StudyStore,
+    study: i64,
+    threads_per_trial: usize,
+) -> Result<(SearchConfig, serde_json::Value), String> {
+    let attrs = store.study_attrs(study).map_err(|e| e.to_string())?;
+    let def = attrs
+        .get(DEFINITION_KEY)
+        .ok_or("this study has no saved definition (was it created by `ode search`?)")?;
+    let get = |k: &str| def.get(k).ok_or(format!("the study definition lacks '{k}'"));
+    let st = get("strategy")?;
+    let num = |k: &str| {
+        st.get(k)
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize)
+            .ok_or(format!("strategy lacks '{k}'"))
+    };
+    let strategy = match st.get("kind").and_then(|v| v.as_str()) {
+        Some("grid") => Strategy::Grid,
+        Some("random") => Strategy::Random { trials: num("trials")? },
+        Some("asha") => Strategy::Asha {
+            trials: num("trials")?,
+            reduction_factor: num("reduction_factor")?,
+            min_epochs: num("min_epochs")?,
+        },
+        other => return Err(format!("unknown strategy {other:?} in the study definition")),
+    };
+    let text = |k: &str| get(k).and_then(|v| v.as_str().map(String::from).ok_or(format!("'{k}' is not text")));
+    Ok((
+        SearchConfig {
+            study: String::new(),
+            strategy,
+            space: SearchSpace::from_toml(&text("space")?, "study definition").map_err(|e| e.to_string())?,
+            base: RunConfig::from_toml(&text("base")?)?,
+            seed: get("seed")?.as_u64().ok_or("seed is not a number")?,
+            lease_seconds: get("lease_seconds")?.as_f64().ok_or("lease_seconds is not a number")?,
+            max_attempts: get("max_attempts")?.as_u64().ok_or("max_attempts is not a number")? as u32,
+            threads_per_trial,
+        },
+        get("data")?.clone(),
+    ))
+}
+
 /// The training seed of trial `k` (derived from the study seed and `k` alone).
 pub fn trial_seed(cfg: &SearchConfig, k: u64) -> u64 {
     random_trial(&cfg.space, cfg.seed, k).1

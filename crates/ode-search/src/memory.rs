@@ -10,6 +10,7 @@ use std::time::Instant;
 #[derive(Debug, Default)]
 struct Inner {
     studies: Vec<String>,
+    study_attrs: BTreeMap<(i64, String), serde_json::Value>,
     trials: Vec<(i64, TrialRecord, Option<Instant>)>,
 }
 
@@ -172,6 +173,21 @@ impl StudyStore for MemoryStore {
                 t.1.value = value;
             })
         })
+    }
+
+    fn set_study_attr(&mut self, study: i64, key: &str, value: &serde_json::Value) -> Result<(), StoreError> {
+        self.with(|s| s.study_attrs.insert((study, key.to_string()), value.clone()));
+        Ok(())
+    }
+
+    fn study_attrs(&mut self, study: i64) -> Result<BTreeMap<String, serde_json::Value>, StoreError> {
+        Ok(self.with(|s| {
+            s.study_attrs
+                .iter()
+                .filter(|((id, _), _)| *id == study)
+                .map(|((_, k), v)| (k.clone(), v.clone()))
+                .collect()
+        }))
     }
 
     fn trials(&mut self, study: i64) -> Result<Vec<TrialRecord>, StoreError> {

@@ -184,6 +184,40 @@ impl SearchSpace {
         Self { params }
     }
 
+    /// The space as a TOML file that [`SearchSpace::from_toml`] reads back to the same space.
+    pub fn to_toml(&self) -> String {
+        let mut params = toml::Table::new();
+        for (name, d) in &self.params {
+            let mut t = toml::Table::new();
+            match d {
+                Distribution::Categorical(c) => {
+                    t.insert("choices".into(), Value::Array(c.clone()));
+                }
+                Distribution::Fixed(v) => {
+                    t.insert("value".into(), v.clone());
+                }
+                Distribution::Int { low, high, step, log } => {
+                    t.insert("low".into(), Value::Integer(*low));
+                    t.insert("high".into(), Value::Integer(*high));
+                    t.insert("step".into(), Value::Integer(*step));
+                    t.insert("log".into(), Value::Boolean(*log));
+                }
+                Distribution::Float { low, high, log, grid } => {
+                    t.insert("low".into(), Value::Float(*low));
+                    t.insert("high".into(), Value::Float(*high));
+                    t.insert("log".into(), Value::Boolean(*log));
+                    if let Some(g) = grid {
+                        t.insert("grid".into(), Value::Integer(*g as i64));
+                    }
+                }
+            }
+            params.insert(name.clone(), Value::Table(t));
+        }
+        let mut root = toml::Table::new();
+        root.insert("params".into(), Value::Table(params));
+        toml::to_string(&root).expect("search space serialises")
+    }
+
     /// Parses and validates a TOML search space; `source_name` names it in errors.
     pub fn from_toml(text: &str, source_name: &str) -> Result<Self, SpaceError> {
         let raw: RawSpace = toml::from_str(text).map_err(|e| SpaceError::Parse {

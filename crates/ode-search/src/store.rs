@@ -161,4 +161,8 @@ pub trait StudyStore: Send {
     fn finish(&mut self, trial_id: i64, attempt: u32, state: TrialState, value: Option<f64>) -> Result<(), StoreError>;
     /// Every trial of the study, by number.
     fn trials(&mut self, study: i64) -> Result<Vec<TrialRecord>, StoreError>;
+    /// Sets a study attribute (the study's definition, so remote workers can join it).
+    fn set_study_attr(&mut self, study: i64, key: &str, value: &serde_json::Value) -> Result<(), StoreError>;
+    /// The study's attributes.
+    fn study_attrs(&mut self, study: i64) -> Result<BTreeMap<String, serde_json::Value>, StoreError>;
 }

@@ -172,3 +172,38 @@ fn a_failing_trial_is_recorded_and_the_study_goes_on() {
     );
     assert_eq!(trials[1].state, TrialState::Complete);
 }
+
+#[test]
+fn the_study_definition_round_trips_through_the_store() {
+    use ode_search::driver::{load_definition, save_definition};
+    let cfg = config(
+        "[params.latent_dim]\nchoices = [4, 8]\n",
+        Strategy::Asha {
+            trials: 7,
+            reduction_factor: 3,
+            min_epochs: 2,
+        },
+        4,
+    );
+    let mut store = MemoryStore::new();
+    let study = enqueue_study(&mut store, &cfg).unwrap();
+    save_definition(
+        &mut store,
+        study,
+        &cfg,
+        &serde_json::json!({ "dataset": "five-channel" }),
+    )
+    .unwrap();
+    let (back, data) = load_definition(&mut store, study, 1).unwrap();
+    assert_eq!(back.strategy, cfg.strategy);
+    assert_eq!(back.space, cfg.space);
+    assert_eq!(back.base, cfg.base);
+    assert_eq!((back.seed, back.max_attempts), (cfg.seed, cfg.max_attempts));
+    assert_eq!(data["dataset"], "five-channel");
+    let other = store.open_study("other").unwrap();
+    assert!(
+        load_definition(&mut store, other, 1)
+            .unwrap_err()
+            .contains("no saved definition")
+    );
+}

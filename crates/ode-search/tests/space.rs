@@ -157,3 +157,14 @@ fn invalid_spaces_are_rejected_with_the_parameter_named() {
     let e = grid(&space).unwrap_err().to_string();
     assert!(e.contains("needs `grid = N`"), "{e}");
 }
+
+#[test]
+fn spaces_round_trip_through_toml() {
+    for space in [
+        SearchSpace::from_toml(SPACE, "test").unwrap(),
+        SearchSpace::guide_default(),
+    ] {
+        let back = SearchSpace::from_toml(&space.to_toml(), "round trip").unwrap();
+        assert_eq!(back, space);
+    }
+}
