@@ -1,6 +1,7 @@
 //! `ode`: solve ODEs, train Neural ODE forecasters, predict and diagnose with them.
 //! See the crate README for examples.
 
+mod search;
 mod solve;
 mod train;
 
@@ -24,6 +25,15 @@ enum Command {
     Predict(train::PredictArgs),
     /// Loss, solver work and per-tensor gradients of a checkpoint on chosen windows.
     Diagnose(train::DiagnoseArgs),
+    /// Run a hyperparameter study with local workers; prints the leaderboard, writes the best config.
+    Search(Box<search::SearchArgs>),
+    /// Join a study from any machine and train its waiting trials.
+    Worker(search::WorkerArgs),
+    /// Inspect studies: list, show, best, export.
+    Study {
+        #[command(subcommand)]
+        command: search::StudyCommand,
+    },
     /// Built-in datasets.
     Data {
         #[command(subcommand)]
@@ -44,6 +54,9 @@ fn main() -> ExitCode {
         Command::Train(a) => train::train(a),
         Command::Predict(a) => train::predict(a),
         Command::Diagnose(a) => train::diagnose(a),
+        Command::Search(a) => search::search(a),
+        Command::Worker(a) => search::worker(a),
+        Command::Study { command } => search::study(command),
         Command::Data {
             command: DataCommand::Generate(a),
         } => train::generate(a),

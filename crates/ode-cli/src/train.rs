@@ -14,7 +14,7 @@ use std::time::Instant;
 type Res<T> = Result<T, Box<dyn Error>>;
 
 /// Where the data comes from: a CSV file or a built-in generator.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Serialize, serde::Deserialize)]
 pub struct DataArgs {
     /// CSV file with a header row (an optional time column, then numeric columns).
     #[arg(long, conflicts_with = "dataset")]

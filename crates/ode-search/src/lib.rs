@@ -6,11 +6,13 @@ pub use ode_train as train;
 pub mod driver;
 pub mod memory;
 pub mod space;
+pub mod sqlite;
 pub mod store;
 pub mod strategy;
 
 pub use driver::{SearchConfig, Strategy, enqueue_study, leaderboard, run_worker};
 pub use memory::MemoryStore;
 pub use space::{Distribution, SearchSpace, SpaceError};
+pub use sqlite::SqliteStore;
 pub use store::{StudyStore, TrialState};
 pub use strategy::{Params, grid, random_trial};
