@@ -61,6 +61,12 @@ pub struct SearchArgs {
     /// Where to write the best configuration (an `ode train --config` file).
     #[arg(long, default_value = "best.toml")]
     best_config: PathBuf,
+    /// Seconds without a heartbeat after which a running trial goes to another worker.
+    #[arg(long, default_value_t = 120.0)]
+    lease_seconds: f64,
+    /// Lost workers after which a trial is failed instead of re-queued.
+    #[arg(long, default_value_t = 3)]
+    max_attempts: u32,
     /// A base configuration file for the settings that are not searched.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -71,8 +77,11 @@ pub struct SearchArgs {
 /// Opens a store from a `sqlite:PATH` URL.
 pub fn open_store(url: &str) -> Res<Box<dyn StudyStore>> {
     if let Some(path) = url.strip_prefix("sqlite:") {
-        let path = path.trim_start_matches("//");
-        return Ok(Box::new(ode_search::SqliteStore::open(Path::new(path))?));
+        let path = Path::new(path.trim_start_matches("//"));
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        return Ok(Box::new(ode_search::SqliteStore::open(path)?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Err("PostgreSQL study stores are not implemented yet; use --storage sqlite:PATH".into());
@@ -114,8 +123,8 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         space,
         base,
         seed: args.study_seed,
-        lease_seconds: 120.0,
-        max_attempts: 3,
+        lease_seconds: args.lease_seconds,
+        max_attempts: args.max_attempts,
         threads_per_trial: (cores / workers).max(1),
     };
     let (table, source) = args.data.table()?;

@@ -170,3 +170,100 @@ fn search_errors_are_clear() {
     let (ok, _, err) = ode(&["search", "--dataset", "spiral", "--storage", "mysql:x"]);
     assert!(!ok && err.contains("--storage must look like sqlite:PATH"), "{err}");
 }
+
+#[test]
+fn kill_9_mid_search_then_resume_keeps_every_finished_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("s.db").display());
+    let args = vec![
+        "search",
+        "--dataset",
+        "five-channel",
+        "--strategy",
+        "random",
+        "--trials",
+        "8",
+        "--storage",
+        &db,
+        "--study",
+        "k",
+        "--workers",
+        "1",
+        "--lease-seconds",
+        "1",
+        "--best-config",
+        "/dev/null",
+        "--rows",
+        "600",
+        "--hidden-dim",
+        "16",
+        "--context-len",
+        "8",
+        "--horizon",
+        "4",
+        "--epochs",
+        "6",
+        "--solver",
+        "dopri5",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ode"))
+        .args(&args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until at least two trials have finished, then kill the search mid-trial.
+    let show = || -> Vec<serde_json::Value> {
+        let (ok, out, _) = ode(&["study", "show", "--storage", &db, "--study", "k", "--json"]);
+        if !ok {
+            return Vec::new();
+        }
+        serde_json::from_str::<serde_json::Value>(&out)
+            .map(|v| v.as_array().cloned().unwrap_or_default())
+            .unwrap_or_default()
+    };
+    let start = std::time::Instant::now();
+    loop {
+        let done = show().iter().filter(|r| r["state"] == "COMPLETE").count();
+        if done >= 2 || start.elapsed().as_secs() > 120 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = show();
+    let finished: Vec<(u64, f64)> = before
+        .iter()
+        .filter(|r| r["state"] == "COMPLETE")
+        .map(|r| (r["number"].as_u64().unwrap(), r["value"].as_f64().unwrap()))
+        .collect();
+    assert!(finished.len() >= 2, "{before:?}");
+    if finished.len() == 8 {
+        eprintln!("the search finished before the kill; the resume below is then a no-op");
+    }
+    // Let the killed trial's lease expire, then resume.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (ok, _, err) = ode(&args);
+    assert!(ok, "{err}");
+    let after = show();
+    assert_eq!(after.len(), 8);
+    assert!(after.iter().all(|r| r["state"] == "COMPLETE"), "{after:?}");
+    for (n, v) in &finished {
+        let r = after.iter().find(|r| r["number"].as_u64() == Some(*n)).unwrap();
+        assert_eq!(r["value"].as_f64(), Some(*v), "finished trial {n} was kept as it was");
+    }
+    // Nothing ran twice to completion: finished trials were not re-claimed.
+    let (ok, out, _) = ode(&["study", "export", "--storage", &db, "--study", "k", "--format", "json"]);
+    assert!(ok);
+    let trials: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for t in trials.as_array().unwrap() {
+        let n = t["number"].as_u64().unwrap();
+        let completions = trials
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| u["number"].as_u64() == Some(n))
+            .count();
+        assert_eq!(completions, 1);
+    }
+}
