@@ -306,26 +306,9 @@ impl<T: Scalar> AdjointSolver<T> {
                             sample: r,
                         });
                     }
-                    let remaining = t_lo - ws.t[r];
-                    let mut h = if adaptive {
-                        ws.h[r]
-                    } else if let Some(hs) = opts.step_size {
-                        dir * hs.abs()
-                    } else {
-                        remaining
-                    };
-                    if let Some(mx) = opts.max_step {
-                        if h.abs() > mx.abs() {
-                            h = dir * mx.abs();
-                        }
-                    }
-                    if h.abs() >= remaining.abs() * T::c(1.0 - 1e-12) {
-                        h = remaining;
-                    }
                     let t = ws.t[r];
-                    let floor = opts.min_step.max(t.abs() * T::epsilon() * T::c(4.0));
-                    if adaptive && (h.abs() < floor || t + h == t) {
-                        return Err(if ws.nonfinite[r] {
+                    let h = opts.next_step(adaptive, t, t_lo, ws.h[r], dir).map_err(|(h, floor)| {
+                        if ws.nonfinite[r] {
                             OdeError::NonFinite {
                                 what: "adjoint state",
                                 t: t.f64(),
@@ -338,8 +321,8 @@ impl<T: Scalar> AdjointSolver<T> {
                                 min_step: floor.f64(),
                                 sample: r,
                             }
-                        });
-                    }
+                        }
+                    })?;
                     ws.hs[r] = h;
                 }
                 // Stages. Parameter gradients are weighted by each row's step so one batched

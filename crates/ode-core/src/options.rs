@@ -353,3 +353,33 @@ impl<T: Scalar> SolveOptions<T> {
         Ok(())
     }
 }
+
+impl<T: Scalar> SolveOptions<T> {
+    /// The step to take from `t` towards `target` (direction `dir`): the adaptive `proposal`,
+    /// the fixed `step_size`, or the whole remaining interval; capped by `max_step`; landing
+    /// exactly on `target` rather than leaving a sliver. `Err((h, floor))` when an adaptive step
+    /// is below `min_step` or the resolution of `t`.
+    pub(crate) fn next_step(&self, adaptive: bool, t: T, target: T, proposal: T, dir: T) -> Result<T, (T, T)> {
+        let remaining = target - t;
+        let mut h = if adaptive {
+            proposal
+        } else if let Some(hs) = self.step_size {
+            dir * hs.abs()
+        } else {
+            remaining
+        };
+        if let Some(mx) = self.max_step {
+            if h.abs() > mx.abs() {
+                h = dir * mx.abs();
+            }
+        }
+        if h.abs() >= remaining.abs() * T::c(1.0 - 1e-12) {
+            h = remaining;
+        }
+        let floor = self.min_step.max(t.abs() * T::epsilon() * T::c(4.0));
+        if adaptive && (h.abs() < floor || t + h == t) {
+            return Err((h, floor));
+        }
+        Ok(h)
+    }
+}

@@ -564,7 +564,6 @@ impl<T: Scalar> Solver<T> {
             }
         }
 
-        let min_step = opts.min_step;
         loop {
             // Drop finished or failed samples.
             ws.active.retain(|&r| ws.live[r]);
@@ -591,44 +590,29 @@ impl<T: Scalar> Solver<T> {
                 } else {
                     ts[ws.next_out[r]]
                 };
-                let remaining = target - t;
-                let mut h = if adaptive {
-                    ws.h[r]
-                } else if let Some(hs) = opts.step_size {
-                    dir * hs.abs()
-                } else {
-                    remaining
-                };
-                if let Some(mx) = opts.max_step {
-                    if h.abs() > mx.abs() {
-                        h = dir * mx.abs();
+                let h = match opts.next_step(adaptive, t, target, ws.h[r], dir) {
+                    Ok(h) => h,
+                    Err((h, floor)) => {
+                        // In shared mode, blame the sample with the largest error at the last try.
+                        let sample = if shared { ws.culprit } else { r };
+                        let e = if ws.nonfinite_trial[r] {
+                            OdeError::NonFinite {
+                                what: "state",
+                                t: t.f64(),
+                                sample,
+                            }
+                        } else {
+                            OdeError::StepSizeUnderflow {
+                                t: t.f64(),
+                                h: h.abs().f64(),
+                                min_step: floor.f64(),
+                                sample,
+                            }
+                        };
+                        fail(ws, r, e, &mut shared_fail, shared);
+                        continue;
                     }
-                }
-                // Land exactly on the end instead of leaving a sliver.
-                if h.abs() >= remaining.abs() * T::c(1.0 - 1e-12) {
-                    h = remaining;
-                }
-                let floor = min_step.max(t.abs() * T::epsilon() * T::c(4.0));
-                if adaptive && (h.abs() < floor || t + h == t) {
-                    // In shared mode, blame the sample with the largest error at the last try.
-                    let sample = if shared { ws.culprit } else { r };
-                    let e = if ws.nonfinite_trial[r] {
-                        OdeError::NonFinite {
-                            what: "state",
-                            t: t.f64(),
-                            sample,
-                        }
-                    } else {
-                        OdeError::StepSizeUnderflow {
-                            t: t.f64(),
-                            h: h.abs().f64(),
-                            min_step: floor.f64(),
-                            sample,
-                        }
-                    };
-                    fail(ws, r, e, &mut shared_fail, shared);
-                    continue;
-                }
+                };
                 ws.h_step[r] = h;
             }
             if let Some(e) = shared_fail {
