@@ -40,10 +40,10 @@ pub struct SearchArgs {
     /// Trials of random and asha searches.
     #[arg(long, default_value_t = 20)]
     trials: usize,
-    /// Local worker threads (default: the core count).
+    /// Local worker threads (default: the core count; 0 only creates the study for `ode worker`s).
     #[arg(long)]
     workers: Option<usize>,
-    /// Study store: sqlite:PATH.
+    /// Study store: sqlite:PATH or postgresql://USER:PASSWORD@HOST/DB.
     #[arg(long, default_value = "sqlite:ode-studies.db")]
     storage: String,
     /// Study name (re-running a search with the same name resumes it).
@@ -74,7 +74,7 @@ pub struct SearchArgs {
     run: RunConfig,
 }
 
-/// Opens a store from a `sqlite:PATH` URL.
+/// Opens a store from a `sqlite:PATH` or `postgresql://…` URL.
 pub fn open_store(url: &str) -> Res<Box<dyn StudyStore>> {
     if let Some(path) = url.strip_prefix("sqlite:") {
         let path = Path::new(path.trim_start_matches("//"));
@@ -84,9 +84,9 @@ pub fn open_store(url: &str) -> Res<Box<dyn StudyStore>> {
         return Ok(Box::new(ode_search::SqliteStore::open(path)?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err("PostgreSQL study stores are not implemented yet; use --storage sqlite:PATH".into());
+        return Ok(Box::new(ode_search::PostgresStore::connect(url)?));
     }
-    Err(format!("--storage must look like sqlite:PATH, got '{url}'").into())
+    Err(format!("--storage must look like sqlite:PATH or postgresql://USER:PASSWORD@HOST/DB, got '{url}'").into())
 }
 
 /// Runs a study with local workers, then prints the leaderboard and writes the best config.
@@ -142,6 +142,13 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         "study '{}' in {}: {total} trials ({already} already finished), {workers} workers",
         args.study, args.storage
     );
+    if args.workers == Some(0) {
+        eprintln!(
+            "enqueued only (--workers 0); run `ode worker --storage {} --study {}` on any machine",
+            args.storage, args.study
+        );
+        return Ok(());
+    }
     run_pool(&cfg, &data, &args.storage, study, workers, already, total)?;
     let trials = store.trials(study)?;
     print_leaderboard(&trials, 10);
@@ -221,7 +228,7 @@ fn run_pool(
 /// Arguments of `ode worker`.
 #[derive(Args, Debug)]
 pub struct WorkerArgs {
-    /// Study store: sqlite:PATH.
+    /// Study store: sqlite:PATH or postgresql://USER:PASSWORD@HOST/DB.
     #[arg(long)]
     storage: String,
     /// Study name (created by `ode search`, whose definition the worker reads).
@@ -311,7 +318,7 @@ pub fn print_leaderboard(trials: &[TrialRecord], top: usize) {
 pub enum StudyCommand {
     /// Names of the studies in a store.
     List {
-        /// Study store: sqlite:PATH.
+        /// Study store: sqlite:PATH or postgresql://USER:PASSWORD@HOST/DB.
         #[arg(long, default_value = "sqlite:ode-studies.db")]
         storage: String,
     },
@@ -332,7 +339,7 @@ pub enum StudyCommand {
 /// Which study.
 #[derive(Args, Debug)]
 pub struct StudyArgs {
-    /// Study store: sqlite:PATH.
+    /// Study store: sqlite:PATH or postgresql://USER:PASSWORD@HOST/DB.
     #[arg(long, default_value = "sqlite:ode-studies.db")]
     storage: String,
     /// Study name.
@@ -357,6 +364,7 @@ fn trial_json(t: &TrialRecord) -> serde_json::Value {
         "number": t.number,
         "state": t.state.optuna_name(),
         "value": t.value,
+        "attempt": t.attempt,
         "params": t.params.iter().map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
         "intermediate_values": t.intermediate.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
         "user_attrs": t.user_attrs,

@@ -5,6 +5,7 @@ pub use ode_train as train;
 
 pub mod driver;
 pub mod memory;
+pub mod postgres;
 pub mod space;
 pub mod sqlite;
 pub mod store;
@@ -12,6 +13,7 @@ pub mod strategy;
 
 pub use driver::{SearchConfig, Strategy, enqueue_study, leaderboard, run_worker};
 pub use memory::MemoryStore;
+pub use postgres::PostgresStore;
 pub use space::{Distribution, SearchSpace, SpaceError};
 pub use sqlite::SqliteStore;
 pub use store::{StudyStore, TrialState};

@@ -338,14 +338,14 @@ fn db_err(location: &str, e: rusqlite::Error) -> StoreError {
     }
 }
 
-fn bad(location: &str, reason: impl Into<String>) -> StoreError {
+pub(crate) fn bad(location: &str, reason: impl Into<String>) -> StoreError {
     StoreError::Backend {
         location: location.into(),
         reason: reason.into(),
     }
 }
 
-fn parse_state(loc: &str, s: &str) -> Result<TrialState, StoreError> {
+pub(crate) fn parse_state(loc: &str, s: &str) -> Result<TrialState, StoreError> {
     Ok(match s {
         "WAITING" => TrialState::Waiting,
         "RUNNING" => TrialState::Running,
@@ -358,7 +358,7 @@ fn parse_state(loc: &str, s: &str) -> Result<TrialState, StoreError> {
 
 /// Local wall-clock time as Optuna writes `datetime_start` / `datetime_complete`
 /// (`datetime.now()`, naive, microseconds).
-fn local_now() -> String {
+pub(crate) fn local_now() -> String {
     chrono::Local::now()
         .naive_local()
         .format("%Y-%m-%d %H:%M:%S%.6f")
@@ -920,7 +920,7 @@ impl StudyStore for SqliteStore {
 // ---------------------------------------------------------------------------------------------
 // Values: Optuna's stored representations.
 
-fn value_repr(v: f64) -> (Option<f64>, &'static str) {
+pub(crate) fn value_repr(v: f64) -> (Option<f64>, &'static str) {
     if v == f64::INFINITY {
         (None, "INF_POS")
     } else if v == f64::NEG_INFINITY {
@@ -930,11 +930,11 @@ fn value_repr(v: f64) -> (Option<f64>, &'static str) {
     }
 }
 
-fn intermediate_repr(v: f64) -> (Option<f64>, &'static str) {
+pub(crate) fn intermediate_repr(v: f64) -> (Option<f64>, &'static str) {
     if v.is_nan() { (None, "NAN") } else { value_repr(v) }
 }
 
-fn stored_to_value(loc: &str, value: Option<f64>, kind: &str) -> Result<f64, StoreError> {
+pub(crate) fn stored_to_value(loc: &str, value: Option<f64>, kind: &str) -> Result<f64, StoreError> {
     match (kind, value) {
         ("FINITE", Some(v)) => Ok(v),
         ("INF_POS", _) => Ok(f64::INFINITY),
@@ -947,16 +947,16 @@ fn stored_to_value(loc: &str, value: Option<f64>, kind: &str) -> Result<f64, Sto
 // ---------------------------------------------------------------------------------------------
 // Parameters: Optuna's distributions and internal representations.
 
-struct EncodedParam {
+pub(crate) struct EncodedParam {
     /// `trial_params.param_value`.
-    internal: f64,
+    pub(crate) internal: f64,
     /// `trial_params.distribution_json`.
-    distribution_json: String,
+    pub(crate) distribution_json: String,
     /// What Optuna's `trial.params` shows (and `fixed_params` holds).
-    external: serde_json::Value,
+    pub(crate) external: serde_json::Value,
 }
 
-fn encode_param(name: &str, value: &Value, dist: &ParamDistribution) -> Result<EncodedParam, String> {
+pub(crate) fn encode_param(name: &str, value: &Value, dist: &ParamDistribution) -> Result<EncodedParam, String> {
     match dist {
         ParamDistribution::Categorical(choices) => {
             if choices.is_empty() {
@@ -1022,7 +1022,7 @@ fn encode_param(name: &str, value: &Value, dist: &ParamDistribution) -> Result<E
 
 /// One categorical choice as Optuna stores it: itself if Optuna accepts it, else the string of
 /// its TOML form; refuses values that would not read back exactly.
-fn encode_choice(c: &Value) -> Result<serde_json::Value, String> {
+pub(crate) fn encode_choice(c: &Value) -> Result<serde_json::Value, String> {
     let json = match c {
         Value::String(s) => serde_json::Value::String(s.clone()),
         Value::Integer(i) => serde_json::Value::from(*i),
@@ -1045,7 +1045,7 @@ fn encode_choice(c: &Value) -> Result<serde_json::Value, String> {
 }
 
 /// A stored categorical choice back as a TOML value (see [`encode_choice`]).
-fn decode_choice(c: &serde_json::Value) -> Option<Value> {
+pub(crate) fn decode_choice(c: &serde_json::Value) -> Option<Value> {
     match c {
         serde_json::Value::String(s) => Some(decode_string(s)),
         other => json_to_toml(other),
@@ -1054,7 +1054,7 @@ fn decode_choice(c: &serde_json::Value) -> Option<Value> {
 
 /// A string is a TOML array, inline table, date-time or non-finite float written as text when
 /// it parses as one; otherwise it is just a string.
-fn decode_string(s: &str) -> Value {
+pub(crate) fn decode_string(s: &str) -> Value {
     let parsed = toml::from_str::<toml::Table>(&format!("v = {s}")).ok();
     match parsed.as_ref().filter(|t| t.len() == 1).and_then(|t| t.get("v")) {
         Some(v @ (Value::Array(_) | Value::Table(_) | Value::Datetime(_))) => v.clone(),
@@ -1065,7 +1065,7 @@ fn decode_string(s: &str) -> Value {
 
 /// A JSON value as TOML (`null`, which TOML lacks, reads as the string "null"; only Optuna
 /// itself can write it). `None` for a top-level `null` in `fixed_params`.
-fn json_to_toml(v: &serde_json::Value) -> Option<Value> {
+pub(crate) fn json_to_toml(v: &serde_json::Value) -> Option<Value> {
     Some(match v {
         serde_json::Value::Null => return None,
         serde_json::Value::Bool(b) => Value::Boolean(*b),
@@ -1088,7 +1088,7 @@ fn json_to_toml(v: &serde_json::Value) -> Option<Value> {
 }
 
 /// One `trial_params` row back as the value the search sampled.
-fn decode_param(loc: &str, name: &str, value: Option<f64>, dist_json: &str) -> Result<Value, StoreError> {
+pub(crate) fn decode_param(loc: &str, name: &str, value: Option<f64>, dist_json: &str) -> Result<Value, StoreError> {
     let dist: serde_json::Value = serde_json::from_str(dist_json).map_err(|e| {
         bad(
             loc,
@@ -1162,7 +1162,7 @@ impl serde_json::ser::Formatter for PythonFormatter {
     }
 }
 
-fn python_json(v: &serde_json::Value) -> String {
+pub(crate) fn python_json(v: &serde_json::Value) -> String {
     let mut out = Vec::new();
     let mut ser = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
     v.serialize(&mut ser).expect("writing JSON to memory does not fail");
@@ -1171,7 +1171,7 @@ fn python_json(v: &serde_json::Value) -> String {
 
 /// A float as Python's `repr` writes it: shortest round-trip digits, positional for exponents in
 /// [-4, 16), else `d.ddde±XX`; always with a `.0` or exponent.
-fn python_float(f: f64) -> String {
+pub(crate) fn python_float(f: f64) -> String {
     if f.is_nan() {
         return "NaN".into();
     }
