@@ -74,6 +74,16 @@ pub struct SearchArgs {
     run: RunConfig,
 }
 
+/// This machine's name, to tell workers apart in the store.
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "host".into())
+}
+
 /// Opens a store from a `sqlite:PATH` or `postgresql://…` URL.
 pub fn open_store(url: &str) -> Res<Box<dyn StudyStore>> {
     if let Some(path) = url.strip_prefix("sqlite:") {
@@ -199,16 +209,17 @@ fn run_pool(
                             ),
                         };
                         eprintln!(
-                            "[{:>4}/{total}] trial {:>3} {what} ({} epochs, {:.1}s) | best {:.5} | {:.0}s elapsed",
+                            "[{:>4}/{total}] trial {:>3} {what} ({} epochs, {:.1}s) | running {} | best {:.5} | {:.0}s elapsed",
                             p.0,
                             o.number,
                             o.epochs,
                             o.seconds,
+                            total.saturating_sub(p.0).min(workers),
                             p.1,
                             started.elapsed().as_secs_f64()
                         );
                     };
-                    run_worker(st.as_mut(), study, cfg, &data, &format!("local-{w}"), report)
+                    run_worker(st.as_mut(), study, cfg, &data, &format!("{}-{}-{w}", hostname(), std::process::id()), report)
                         .map_err(|e| e.to_string())?;
                     Ok(())
                 })

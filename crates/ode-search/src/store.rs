@@ -2,8 +2,9 @@
 //! crash loses no finished trial and workers on many machines can share a study.
 //!
 //! The search drivers only talk to the [`StudyStore`] trait; [`crate::sqlite::SqliteStore`]
-//! implements it on one SQLite file laid out as Optuna's RDB storage, so
-//! `optuna.load_study(study_name=..., storage="sqlite:///PATH")` opens what we write.
+//! implements it on one SQLite file and [`crate::postgres::PostgresStore`] on a PostgreSQL
+//! database, both laid out as Optuna's RDB storage, so `optuna.load_study(study_name=...,
+//! storage=URL)` opens what we write.
 
 use crate::strategy::Params;
 use std::collections::BTreeMap;
