@@ -32,8 +32,8 @@
 
 use crate::sqlite::{
     ALEMBIC_REVISION, ATTEMPT_ATTR, FAIL_REASON_ATTR, OPTUNA_SCHEMA_VERSION, OPTUNA_VERSION, WORKER_ATTR, bad,
-    decode_param, encode_param, intermediate_repr, json_to_toml, local_now, parse_state, python_json, stored_to_value,
-    value_repr,
+    decode_param, encode_param, finish_value, intermediate_repr, json_to_toml, local_now, parse_state, python_json,
+    stored_to_value, value_repr,
 };
 use crate::store::{Claimed, ParamDistribution, StoreError, StudyStore, TrialRecord, TrialState};
 use crate::strategy::Params;
@@ -697,30 +697,7 @@ impl StudyStore for PostgresStore {
         let loc = self.location.clone();
         let db = |e| db_err(&loc, e);
         // Optuna's rules: a complete trial has a value that is not NaN, a failed one none.
-        let value = match state {
-            TrialState::Complete => match value {
-                Some(v) if !v.is_nan() => Some(v),
-                _ => {
-                    return Err(bad(
-                        &loc,
-                        format!(
-                            "trial {trial_id}: a COMPLETE trial needs an objective value that is a number, got {value:?}"
-                        ),
-                    ));
-                }
-            },
-            TrialState::Pruned => value.filter(|v| !v.is_nan()),
-            TrialState::Fail => None,
-            TrialState::Waiting | TrialState::Running => {
-                return Err(bad(
-                    &loc,
-                    format!(
-                        "trial {trial_id}: finish needs COMPLETE, PRUNED or FAIL, not {}",
-                        state.optuna_name()
-                    ),
-                ));
-            }
-        };
+        let value = finish_value(&loc, trial_id, state, value)?;
         let id = int4(&loc, "trial id", trial_id)?;
         let mut tx = self.client.transaction().map_err(db)?;
         Self::hold(&mut tx, &loc, trial_id, attempt, false)?;

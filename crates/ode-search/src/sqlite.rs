@@ -706,30 +706,7 @@ impl StudyStore for SqliteStore {
         let loc = self.location.clone();
         let db = |e| db_err(&loc, e);
         // Optuna's rules: a complete trial has a value that is not NaN, a failed one none.
-        let value = match state {
-            TrialState::Complete => match value {
-                Some(v) if !v.is_nan() => Some(v),
-                _ => {
-                    return Err(bad(
-                        &loc,
-                        format!(
-                            "trial {trial_id}: a COMPLETE trial needs an objective value that is a number, got {value:?}"
-                        ),
-                    ));
-                }
-            },
-            TrialState::Pruned => value.filter(|v| !v.is_nan()),
-            TrialState::Fail => None,
-            TrialState::Waiting | TrialState::Running => {
-                return Err(bad(
-                    &loc,
-                    format!(
-                        "trial {trial_id}: finish needs COMPLETE, PRUNED or FAIL, not {}",
-                        state.optuna_name()
-                    ),
-                ));
-            }
-        };
+        let value = finish_value(&loc, trial_id, state, value)?;
         let tx = self.write_tx()?;
         Self::hold(&tx, &loc, trial_id, attempt, false)?;
         match value {
@@ -1211,6 +1188,40 @@ pub(crate) fn python_float(f: f64) -> String {
         let esign = if exp < 0 { '-' } else { '+' };
         format!("{sign}{}{rest}e{esign}{:02}", &digits[..1], exp.abs())
     }
+}
+
+/// The objective value a finished trial may store, by Optuna's rules: a COMPLETE trial has a
+/// value that is a number, a PRUNED one may keep one, a FAILED one has none.
+pub(crate) fn finish_value(
+    loc: &str,
+    trial_id: i64,
+    state: TrialState,
+    value: Option<f64>,
+) -> Result<Option<f64>, StoreError> {
+    Ok(match state {
+        TrialState::Complete => match value {
+            Some(v) if !v.is_nan() => Some(v),
+            _ => {
+                return Err(bad(
+                    loc,
+                    format!(
+                        "trial {trial_id}: a COMPLETE trial needs an objective value that is a number, got {value:?}"
+                    ),
+                ));
+            }
+        },
+        TrialState::Pruned => value.filter(|v| !v.is_nan()),
+        TrialState::Fail => None,
+        TrialState::Waiting | TrialState::Running => {
+            return Err(bad(
+                loc,
+                format!(
+                    "trial {trial_id}: finish needs COMPLETE, PRUNED or FAIL, not {}",
+                    state.optuna_name()
+                ),
+            ));
+        }
+    })
 }
 
 #[cfg(test)]
