@@ -32,7 +32,7 @@
 
 use crate::sqlite::{
     ALEMBIC_REVISION, ATTEMPT_ATTR, FAIL_REASON_ATTR, OPTUNA_SCHEMA_VERSION, OPTUNA_VERSION, WORKER_ATTR, bad,
-    decode_param, encode_param, finish_value, intermediate_repr, json_to_toml, local_now, parse_state, python_json,
+    decode_param, encode_params, finish_value, intermediate_repr, json_to_toml, local_now, parse_state, python_json,
     stored_to_value, value_repr,
 };
 use crate::store::{Claimed, ParamDistribution, StoreError, StudyStore, TrialRecord, TrialState};
@@ -481,22 +481,7 @@ impl StudyStore for PostgresStore {
     ) -> Result<(), StoreError> {
         let loc = self.location.clone();
         let db = |e| db_err(&loc, e);
-        let mut rows = Vec::with_capacity(params.len());
-        let mut fixed = serde_json::Map::new();
-        for (name, value) in params {
-            let one;
-            let dist = match dists.get(name) {
-                Some(d) => d,
-                None => {
-                    one = ParamDistribution::Categorical(vec![value.clone()]);
-                    &one
-                }
-            };
-            let enc = encode_param(name, value, dist).map_err(|r| bad(&loc, r))?;
-            fixed.insert(name.clone(), enc.external);
-            rows.push((name, enc.internal, enc.distribution_json));
-        }
-        let fixed_json = python_json(&serde_json::Value::Object(fixed));
+        let (rows, fixed_json) = encode_params(&loc, params, dists)?;
         let number = int4(&loc, "trial number", number)?;
 
         let mut tx = self.client.transaction().map_err(db)?;

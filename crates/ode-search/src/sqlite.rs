@@ -511,22 +511,7 @@ impl StudyStore for SqliteStore {
         let loc = self.location.clone();
         let db = |e| db_err(&loc, e);
         // Encode everything before taking the write lock.
-        let mut rows = Vec::with_capacity(params.len());
-        let mut fixed = serde_json::Map::new();
-        for (name, value) in params {
-            let one;
-            let dist = match dists.get(name) {
-                Some(d) => d,
-                None => {
-                    one = ParamDistribution::Categorical(vec![value.clone()]);
-                    &one
-                }
-            };
-            let enc = encode_param(name, value, dist).map_err(|r| bad(&loc, r))?;
-            fixed.insert(name.clone(), enc.external);
-            rows.push((name, enc.internal, enc.distribution_json));
-        }
-        let fixed_json = python_json(&serde_json::Value::Object(fixed));
+        let (rows, fixed_json) = encode_params(&loc, params, dists)?;
         let number = i64::try_from(number).map_err(|_| bad(&loc, format!("trial number {number} is too large")))?;
 
         let tx = self.write_tx()?;
@@ -923,6 +908,33 @@ pub(crate) fn stored_to_value(loc: &str, value: Option<f64>, kind: &str) -> Resu
 
 // ---------------------------------------------------------------------------------------------
 // Parameters: Optuna's distributions and internal representations.
+
+/// Encodes a trial's parameters for `trial_params` (`(name, param_value, distribution_json)`
+/// rows) and the `fixed_params` JSON Optuna's `enqueue_trial` writes; a parameter without a
+/// distribution is a one-choice categorical.
+#[allow(clippy::type_complexity)]
+pub(crate) fn encode_params<'a>(
+    loc: &str,
+    params: &'a Params,
+    dists: &BTreeMap<String, ParamDistribution>,
+) -> Result<(Vec<(&'a String, f64, String)>, String), StoreError> {
+    let mut rows = Vec::with_capacity(params.len());
+    let mut fixed = serde_json::Map::new();
+    for (name, value) in params {
+        let one;
+        let dist = match dists.get(name) {
+            Some(d) => d,
+            None => {
+                one = ParamDistribution::Categorical(vec![value.clone()]);
+                &one
+            }
+        };
+        let enc = encode_param(name, value, dist).map_err(|r| bad(loc, r))?;
+        fixed.insert(name.clone(), enc.external);
+        rows.push((name, enc.internal, enc.distribution_json));
+    }
+    Ok((rows, python_json(&serde_json::Value::Object(fixed))))
+}
 
 pub(crate) struct EncodedParam {
     /// `trial_params.param_value`.
