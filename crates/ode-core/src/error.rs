@@ -138,6 +138,12 @@ pub enum OdeError {
         /// What cannot be done, and what to do instead.
         what: &'static str,
     },
+    /// A compute backend (the GPU) failed: no adapter, device lost, out of memory.
+    #[error("compute backend failed: {message}")]
+    Backend {
+        /// The backend's own message, with what to do.
+        message: String,
+    },
 }
 
 impl OdeError {

@@ -1,0 +1,219 @@
+//! The WGSL sources (kept in the workspace's top-level `shaders/` folder, reached through the
+//! crate's `shaders` link so the crate packages on its own) and the uniform structs they read.
+
+use bytemuck::{Pod, Zeroable};
+
+/// `shaders/mlp.wgsl`: the tiled matrix kernel with the epilogues of the MLP field's layers,
+/// its state VJP and its parameter VJPs.
+pub const MLP_WGSL: &str = include_str!("../shaders/mlp.wgsl");
+/// `shaders/rk.wgsl`: Runge-Kutta stages, the fused per-sample step control with dense output,
+/// and the adjoint's augmented backward dynamics.
+pub const RK_WGSL: &str = include_str!("../shaders/rk.wgsl");
+
+/// Every shader file with its name, for validation.
+pub const ALL: [(&str, &str); 2] = [("mlp.wgsl", MLP_WGSL), ("rk.wgsl", RK_WGSL)];
+
+/// Byte stride between uniform slots (a multiple of every adapter's uniform offset alignment).
+pub const SLOT: u64 = 256;
+
+/// Epilogue and operand flags of [`Gemm`] (must match `mlp.wgsl`).
+pub mod gemm_flags {
+    /// Add a bias row.
+    pub const BIAS: u32 = 1;
+    /// Apply tanh.
+    pub const TANH: u32 = 2;
+    /// Multiply by `1 − aux²` (backward through tanh).
+    pub const DTANH: u32 = 4;
+    /// Accumulate into the output.
+    pub const ACCUM: u32 = 8;
+    /// Scale the reduction index by a weight vector.
+    pub const KSCALE: u32 = 16;
+    /// Right operand of ones (column sums).
+    pub const BONES: u32 = 32;
+}
+
+/// Flags of [`Ctl`] (must match `rk.wgsl`).
+pub mod ctl_flags {
+    /// Error control on.
+    pub const ADAPTIVE: u32 = 1;
+    /// The last stage is the next step's first.
+    pub const FSAL: u32 = 2;
+    /// Polynomial dense output.
+    pub const DENSE: u32 = 4;
+    /// A constant step size is set.
+    pub const STEP_SIZE: u32 = 8;
+    /// A largest step is set.
+    pub const MAX_STEP: u32 = 16;
+    /// A first step is set.
+    pub const FIRST_STEP: u32 = 32;
+}
+
+/// One matrix product of `mlp.wgsl` (`struct Gemm`): `C(r, n) = epilogue(alpha · Σ_k s(k)·A(r, k)·B(k, n))`,
+/// operands addressed by float offsets and strides into the arena.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct Gemm {
+    pub m: u32,
+    pub n: u32,
+    pub k: u32,
+    pub flags: u32,
+    pub a_off: u32,
+    pub a_rs: u32,
+    pub a_cs: u32,
+    pub b_off: u32,
+    pub b_rs: u32,
+    pub b_cs: u32,
+    pub c_off: u32,
+    pub c_rs: u32,
+    pub c_cs: u32,
+    pub bias_off: u32,
+    pub aux_off: u32,
+    pub aux_rs: u32,
+    pub scale_off: u32,
+    pub alpha: f32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+}
+const _: () = assert!(std::mem::size_of::<Gemm>() == 80);
+
+/// Layout and options of the per-sample passes of `rk.wgsl` (`struct Ctl`); offsets in floats.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, Pod, Zeroable)]
+#[allow(missing_docs)]
+pub struct Ctl {
+    pub rows: u32,
+    pub dim: u32,
+    pub stages: u32,
+    pub n_out: u32,
+    pub y: u32,
+    pub ynew: u32,
+    pub ystage: u32,
+    pub k: u32,
+    pub out: u32,
+    pub ts: u32,
+    pub ctl: u32,
+    pub tab: u32,
+    pub stage: u32,
+    pub flags: u32,
+    pub max_steps: u32,
+    pub count: u32,
+    pub rtol: f32,
+    pub atol: f32,
+    pub step_size: f32,
+    pub max_step: f32,
+    pub min_step: f32,
+    pub safety: f32,
+    pub min_factor: f32,
+    pub max_factor: f32,
+    pub b1: f32,
+    pub b2: f32,
+    pub b3: f32,
+    pub err_order: f32,
+    pub order: f32,
+    pub first_step: f32,
+    pub dense_deg: u32,
+    pub kend: u32,
+    pub a: u32,
+    pub anew: u32,
+    pub ain: u32,
+    pub ka: u32,
+    pub gout: u32,
+    pub wts: u32,
+    pub dir: f32,
+    pub _pad: u32,
+}
+const _: () = assert!(std::mem::size_of::<Ctl>() == 160);
+
+/// Per-sample control fields of `rk.wgsl` (field `f` of sample `b` at `ctl + f·rows + b`).
+pub mod field {
+    /// Current time.
+    pub const T: usize = 0;
+    /// Status code.
+    pub const ST: usize = 3;
+    /// Accepted steps.
+    pub const ACC: usize = 5;
+    /// Rejected steps.
+    pub const REJ: usize = 6;
+    /// Field evaluations.
+    pub const NFE: usize = 11;
+    /// Number of fields.
+    pub const FIELDS: usize = 14;
+}
+
+/// Per-sample status codes written by `rk.wgsl`.
+pub mod status {
+    /// Still integrating.
+    pub const RUNNING: f32 = 0.0;
+    /// Reached the last output time.
+    pub const DONE: f32 = 1.0;
+    /// The step size fell below the minimum.
+    pub const UNDERFLOW: f32 = 2.0;
+    /// The step budget ran out.
+    pub const MAX_STEPS: f32 = 3.0;
+    /// A state or derivative became NaN or infinite.
+    pub const NON_FINITE: f32 = 4.0;
+}
+
+/// Compute entry points, in the order the context creates their pipelines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub enum Entry {
+    Gemm,
+    FwdInit,
+    FwdInitA,
+    FwdInitB,
+    FwdChoose,
+    StageInput,
+    FwdSolution,
+    FwdFinish,
+    CountActive,
+    AdjInit,
+    AdjInitA,
+    AdjInitB,
+    AdjChoose,
+    AdjStageInput,
+    AdjFinish,
+}
+
+impl Entry {
+    /// Every entry point.
+    pub const ALL: [Entry; 15] = [
+        Entry::Gemm,
+        Entry::FwdInit,
+        Entry::FwdInitA,
+        Entry::FwdInitB,
+        Entry::FwdChoose,
+        Entry::StageInput,
+        Entry::FwdSolution,
+        Entry::FwdFinish,
+        Entry::CountActive,
+        Entry::AdjInit,
+        Entry::AdjInitA,
+        Entry::AdjInitB,
+        Entry::AdjChoose,
+        Entry::AdjStageInput,
+        Entry::AdjFinish,
+    ];
+
+    /// The WGSL function name and whether it lives in `mlp.wgsl` (else `rk.wgsl`).
+    pub fn name(self) -> (&'static str, bool) {
+        match self {
+            Entry::Gemm => ("gemm", true),
+            Entry::FwdInit => ("fwd_init", false),
+            Entry::FwdInitA => ("fwd_init_a", false),
+            Entry::FwdInitB => ("fwd_init_b", false),
+            Entry::FwdChoose => ("fwd_choose", false),
+            Entry::StageInput => ("stage_input", false),
+            Entry::FwdSolution => ("fwd_solution", false),
+            Entry::FwdFinish => ("fwd_finish", false),
+            Entry::CountActive => ("count_active", false),
+            Entry::AdjInit => ("adj_init", false),
+            Entry::AdjInitA => ("adj_init_a", false),
+            Entry::AdjInitB => ("adj_init_b", false),
+            Entry::AdjChoose => ("adj_choose", false),
+            Entry::AdjStageInput => ("adj_stage_input", false),
+            Entry::AdjFinish => ("adj_finish", false),
+        }
+    }
+}

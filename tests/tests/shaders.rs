@@ -1,0 +1,45 @@
+//! Every WGSL file in `shaders/` parses and validates with naga, without a GPU, and the crate's
+//! embedded copies are those files.
+
+use std::path::Path;
+
+#[test]
+fn every_wgsl_file_parses_and_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shaders");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("shaders/ folder") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_none_or(|e| e != "wgsl") {
+            continue;
+        }
+        let src = std::fs::read_to_string(&path).expect("read shader");
+        let module = naga::front::wgsl::parse_str(&src)
+            .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+            .validate(&module)
+            .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
+        // The crate embeds exactly this file.
+        let name = path.file_name().unwrap().to_str().unwrap();
+        let embedded = ode_gpu::shaders::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .unwrap_or_else(|| panic!("{name} is not embedded by ode-gpu"));
+        assert_eq!(embedded.1, src, "{name}: embedded copy differs");
+        seen += 1;
+    }
+    assert_eq!(seen, ode_gpu::shaders::ALL.len(), "every embedded shader has a file");
+}
+
+#[test]
+fn a_broken_shader_is_rejected() {
+    // The check above can fail: a type error in a copy of a real kernel is caught.
+    let src = ode_gpu::shaders::MLP_WGSL.replace("var acc = 0.0;", "var acc = 0u;");
+    let module = naga::front::wgsl::parse_str(&src);
+    let rejected = match module {
+        Err(_) => true,
+        Ok(m) => naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::empty())
+            .validate(&m)
+            .is_err(),
+    };
+    assert!(rejected);
+}
