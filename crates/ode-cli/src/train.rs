@@ -90,6 +90,8 @@ pub struct TrainArgs {
 /// What `ode train` writes to `summary.json`.
 #[derive(Debug, Serialize)]
 pub struct Summary {
+    /// Where the solves ran (`cpu (N threads)` or `gpu: <adapter>`).
+    pub device: String,
     /// Best validation RMSE (normalised units).
     pub best_val_rmse: Option<f64>,
     /// Epoch of the best validation RMSE.
@@ -240,6 +242,8 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     if let Some(s) = state {
         trainer = trainer.resume(s, best);
     }
+    let device = trainer.device_name();
+    eprintln!("solving on {device}");
     let result = trainer.fit(&ds.train, &ds.val);
     bar.finish_and_clear();
     let (history, error) = match result {
@@ -248,6 +252,7 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     };
     let n = history.epochs.len().max(1) as f64;
     let summary = Summary {
+        device,
         best_val_rmse: history.best.map(|b| b.1),
         best_epoch: history.best.map(|b| b.0),
         final_val_rmse: history.epochs.last().map(|e| e.val_rmse),

@@ -3,7 +3,7 @@
 //! the defaults (or a preset's values); later layers override earlier ones.
 
 use crate::data::DataConfig;
-use crate::model::{ModelConfig, Preset};
+use crate::model::{Device, ModelConfig, Preset};
 use crate::trainer::TrainConfig;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -70,6 +70,9 @@ pub struct RunConfig {
     /// Worker threads (default: all cores).
     #[cfg_attr(feature = "cli", arg(long))]
     pub threads: Option<usize>,
+    /// Where the ODE solves run: cpu (default), gpu, or auto (GPU when one exists).
+    #[cfg_attr(feature = "cli", arg(long, value_enum))]
+    pub device: Option<Device>,
     /// Context length C.
     #[cfg_attr(feature = "cli", arg(long))]
     pub context_len: Option<usize>,
@@ -169,6 +172,7 @@ impl RunConfig {
             early_stopping_patience,
             seed,
             threads,
+            device,
             context_len,
             horizon,
             dt,
@@ -221,6 +225,7 @@ impl RunConfig {
         }
         t.early_stopping_patience = self.early_stopping_patience.or(t.early_stopping_patience);
         t.threads = self.threads.or(t.threads);
+        set!(t.device);
         set!(d.context_len);
         set!(d.horizon);
         set!(d.train_frac);
@@ -258,6 +263,7 @@ impl RunConfig {
             early_stopping_patience: r.train.early_stopping_patience,
             seed: Some(r.train.seed),
             threads: r.train.threads,
+            device: (r.train.device != Device::Cpu).then_some(r.train.device),
             context_len: Some(r.data.context_len),
             horizon: Some(r.data.horizon),
             dt: Some(r.model.dt),

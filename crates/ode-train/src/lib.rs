@@ -14,6 +14,6 @@ pub mod trainer;
 
 pub use config::{Resolved, RunConfig};
 pub use forecast::Forecaster;
-pub use model::{LossStats, ModelConfig, NeuralOdeModel, Preset, TENSOR_NAMES, Workspace};
+pub use model::{Device, LossStats, ModelConfig, NeuralOdeModel, Preset, TENSOR_NAMES, Workspace};
 pub use tracker::{JsonlTracker, MemoryTracker, Tracker};
 pub use trainer::{Adam, EpochMetrics, History, TrainConfig, TrainError, Trainer, clip_grad_norm};

@@ -423,6 +423,85 @@ pub struct Workspace<T: Scalar> {
     scratch: Vec<T>,
     synced: u64,
     groups: Vec<std::ops::Range<usize>>,
+    gpu: Option<GpuLane>,
+}
+
+/// The GPU side of a workspace: the solver with the field on the device and f32 staging
+/// buffers (the model may be f64; the GPU works in f32).
+#[derive(Debug)]
+struct GpuLane {
+    solver: ode_gpu::GpuSolver,
+    synced: u64,
+    ts: Vec<f32>,
+    z0: Vec<f32>,
+    zs: Vec<f32>,
+    gz: Vec<f32>,
+    gz0: Vec<f32>,
+    gp: Vec<f32>,
+}
+
+/// Where the ODE solves of training and prediction run.
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Device {
+    /// The CPU reference solvers (ode-core), split across threads. The default.
+    #[default]
+    Cpu,
+    /// The GPU (ode-gpu, wgpu): the forward solve and the adjoint run there; encoder, decoder,
+    /// loss and Adam stay on the CPU (they are small). An error where no adapter exists.
+    Gpu,
+    /// The GPU when an adapter exists, else the CPU with a warning.
+    Auto,
+}
+
+impl Device {
+    /// The name used in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Gpu => "gpu",
+            Device::Auto => "auto",
+        }
+    }
+
+    /// Opens the GPU this device asks for: `None` for the CPU (or for `auto` without an
+    /// adapter, after a warning on stderr), the context for the GPU.
+    pub fn open(self) -> Result<Option<std::sync::Arc<ode_gpu::GpuContext>>, OdeError> {
+        match self {
+            Device::Cpu => Ok(None),
+            Device::Gpu => Ok(Some(std::sync::Arc::new(ode_gpu::GpuContext::new()?))),
+            Device::Auto => match ode_gpu::GpuContext::new() {
+                Ok(ctx) => Ok(Some(std::sync::Arc::new(ctx))),
+                Err(e) => {
+                    eprintln!("warning: device = auto found no usable GPU ({e}); running on the CPU");
+                    Ok(None)
+                }
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Device {
+    type Err = OdeError;
+    fn from_str(s: &str) -> Result<Self, OdeError> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "gpu" => Ok(Device::Gpu),
+            "auto" => Ok(Device::Auto),
+            _ => Err(OdeError::InvalidChoice {
+                name: "device",
+                value: s.to_string(),
+                expected: "cpu, gpu, auto",
+            }),
+        }
+    }
 }
 
 impl<T: Scalar> Workspace<T> {
@@ -453,8 +532,59 @@ impl<T: Scalar> Workspace<T> {
             scratch: Vec::new(),
             synced: model.stamp,
             groups,
+            gpu: None,
         })
     }
+
+    /// A workspace whose ODE solves (forward and adjoint) run on the GPU of `ctx`.
+    ///
+    /// Errors where the configuration cannot run there: backpropagation through the solver
+    /// (`use_adjoint = false`; its tape lives on the CPU), `step_mode = shared`, or a device error.
+    pub fn with_gpu(model: &NeuralOdeModel<T>, ctx: std::sync::Arc<ode_gpu::GpuContext>) -> Result<Self, OdeError> {
+        let c = model.config();
+        if !c.use_adjoint {
+            return Err(OdeError::Unsupported {
+                what: "use_adjoint = false on the GPU (backprop through the solver keeps its tape on the CPU); \
+                       use the adjoint or device = cpu",
+            });
+        }
+        let mut ws = Self::new(model)?;
+        let params: Vec<f32> = model.params[model.func_range()]
+            .iter()
+            .map(|v| v.f64() as f32)
+            .collect();
+        let mut solver = ode_gpu::GpuSolver::new(
+            ctx,
+            c.method()?,
+            c.solve_options::<f32>(false)?,
+            c.latent_dim,
+            c.hidden_dim,
+            params,
+        )?;
+        solver.set_adjoint_options(c.solve_options::<f32>(true)?)?;
+        ws.gpu = Some(GpuLane {
+            solver,
+            synced: model.stamp,
+            ts: ws.ts.iter().map(|t| t.f64() as f32).collect(),
+            z0: Vec::new(),
+            zs: Vec::new(),
+            gz: Vec::new(),
+            gz0: Vec::new(),
+            gp: Vec::new(),
+        });
+        Ok(ws)
+    }
+
+    /// The GPU adapter this workspace solves on, if any.
+    pub fn gpu_adapter(&self) -> Option<String> {
+        self.gpu.as_ref().map(|g| g.solver.context().adapter_name())
+    }
+}
+
+/// Copies `src` into `dst` converting precision, resizing `dst`.
+fn convert<A: Scalar, B: Scalar>(src: &[A], dst: &mut Vec<B>) {
+    dst.clear();
+    dst.extend(src.iter().map(|v| B::c(v.f64())));
 }
 
 fn fit<T: Scalar>(v: &mut Vec<T>, n: usize) {
@@ -532,7 +662,20 @@ impl<T: Scalar> NeuralOdeModel<T> {
             ws.synced = self.stamp;
         }
         fit(&mut ws.zs, (h + 1) * rows * l);
-        let report = if taped {
+        let report = if let Some(g) = ws.gpu.as_mut() {
+            if g.synced != self.stamp {
+                let f: Vec<f32> = p[self.func_range()].iter().map(|v| v.f64() as f32).collect();
+                g.solver.set_params(&f)?;
+                g.synced = self.stamp;
+            }
+            convert(&ws.z0, &mut g.z0);
+            g.zs.resize(ws.zs.len(), 0.0);
+            let rep = g.solver.solve_into(&g.ts, &g.z0, &mut g.zs)?;
+            for (d, s) in ws.zs.iter_mut().zip(&g.zs) {
+                *d = T::c(*s as f64);
+            }
+            rep
+        } else if taped {
             ws.solver
                 .solve_taped(&mut ws.field, &ws.ts, &ws.z0, &mut ws.zs, &mut ws.tape)?
         } else {
@@ -675,7 +818,20 @@ impl<T: Scalar> NeuralOdeModel<T> {
         // Through the ODE.
         fit(&mut ws.gz0, rows * l);
         let fr = self.func_range();
-        if c.use_adjoint {
+        if let (true, Some(g)) = (c.use_adjoint, ws.gpu.as_mut()) {
+            convert(&ws.gz, &mut g.gz);
+            g.gz0.resize(ws.gz0.len(), 0.0);
+            g.gp.clear();
+            g.gp.resize(fr.len(), 0.0);
+            let a = g.solver.adjoint_backward(&g.ts, &g.zs, &g.gz, &mut g.gz0, &mut g.gp)?;
+            for (d, s) in ws.gz0.iter_mut().zip(&g.gz0) {
+                *d = T::c(*s as f64);
+            }
+            for (d, s) in grad[fr].iter_mut().zip(&g.gp) {
+                *d = *d + T::c(*s as f64);
+            }
+            st.nfe_backward = a.sample_evals as f64;
+        } else if c.use_adjoint {
             let a = ws.adjoint.backward(
                 &mut ws.field,
                 &ws.ts,

@@ -3,7 +3,7 @@
 
 use crate::checkpoint::{self, CheckpointError, CheckpointMeta, OptimState};
 use crate::data::{DataError, Split};
-use crate::model::{LossStats, NeuralOdeModel, Workspace};
+use crate::model::{Device, LossStats, NeuralOdeModel, Workspace};
 use crate::tracker::Tracker;
 use ode_core::{OdeError, StepMode};
 use rand::SeedableRng;
@@ -36,6 +36,9 @@ pub struct TrainConfig {
     pub threads: Option<usize>,
     /// Windows per validation chunk.
     pub eval_batch_size: usize,
+    /// Where the ODE solves run: `cpu` (default), `gpu` or `auto` (GPU when an adapter exists,
+    /// else CPU with a warning). On the GPU a batch runs as one lane (the GPU is the parallelism).
+    pub device: Device,
     /// Explicit window order per epoch (epoch `e` uses entry `e - 1`), e.g. to replay another
     /// framework's shuffles for a like-for-like comparison; `None` shuffles from `seed`.
     #[serde(skip)]
@@ -53,6 +56,7 @@ impl Default for TrainConfig {
             seed: 0,
             threads: None,
             eval_batch_size: 256,
+            device: Device::Cpu,
             batch_order: None,
         }
     }
@@ -303,7 +307,8 @@ impl<'a> Trainer<'a> {
         // solvers (and per-sample mode) can split a batch across threads with the same result.
         let shared = model.config().step_mode.parse::<StepMode>()? == StepMode::Shared;
         let adaptive = model.config().method()?.tableau().is_adaptive() && model.config().step_size.is_none();
-        let threads = if shared && adaptive {
+        let gpu = config.device.open()?;
+        let threads = if (shared && adaptive) || gpu.is_some() {
             1
         } else {
             config.threads.unwrap_or_else(rayon::current_num_threads).max(1)
@@ -319,7 +324,10 @@ impl<'a> Trainer<'a> {
         let mut lanes = Vec::with_capacity(threads);
         for _ in 0..threads {
             lanes.push(Lane {
-                ws: Workspace::new(&model)?,
+                ws: match &gpu {
+                    Some(ctx) => Workspace::with_gpu(&model, ctx.clone())?,
+                    None => Workspace::new(&model)?,
+                },
                 grad: vec![0.0; model.num_params()],
                 stats: LossStats::default(),
                 err: None,
@@ -378,6 +386,14 @@ impl<'a> Trainer<'a> {
         self.best = best_val_rmse.map(|v| (state.epoch, v));
         self.adam = Adam::from_state(self.config.learning_rate, state);
         self
+    }
+
+    /// Where the solves run: the GPU adapter's name, or `cpu (N threads)`.
+    pub fn device_name(&self) -> String {
+        match self.lanes.first().and_then(|l| l.ws.gpu_adapter()) {
+            Some(name) => format!("gpu: {name}"),
+            None => format!("cpu ({} threads)", self.lanes.len()),
+        }
     }
 
     /// The model (as trained so far).
