@@ -11,6 +11,11 @@
 //   - a parameter VJP          dW += Σ_rows s · gᵀ x          (A = gᵀ by strides, k-scale s,
 //                              db += Σ_rows s · g              B = ones, accumulate).
 // The k-scale carries the adjoint's per-sample, per-stage quadrature weights.
+//
+// Two schedules of the same product: `gemm` stages 16×16 tiles in workgroup memory (for GPUs);
+// `gemm_rows` gives each invocation one row and four columns with no workgroup memory and no
+// barriers (for CPU adapters such as lavapipe, where barriers are expensive). The host picks one
+// per adapter; both are tested against the CPU.
 
 const TILE: u32 = 16u;
 
@@ -76,6 +81,11 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     if (row >= g.m || col >= g.n) {
         return;
     }
+    store(row, col, acc);
+}
+
+// The epilogue of C(row, col) from the raw sum `acc`.
+fn store(row: u32, col: u32, acc: f32) {
     var v = g.alpha * acc;
     if ((g.flags & F_BIAS) != 0u) {
         v = v + arena[g.bias_off + col];
@@ -94,4 +104,42 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         v = v + arena[ci];
     }
     arena[ci] = v;
+}
+
+const COLS: u32 = 4u;
+
+// One row and four columns per invocation: x indexes rows (64 per workgroup), y column blocks.
+@compute @workgroup_size(64, 1, 1)
+fn gemm_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let row = gid.x;
+    let c0 = gid.y * COLS;
+    if (row >= g.m) {
+        return;
+    }
+    // Out-of-range columns read the last valid one and are not stored.
+    let last = g.n - 1u;
+    let b_cols = vec4<u32>(min(c0, last), min(c0 + 1u, last), min(c0 + 2u, last), min(c0 + 3u, last)) * g.b_cs;
+    let ones = (g.flags & F_BONES) != 0u;
+    let kscale = (g.flags & F_KSCALE) != 0u;
+    var acc = vec4<f32>(0.0);
+    let a_base = g.a_off + row * g.a_rs;
+    for (var k = 0u; k < g.k; k = k + 1u) {
+        var a = arena[a_base + k * g.a_cs];
+        if (kscale) {
+            let s = arena[g.scale_off + k];
+            a = select(a * s, 0.0, s == 0.0);
+        }
+        if (ones) {
+            acc = acc + vec4<f32>(a);
+        } else {
+            let bb = g.b_off + k * g.b_rs;
+            let bv = vec4<f32>(arena[bb + b_cols.x], arena[bb + b_cols.y], arena[bb + b_cols.z], arena[bb + b_cols.w]);
+            acc = fma(vec4<f32>(a), bv, acc);
+        }
+    }
+    for (var j = 0u; j < COLS; j = j + 1u) {
+        if (c0 + j < g.n) {
+            store(row, c0 + j, acc[j]);
+        }
+    }
 }

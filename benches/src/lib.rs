@@ -2,6 +2,8 @@
 //! one timed solve, used by both the criterion benches (`cargo bench`) and the table printer
 //! (`cargo run --release -p ode-benches --bin work-precision`).
 
+pub mod gpu_cpu;
+
 use ode_core::{Method, Mlp, Problem, Scalar, SolveOptions, Solver, StepMode, VectorField};
 use std::time::Instant;
 

@@ -281,3 +281,46 @@ fn bad_input_is_an_error_not_a_panic() {
         .unwrap_err();
     assert!(matches!(e, GpuError::Ode(OdeError::NonFinite { .. })), "{e}");
 }
+
+#[test]
+fn both_matrix_schedules_agree() {
+    let Some(ctx) = gpu_or_skip("both_matrix_schedules_agree") else {
+        return;
+    };
+    // The tiled schedule (GPUs' default) and the row schedule (CPU adapters' default) compute the
+    // same products: solves and adjoint gradients agree to f32 rounding.
+    let mlp = seeded_mlp(LATENT, HIDDEN, 41, 1.5);
+    let ts = to_f32(&times(4, 0.3));
+    for batch in [7usize, 300] {
+        let y0 = to_f32(&seeded_values(batch * LATENT, 43, 1.0));
+        let mut outs = Vec::new();
+        for schedule in [ode_gpu::GemmSchedule::Tiled, ode_gpu::GemmSchedule::Rows] {
+            let mut g = GpuSolver::new(
+                ctx.clone(),
+                Method::Dopri5,
+                Default::default(),
+                LATENT,
+                HIDDEN,
+                to_f32(mlp.params()),
+            )
+            .unwrap();
+            g.set_gemm_schedule(schedule);
+            let mut out = vec![0.0f32; ts.len() * y0.len()];
+            g.solve_into(&ts, &y0, &mut out).unwrap();
+            let gout = to_f32(&seeded_values(out.len(), 47, 1.0));
+            let mut gy = vec![0.0f32; y0.len()];
+            let mut gp = vec![0.0f32; mlp.num_params()];
+            g.adjoint_backward(&ts, &out, &gout, &mut gy, &mut gp).unwrap();
+            outs.push((out, gy, gp));
+        }
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            let s = a.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() <= 1e-4 * s + 1e-6, "batch {batch} {what}: {x} vs {y}");
+            }
+        };
+        close(&outs[0].0, &outs[1].0, "outputs");
+        close(&outs[0].1, &outs[1].1, "state gradient");
+        close(&outs[0].2, &outs[1].2, "parameter gradient");
+    }
+}

@@ -160,6 +160,7 @@ pub mod status {
 #[allow(missing_docs)]
 pub enum Entry {
     Gemm,
+    GemmRows,
     FwdInit,
     FwdInitA,
     FwdInitB,
@@ -178,8 +179,9 @@ pub enum Entry {
 
 impl Entry {
     /// Every entry point.
-    pub const ALL: [Entry; 15] = [
+    pub const ALL: [Entry; 16] = [
         Entry::Gemm,
+        Entry::GemmRows,
         Entry::FwdInit,
         Entry::FwdInitA,
         Entry::FwdInitB,
@@ -200,6 +202,7 @@ impl Entry {
     pub fn name(self) -> (&'static str, bool) {
         match self {
             Entry::Gemm => ("gemm", true),
+            Entry::GemmRows => ("gemm_rows", true),
             Entry::FwdInit => ("fwd_init", false),
             Entry::FwdInitA => ("fwd_init_a", false),
             Entry::FwdInitB => ("fwd_init_b", false),

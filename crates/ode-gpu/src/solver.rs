@@ -167,6 +167,7 @@ pub struct GpuSolver {
     params_dirty: bool,
     adjoint_layout: bool,
     max_rows: Option<usize>,
+    schedule: GemmSchedule,
     bufs: Option<Buffers>,
     plan: Option<Plan>,
     host: Vec<f32>,
@@ -232,7 +233,13 @@ impl GpuSolver {
             }
         }
         check_options(&opts, latent)?;
+        let schedule = if ctx.is_software() {
+            GemmSchedule::Rows
+        } else {
+            GemmSchedule::Tiled
+        };
         Ok(Self {
+            schedule,
             ctx,
             tableau,
             adj_opts: opts.clone(),
@@ -272,6 +279,18 @@ impl GpuSolver {
     /// samples); by default chunks are as large as the device's buffer limits allow.
     pub fn set_max_rows_per_chunk(&mut self, rows: usize) {
         self.max_rows = Some(rows.max(1));
+    }
+
+    /// Chooses how matrix products are scheduled (by default [`GemmSchedule::Rows`] on CPU
+    /// adapters, [`GemmSchedule::Tiled`] on GPUs).
+    pub fn set_gemm_schedule(&mut self, schedule: GemmSchedule) {
+        self.schedule = schedule;
+        self.plan = None;
+    }
+
+    /// The matrix schedule in use.
+    pub fn gemm_schedule(&self) -> GemmSchedule {
+        self.schedule
     }
 
     /// Replaces the field parameters (uploaded before the next call).
@@ -726,7 +745,10 @@ impl GpuSolver {
     fn build_plan(&self, lay: Layout) -> Plan {
         let (l, m, s, _) = self.dims();
         let r = lay.rows;
-        let mut b = Builder::default();
+        let mut b = Builder {
+            blob: Vec::new(),
+            schedule: self.schedule,
+        };
         let p = ParamOffsets::new(0, l, m);
         let gt = ParamOffsets::new(lay.gtheta, l, m);
         let per_sample = groups(r as u64, WG);
@@ -1130,10 +1152,21 @@ impl ParamOffsets {
     }
 }
 
+/// How the matrix products are scheduled on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GemmSchedule {
+    /// 16×16 tiles staged in workgroup memory (`gemm`): for GPUs. The default on them.
+    Tiled,
+    /// One row and four columns per invocation, no workgroup memory or barriers
+    /// (`gemm_rows`): for CPU adapters such as lavapipe. The default on them.
+    Rows,
+}
+
 /// Collects uniform slots.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Builder {
     blob: Vec<u8>,
+    schedule: GemmSchedule,
 }
 
 impl Builder {
@@ -1146,10 +1179,17 @@ impl Builder {
 
     fn gemm(&mut self, g: Gemm) -> Op {
         let slot = self.push(bytemuck::bytes_of(&g));
-        Op {
-            entry: Entry::Gemm,
-            slot,
-            groups: (div_up(g.n as u64, TILE) as u32, div_up(g.m as u64, TILE) as u32),
+        match self.schedule {
+            GemmSchedule::Tiled => Op {
+                entry: Entry::Gemm,
+                slot,
+                groups: (div_up(g.n as u64, TILE) as u32, div_up(g.m as u64, TILE) as u32),
+            },
+            GemmSchedule::Rows => Op {
+                entry: Entry::GemmRows,
+                slot,
+                groups: (div_up(g.m as u64, WG) as u32, div_up(g.n as u64, 4) as u32),
+            },
         }
     }
 }
