@@ -92,9 +92,14 @@ impl SolveCase {
         g.solve_into(&self.ts, &self.y0, out).expect("gpu solve");
     }
 
-    /// Queue submissions so far on the GPU.
-    pub fn gpu_submits(&self) -> usize {
-        self.gpu.as_ref().map_or(0, |g| g.0.counters().submits)
+    /// GPU counters so far (submissions, kernel seconds when profiling).
+    pub fn gpu_counters(&self) -> ode_gpu::GpuCounters {
+        self.gpu.as_ref().map(|g| g.0.counters()).unwrap_or_default()
+    }
+
+    /// Turns on kernel timing of the GPU solves (false where unsupported).
+    pub fn set_profiling(&mut self, on: bool) -> bool {
+        self.gpu.as_mut().is_some_and(|g| g.0.set_profiling(on))
     }
 }
 
@@ -165,6 +170,16 @@ impl TrainCase {
                 });
             }
         });
+    }
+
+    /// GPU counters so far (submissions, kernel seconds when profiling).
+    pub fn gpu_counters(&self) -> ode_gpu::GpuCounters {
+        self.gpu.as_ref().and_then(|g| g.0.gpu_counters()).unwrap_or_default()
+    }
+
+    /// Turns on kernel timing of the GPU solves (false where unsupported).
+    pub fn set_profiling(&mut self, on: bool) -> bool {
+        self.gpu.as_mut().is_some_and(|g| g.0.set_gpu_profiling(on))
     }
 
     /// Loss and gradient with the solves on the GPU.

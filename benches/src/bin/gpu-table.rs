@@ -4,7 +4,9 @@
 //! `cargo run --release -p ode-benches --bin gpu-table [-- --max-batch N --min-seconds S]`
 //!
 //! Each point runs once to warm up (buffers, pipelines), then repeats until `--min-seconds`
-//! (default 1) have passed, at least twice; the table shows samples per second.
+//! (default 1) have passed, at least twice; the table shows samples per second. A last GPU run
+//! with timestamp queries gives the share of its wall time spent inside kernels (where the
+//! adapter has timestamps) and the number of queue submissions.
 
 use ode_benches::gpu_cpu::{BATCHES, SIZES, SolveCase, TrainCase};
 use std::sync::Arc;
@@ -19,6 +21,53 @@ fn time(min_seconds: f64, mut f: impl FnMut()) -> f64 {
         n += 1;
     }
     start.elapsed().as_secs_f64() / n as f64
+}
+
+/// What the table needs of a GPU case.
+trait GpuCase {
+    fn run(&mut self);
+    fn counters(&self) -> ode_gpu::GpuCounters;
+    fn profile(&mut self, on: bool) -> bool;
+}
+
+impl GpuCase for SolveCase {
+    fn run(&mut self) {
+        self.run_gpu()
+    }
+    fn counters(&self) -> ode_gpu::GpuCounters {
+        self.gpu_counters()
+    }
+    fn profile(&mut self, on: bool) -> bool {
+        self.set_profiling(on)
+    }
+}
+
+impl GpuCase for TrainCase {
+    fn run(&mut self) {
+        self.run_gpu()
+    }
+    fn counters(&self) -> ode_gpu::GpuCounters {
+        self.gpu_counters()
+    }
+    fn profile(&mut self, on: bool) -> bool {
+        self.set_profiling(on)
+    }
+}
+
+/// One profiled GPU run: submissions and the share of wall time inside kernels.
+fn profile(case: &mut impl GpuCase) -> (usize, String) {
+    let on = case.profile(true);
+    let before = case.counters();
+    let start = Instant::now();
+    case.run();
+    let wall = start.elapsed().as_secs_f64();
+    let after = case.counters();
+    case.profile(false);
+    let share = match (on, before.kernel_seconds, after.kernel_seconds) {
+        (true, Some(a), Some(b)) => format!("{:.0} %", 100.0 * (b - a) / wall),
+        _ => "n/a".into(),
+    };
+    (after.submits - before.submits, share)
 }
 
 fn main() {
@@ -41,18 +90,18 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("GPU adapter: {}; CPU: {cores} cores", gpu.adapter_name());
     println!();
-    println!("| work | latent/hidden | batch | CPU samples/s | GPU samples/s | GPU/CPU | GPU submits/call |");
-    println!("|---|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| work | latent/hidden | batch | CPU samples/s | GPU samples/s | GPU/CPU | submits/call | time in kernels |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
     for (latent, hidden) in SIZES {
         for &batch in BATCHES.iter().filter(|&&b| b <= max_batch) {
             let mut s = SolveCase::new(latent, hidden, batch, Some(&gpu));
             let cpu = time(min_seconds, || s.run_cpu());
-            let before = s.gpu_submits();
-            s.run_gpu();
-            let submits = s.gpu_submits() - before;
             let g = time(min_seconds, || s.run_gpu());
+            let (submits, share) = profile(&mut s);
             println!(
-                "| solve dopri5 | {latent}/{hidden} | {batch} | {:.0} | {:.0} | {:.2}× | {submits} |",
+                "| solve dopri5 | {latent}/{hidden} | {batch} | {:.0} | {:.0} | {:.2}× | {submits} | {share} |",
                 batch as f64 / cpu,
                 batch as f64 / g,
                 cpu / g
@@ -62,8 +111,9 @@ fn main() {
             let mut t = TrainCase::new(latent, hidden, batch, Some(&gpu));
             let cpu = time(min_seconds, || t.run_cpu());
             let g = time(min_seconds, || t.run_gpu());
+            let (submits, share) = profile(&mut t);
             println!(
-                "| train step | {latent}/{hidden} | {batch} | {:.0} | {:.0} | {:.2}× | |",
+                "| train step | {latent}/{hidden} | {batch} | {:.0} | {:.0} | {:.2}× | {submits} | {share} |",
                 batch as f64 / cpu,
                 batch as f64 / g,
                 cpu / g

@@ -42,7 +42,8 @@ impl GpuContext {
         let limits = adapter.limits();
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("ode-gpu"),
-            required_features: wgpu::Features::empty(),
+            // Timestamps, where offered, let solvers measure time spent in kernels.
+            required_features: adapter.features() & wgpu::Features::TIMESTAMP_QUERY,
             required_limits: limits.clone(),
             ..Default::default()
         }))
@@ -155,6 +156,11 @@ impl GpuContext {
     /// Whether the adapter is a CPU (software) implementation such as lavapipe.
     pub fn is_software(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Whether kernel time can be measured (timestamp queries).
+    pub fn has_timestamps(&self) -> bool {
+        self.device.features().contains(wgpu::Features::TIMESTAMP_QUERY)
     }
 
     /// The device limits in force.

@@ -174,13 +174,26 @@ pub struct GpuSolver {
     attempts_hint: usize,
     adj_attempts_hint: usize,
     submits: usize,
+    profiler: Option<Profiler>,
 }
 
-/// Work counters of the last GPU call, beyond the per-sample statistics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Work counters of a solver so far, beyond the per-sample statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct GpuCounters {
     /// Queue submissions.
     pub submits: usize,
+    /// Seconds the device spent inside compute passes (timestamp queries), when profiling is on
+    /// ([`GpuSolver::set_profiling`]) and the adapter supports timestamps.
+    pub kernel_seconds: Option<f64>,
+}
+
+/// Timestamp queries around every compute pass.
+#[derive(Debug)]
+struct Profiler {
+    set: wgpu::QuerySet,
+    resolve: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    seconds: f64,
 }
 
 impl GpuSolver {
@@ -256,6 +269,7 @@ impl GpuSolver {
             attempts_hint: 0,
             adj_attempts_hint: 0,
             submits: 0,
+            profiler: None,
         })
     }
 
@@ -315,7 +329,43 @@ impl GpuSolver {
 
     /// Counters of the work done so far.
     pub fn counters(&self) -> GpuCounters {
-        GpuCounters { submits: self.submits }
+        GpuCounters {
+            submits: self.submits,
+            kernel_seconds: self.profiler.as_ref().map(|p| p.seconds),
+        }
+    }
+
+    /// Measures the time spent in kernels with timestamp queries (one pair per submission; a
+    /// small cost). Returns whether profiling is on: false where the adapter has no timestamps.
+    pub fn set_profiling(&mut self, on: bool) -> bool {
+        if !on || !self.ctx.has_timestamps() {
+            self.profiler = None;
+            return false;
+        }
+        if self.profiler.is_none() {
+            let dev = &self.ctx.device;
+            self.profiler = Some(Profiler {
+                set: dev.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("ode-gpu pass timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count: 2,
+                }),
+                resolve: dev.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("ode-gpu timestamp resolve"),
+                    size: 16,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }),
+                readback: dev.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("ode-gpu timestamp readback"),
+                    size: 16,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+                seconds: 0.0,
+            });
+        }
+        true
     }
 
     /// Rows per chunk for `n_out` output times: what fits the device's storage-buffer binding
@@ -987,7 +1037,11 @@ impl GpuSolver {
         let b = self.bufs.as_ref().expect("buffers");
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("ode-gpu steps"),
-            timestamp_writes: None,
+            timestamp_writes: self.profiler.as_ref().map(|p| wgpu::ComputePassTimestampWrites {
+                query_set: &p.set,
+                beginning_of_pass_write_index: Some(0),
+                end_of_pass_write_index: Some(1),
+            }),
         });
         for &(ops, times) in seqs {
             for _ in 0..times {
@@ -998,6 +1052,25 @@ impl GpuSolver {
                 }
             }
         }
+        drop(pass);
+        if let Some(p) = &self.profiler {
+            enc.resolve_query_set(&p.set, 0..2, &p.resolve, 0);
+            enc.copy_buffer_to_buffer(&p.resolve, 0, &p.readback, 0, 16);
+        }
+    }
+
+    /// After a submission that recorded a pass: adds its kernel time (waits for the device).
+    fn collect_time(&mut self) -> Result<()> {
+        let Some(p) = self.profiler.as_mut() else {
+            return Ok(());
+        };
+        let v = map_read(&self.ctx, &p.readback, 16)?;
+        // Two little-endian u64 tick counts, read back as four f32 bit patterns.
+        let tick = |i: usize| (v[2 * i].to_bits() as u64) | ((v[2 * i + 1].to_bits() as u64) << 32);
+        let ticks = [tick(0), tick(1)];
+        let period = self.ctx.queue.get_timestamp_period() as f64;
+        p.seconds += ticks[1].saturating_sub(ticks[0]) as f64 * period * 1e-9;
+        Ok(())
     }
 
     fn run_once(&mut self, ops: &[Op]) -> Result<()> {
@@ -1005,7 +1078,7 @@ impl GpuSolver {
         self.encode(&mut enc, &[(ops, 1)]);
         self.ctx.queue.submit([enc.finish()]);
         self.submits += 1;
-        Ok(())
+        self.collect_time()
     }
 
     /// Runs the prologue and attempted steps until no sample is running; returns the attempts.
@@ -1049,6 +1122,7 @@ impl GpuSolver {
             first = false;
             done += batch;
             let running = self.read_count()?;
+            self.collect_time()?;
             // Every sample stops by the step budget (the kernels fail it), so `cap` attempts end it.
             if running == 0 || done >= cap {
                 break;

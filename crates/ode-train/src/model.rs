@@ -575,6 +575,17 @@ impl<T: Scalar> Workspace<T> {
         Ok(ws)
     }
 
+    /// Turns on kernel timing (timestamp queries) of the GPU solves; false without a GPU or
+    /// without timestamp support.
+    pub fn set_gpu_profiling(&mut self, on: bool) -> bool {
+        self.gpu.as_mut().is_some_and(|g| g.solver.set_profiling(on))
+    }
+
+    /// Work counters of the GPU solves (submissions, kernel seconds), if on the GPU.
+    pub fn gpu_counters(&self) -> Option<ode_gpu::GpuCounters> {
+        self.gpu.as_ref().map(|g| g.solver.counters())
+    }
+
     /// The GPU adapter this workspace solves on, if any.
     pub fn gpu_adapter(&self) -> Option<String> {
         self.gpu.as_ref().map(|g| g.solver.context().adapter_name())
