@@ -1384,12 +1384,17 @@ fn sample_report(
             }
         } else if st == status::NON_FINITE {
             OdeError::NonFinite { what, t, sample }
+        } else if st == status::RUNNING {
+            // Cannot happen (the step budget stops every sample); never report a partial solve.
+            OdeError::MaxStepsExceeded {
+                t,
+                max_num_steps: opts.max_num_steps,
+                sample,
+            }
         } else {
             continue;
         };
         fails.push((sample, e));
     }
-    let _ = status::RUNNING;
-    let _ = status::DONE;
     (stats, fails)
 }

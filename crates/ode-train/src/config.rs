@@ -304,6 +304,15 @@ mod tests {
     }
 
     #[test]
+    fn device_is_read_from_toml_and_checked() {
+        let r = RunConfig::from_toml("device = \"auto\"\n").unwrap().resolve(None);
+        assert_eq!(r.train.device, Device::Auto);
+        assert_eq!(RunConfig::default().resolve(None).train.device, Device::Cpu);
+        let e = RunConfig::from_toml("device = \"tpu\"\n").unwrap_err();
+        assert!(e.contains("tpu") || e.contains("device"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let e = RunConfig::from_toml("latent_dims = 8\n").unwrap_err();
         assert!(e.contains("latent_dims"), "{e}");
