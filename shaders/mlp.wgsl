@@ -12,7 +12,8 @@
 //                              db += Σ_rows s · g              B = ones, accumulate).
 // The k-scale carries the adjoint's per-sample, per-stage quadrature weights.
 //
-// Two schedules of the same product: `gemm` stages 16×16 tiles in workgroup memory (for GPUs);
+// Two schedules of the same product: `gemm` stages 64×64 tiles in workgroup memory and gives
+// each invocation a 4×4 block of C in registers (for GPUs);
 // `gemm_rows` gives each invocation one row and four columns with no workgroup memory and no
 // barriers (for CPU adapters such as lavapipe, where barriers are expensive). The host picks one
 // per adapter; both are tested against the CPU.
@@ -28,12 +29,15 @@ const F_KSCALE: u32 = 16u;     // scale A(r, k) by arena[scale_off + k]
 const F_BONES: u32 = 32u;      // B(k, n) = 1 (column sums)
 
 // One matrix product; 80 bytes, asserted on the Rust side (`ode_gpu::shaders::Gemm`).
+// With `k_split > 0` (tiled schedule, long reductions), workgroup z sums only k in
+// [z·k_split, (z+1)·k_split) into its own partial C at c_off + z·c_split; `reduce_partials`
+// then adds the partials up. That spreads a reduction over the whole batch across the device.
 struct Gemm {
     m: u32, n: u32, k: u32, flags: u32,
     a_off: u32, a_rs: u32, a_cs: u32, b_off: u32,
     b_rs: u32, b_cs: u32, c_off: u32, c_rs: u32,
     c_cs: u32, bias_off: u32, aux_off: u32, aux_rs: u32,
-    scale_off: u32, alpha: f32, _pad0: u32, _pad1: u32,
+    scale_off: u32, alpha: f32, k_split: u32, c_split: u32,
 }
 
 // Every float the solver touches: parameters, states, stages, activations, outputs.
@@ -41,47 +45,108 @@ struct Gemm {
 // This dispatch's product (a 256-byte slot of a buffer of them, by dynamic offset).
 @group(0) @binding(1) var<uniform> g: Gemm;
 
-var<workgroup> tile_a: array<array<f32, 16>, 16>;
-var<workgroup> tile_b: array<array<f32, 16>, 16>;
+const BM: u32 = 64u;
+const BN: u32 = 64u;
+const BK: u32 = 16u;
+
+var<workgroup> tile_a: array<f32, 1024>; // [BK][BM]
+var<workgroup> tile_b: array<f32, 1024>; // [BK][BN]
 
 @compute @workgroup_size(16, 16, 1)
 fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let row = wid.y * TILE + lid.y;
-    let col = wid.x * TILE + lid.x;
-    let ntiles = (g.k + TILE - 1u) / TILE;
-    var acc = 0.0;
-    for (var t = 0u; t < ntiles; t = t + 1u) {
-        let ka = t * TILE + lid.x;
-        var av = 0.0;
-        if (row < g.m && ka < g.k) {
-            av = arena[g.a_off + row * g.a_rs + ka * g.a_cs];
-            if ((g.flags & F_KSCALE) != 0u) {
-                let s = arena[g.scale_off + ka];
-                // A zero weight drops the row even where it holds a NaN (a finished sample).
-                av = select(av * s, 0.0, s == 0.0);
+    let tid = lid.y * 16u + lid.x;
+    let row0 = wid.y * BM;
+    let col0 = wid.x * BN;
+    var k_begin = 0u;
+    var k_end = g.k;
+    var c_base = g.c_off;
+    if (g.k_split > 0u) {
+        k_begin = wid.z * g.k_split;
+        k_end = min(g.k, k_begin + g.k_split);
+        c_base = g.c_off + wid.z * g.c_split;
+    }
+    let kscale = (g.flags & F_KSCALE) != 0u;
+    let ones = (g.flags & F_BONES) != 0u;
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
+    // k_begin and k_end depend on the workgroup only: the loop and its barriers are uniform.
+    for (var t = k_begin; t < k_end; t = t + BK) {
+        for (var i = 0u; i < 4u; i = i + 1u) {
+            let e = tid + i * 256u;
+            // A tile: consecutive invocations take consecutive k of one row.
+            let am = e / BK;
+            let ak = e % BK;
+            let r = row0 + am;
+            let k = t + ak;
+            var av = 0.0;
+            if (r < g.m && k < k_end) {
+                av = arena[g.a_off + r * g.a_rs + k * g.a_cs];
+                if (kscale) {
+                    let s = arena[g.scale_off + k];
+                    // A zero weight drops the row even where it holds a NaN (a finished sample).
+                    av = select(av * s, 0.0, s == 0.0);
+                }
             }
-        }
-        tile_a[lid.y][lid.x] = av;
-        let kb = t * TILE + lid.y;
-        var bv = 0.0;
-        if (kb < g.k && col < g.n) {
-            if ((g.flags & F_BONES) != 0u) {
-                bv = 1.0;
-            } else {
-                bv = arena[g.b_off + kb * g.b_rs + col * g.b_cs];
+            tile_a[ak * BM + am] = av;
+            // B tile: consecutive invocations take consecutive columns of one k.
+            let bk = e / BN;
+            let bn = e % BN;
+            let kb = t + bk;
+            let c = col0 + bn;
+            var bv = 0.0;
+            if (kb < k_end && c < g.n) {
+                bv = select(arena[g.b_off + kb * g.b_rs + c * g.b_cs], 1.0, ones);
             }
+            tile_b[bk * BN + bn] = bv;
         }
-        tile_b[lid.y][lid.x] = bv;
         workgroupBarrier();
-        for (var i = 0u; i < TILE; i = i + 1u) {
-            acc = fma(tile_a[lid.y][i], tile_b[i][lid.x], acc);
+        for (var kk = 0u; kk < BK; kk = kk + 1u) {
+            let ai = kk * BM + lid.y * 4u;
+            let bi = kk * BN + lid.x * 4u;
+            let a = vec4<f32>(tile_a[ai], tile_a[ai + 1u], tile_a[ai + 2u], tile_a[ai + 3u]);
+            let b = vec4<f32>(tile_b[bi], tile_b[bi + 1u], tile_b[bi + 2u], tile_b[bi + 3u]);
+            acc0 = fma(vec4<f32>(a.x), b, acc0);
+            acc1 = fma(vec4<f32>(a.y), b, acc1);
+            acc2 = fma(vec4<f32>(a.z), b, acc2);
+            acc3 = fma(vec4<f32>(a.w), b, acc3);
         }
         workgroupBarrier();
     }
-    if (row >= g.m || col >= g.n) {
+    let accs = array<vec4<f32>, 4>(acc0, acc1, acc2, acc3);
+    for (var i = 0u; i < 4u; i = i + 1u) {
+        let r = row0 + lid.y * 4u + i;
+        for (var j = 0u; j < 4u; j = j + 1u) {
+            let c = col0 + lid.x * 4u + j;
+            if (r < g.m && c < g.n) {
+                if (g.k_split > 0u) {
+                    // A partial sum: raw, epilogue-free (reduce_partials applies ACCUM).
+                    arena[c_base + r * g.c_rs + c * g.c_cs] = accs[i][j];
+                } else {
+                    store(r, c, accs[i][j]);
+                }
+            }
+        }
+    }
+}
+
+// Adds `k` partial sums (stride a_cs) of `m` values at a_off into C at c_off (accumulating
+// when F_ACCUM), finishing a split reduction.
+@compute @workgroup_size(64, 1, 1)
+fn reduce_partials(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if (i >= g.m) {
         return;
     }
-    store(row, col, acc);
+    var v = 0.0;
+    for (var z = 0u; z < g.k; z = z + 1u) {
+        v = v + arena[g.a_off + z * g.a_cs + i];
+    }
+    if ((g.flags & F_ACCUM) != 0u) {
+        v = v + arena[g.c_off + i];
+    }
+    arena[g.c_off + i] = v;
 }
 
 // The epilogue of C(row, col) from the raw sum `acc`.

@@ -291,7 +291,7 @@ fn both_matrix_schedules_agree() {
     // same products: solves and adjoint gradients agree to f32 rounding.
     let mlp = seeded_mlp(LATENT, HIDDEN, 41, 1.5);
     let ts = to_f32(&times(4, 0.3));
-    for batch in [7usize, 300] {
+    for batch in [7usize, 300, 1500] {
         let y0 = to_f32(&seeded_values(batch * LATENT, 43, 1.0));
         let mut outs = Vec::new();
         for schedule in [ode_gpu::GemmSchedule::Tiled, ode_gpu::GemmSchedule::Rows] {

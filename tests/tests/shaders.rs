@@ -33,7 +33,8 @@ fn every_wgsl_file_parses_and_validates() {
 #[test]
 fn a_broken_shader_is_rejected() {
     // The check above can fail: a type error in a copy of a real kernel is caught.
-    let src = ode_gpu::shaders::MLP_WGSL.replace("var acc = 0.0;", "var acc = 0u;");
+    let src = ode_gpu::shaders::MLP_WGSL.replace("var v = g.alpha * acc;", "var v = g.alpha * acc + 1u;");
+    assert_ne!(src, ode_gpu::shaders::MLP_WGSL, "the mutation applies");
     let module = naga::front::wgsl::parse_str(&src);
     let rejected = match module {
         Err(_) => true,

@@ -72,8 +72,8 @@ pub struct Gemm {
     pub aux_rs: u32,
     pub scale_off: u32,
     pub alpha: f32,
-    pub _pad0: u32,
-    pub _pad1: u32,
+    pub k_split: u32,
+    pub c_split: u32,
 }
 const _: () = assert!(std::mem::size_of::<Gemm>() == 80);
 
@@ -161,6 +161,7 @@ pub mod status {
 pub enum Entry {
     Gemm,
     GemmRows,
+    ReducePartials,
     FwdInit,
     FwdInitA,
     FwdInitB,
@@ -179,9 +180,10 @@ pub enum Entry {
 
 impl Entry {
     /// Every entry point.
-    pub const ALL: [Entry; 16] = [
+    pub const ALL: [Entry; 17] = [
         Entry::Gemm,
         Entry::GemmRows,
+        Entry::ReducePartials,
         Entry::FwdInit,
         Entry::FwdInitA,
         Entry::FwdInitB,
@@ -203,6 +205,7 @@ impl Entry {
         match self {
             Entry::Gemm => ("gemm", true),
             Entry::GemmRows => ("gemm_rows", true),
+            Entry::ReducePartials => ("reduce_partials", true),
             Entry::FwdInit => ("fwd_init", false),
             Entry::FwdInitA => ("fwd_init_a", false),
             Entry::FwdInitB => ("fwd_init_b", false),

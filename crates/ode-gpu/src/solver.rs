@@ -19,8 +19,17 @@ use std::sync::Arc;
 const DENSE_MAX: usize = 5;
 /// Workgroup width of the per-sample and per-element passes.
 const WG: u64 = 64;
-/// Matrix tile edge of `mlp.wgsl`.
-const TILE: u64 = 16;
+/// Output tile edge of the tiled matrix kernel of `mlp.wgsl`.
+const TILE: u64 = 64;
+/// Most partial sums of a split reduction (tiled schedule).
+const MAX_SPLITS: usize = 128;
+/// Fewest reduction terms per partial sum.
+const MIN_SPLIT: usize = 1024;
+
+/// Partial sums a reduction of `k` terms is split into.
+fn splits_for(k: usize) -> usize {
+    k.div_ceil(MIN_SPLIT).clamp(1, MAX_SPLITS)
+}
 
 /// Float offsets of every region of the arena for a chunk of `rows` samples and `n_out` times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,6 +59,7 @@ struct Layout {
     g1: usize,
     g2: usize,
     wts: usize,
+    partial: usize,
     total: usize,
 }
 
@@ -90,6 +100,7 @@ impl Layout {
             g1: take(sa * rm),
             g2: take(sa * rm),
             wts: take(sa * rows),
+            partial: take(adj(splits_for(s * rows) * (m * l).max(m * m))),
             total: 0,
         };
         lay.total = at;
@@ -102,7 +113,7 @@ impl Layout {
 struct Op {
     entry: Entry,
     slot: u32,
-    groups: (u32, u32),
+    groups: (u32, u32, u32),
 }
 
 /// The dispatch sequences of one layout and the uniform slots they read.
@@ -382,7 +393,7 @@ impl GpuSolver {
             .min(lim.max_buffer_size)
             .min(u32::MAX as u64);
         let by_mem = ((max_bytes / 4) as usize).saturating_sub(fixed) / per_row;
-        let by_grid = lim.max_compute_workgroups_per_dimension as usize * TILE as usize;
+        let by_grid = lim.max_compute_workgroups_per_dimension as usize * 16;
         let cap = self.max_rows.unwrap_or(usize::MAX);
         by_mem.min(by_grid).min(cap).max(1)
     }
@@ -938,26 +949,29 @@ impl GpuSolver {
             let kk = (stages * r) as u32;
             let acc = gf::KSCALE | gf::ACCUM;
             let mk = |b: &mut Builder, mo: usize, no: usize, a: (usize, usize), bb: Option<usize>, c: usize| {
-                b.gemm(Gemm {
-                    m: mo as u32,
-                    n: no as u32,
-                    k: kk,
-                    flags: acc | if bb.is_none() { gf::BONES } else { 0 },
-                    a_off: a.0 as u32,
-                    a_rs: 1,
-                    a_cs: a.1 as u32,
-                    b_off: bb.unwrap_or(0) as u32,
-                    b_rs: no as u32,
-                    b_cs: 1,
-                    c_off: c as u32,
-                    c_rs: no as u32,
-                    c_cs: 1,
-                    scale_off: lay.wts as u32,
-                    alpha: 1.0,
-                    ..Default::default()
-                })
+                b.gemm_long_k(
+                    Gemm {
+                        m: mo as u32,
+                        n: no as u32,
+                        k: kk,
+                        flags: acc | if bb.is_none() { gf::BONES } else { 0 },
+                        a_off: a.0 as u32,
+                        a_rs: 1,
+                        a_cs: a.1 as u32,
+                        b_off: bb.unwrap_or(0) as u32,
+                        b_rs: no as u32,
+                        b_cs: 1,
+                        c_off: c as u32,
+                        c_rs: no as u32,
+                        c_cs: 1,
+                        scale_off: lay.wts as u32,
+                        alpha: 1.0,
+                        ..Default::default()
+                    },
+                    lay.partial,
+                )
             };
-            vec![
+            [
                 mk(b, m, l, (lay.g1, m), Some(lay.zin), gt.w0),
                 mk(b, m, 1, (lay.g1, m), None, gt.b0),
                 mk(b, m, m, (lay.g2, m), Some(lay.h1), gt.w1),
@@ -965,6 +979,7 @@ impl GpuSolver {
                 mk(b, l, m, (lay.ain, l), Some(lay.h2), gt.w2),
                 mk(b, l, 1, (lay.ain, l), None, gt.b2),
             ]
+            .concat()
         };
         let t = &self.tableau;
         let fsal = t.is_fsal();
@@ -998,7 +1013,7 @@ impl GpuSolver {
             plan.fwd_evals.0 += 1;
         }
         plan.fwd_attempt.push(op(Entry::FwdFinish, fwd[0], per_sample));
-        plan.count.push(op(Entry::CountActive, fwd[0], (1, 1)));
+        plan.count.push(op(Entry::CountActive, fwd[0], (1, 1, 1)));
         if lay.adjoint {
             // Standalone VJP at stage 0 (inputs in zin[0], ain[0]; weights 1).
             plan.vjp = field_ops(&mut b, lay.zin, lay.k, 0);
@@ -1048,7 +1063,7 @@ impl GpuSolver {
                 for o in ops {
                     pass.set_pipeline(self.ctx.pipeline(o.entry));
                     pass.set_bind_group(0, &b.bind, &[o.slot]);
-                    pass.dispatch_workgroups(o.groups.0, o.groups.1, 1);
+                    pass.dispatch_workgroups(o.groups.0, o.groups.1, o.groups.2);
                 }
             }
         }
@@ -1257,14 +1272,55 @@ impl Builder {
             GemmSchedule::Tiled => Op {
                 entry: Entry::Gemm,
                 slot,
-                groups: (div_up(g.n as u64, TILE) as u32, div_up(g.m as u64, TILE) as u32),
+                groups: (
+                    div_up(g.n as u64, TILE) as u32,
+                    div_up(g.m as u64, TILE) as u32,
+                    if g.k_split > 0 { g.k.div_ceil(g.k_split) } else { 1 },
+                ),
             },
             GemmSchedule::Rows => Op {
                 entry: Entry::GemmRows,
                 slot,
-                groups: (div_up(g.m as u64, WG) as u32, div_up(g.n as u64, 4) as u32),
+                groups: (div_up(g.m as u64, WG) as u32, div_up(g.n as u64, 4) as u32, 1),
             },
         }
+    }
+
+    /// A reduction over a long `k` (the batch): on the tiled schedule split into partial sums at
+    /// `partial` and added up by a second pass, so the whole device works on it.
+    fn gemm_long_k(&mut self, g: Gemm, partial: usize) -> Vec<Op> {
+        let splits = splits_for(g.k as usize);
+        if self.schedule == GemmSchedule::Rows || splits == 1 {
+            return vec![self.gemm(g)];
+        }
+        let count = g.m * g.n;
+        let k_split = g.k.div_ceil(splits as u32);
+        let part = self.gemm(Gemm {
+            k_split,
+            c_split: count,
+            c_off: partial as u32,
+            c_rs: g.n,
+            c_cs: 1,
+            ..g
+        });
+        let reduce = Gemm {
+            m: count,
+            k: g.k.div_ceil(k_split),
+            flags: g.flags & gf::ACCUM,
+            a_off: partial as u32,
+            a_cs: count,
+            c_off: g.c_off,
+            ..Default::default()
+        };
+        let slot = self.push(bytemuck::bytes_of(&reduce));
+        vec![
+            part,
+            Op {
+                entry: Entry::ReducePartials,
+                slot,
+                groups: groups(count as u64, WG),
+            },
+        ]
     }
 }
 
@@ -1273,12 +1329,12 @@ fn div_up(a: u64, b: u64) -> u64 {
 }
 
 /// A 2-D grid of `wg`-wide workgroups covering `n` invocations (rows of at most 65535).
-fn groups(n: u64, wg: u64) -> (u32, u32) {
+fn groups(n: u64, wg: u64) -> (u32, u32, u32) {
     let total = div_up(n, wg);
     if total <= 65535 {
-        (total as u32, 1)
+        (total as u32, 1, 1)
     } else {
-        (65535, total.div_ceil(65535) as u32)
+        (65535, total.div_ceil(65535) as u32, 1)
     }
 }
 
