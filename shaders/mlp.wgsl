@@ -27,8 +27,9 @@ const F_DTANH: u32 = 4u;       // multiply by 1 − aux(r, n)²
 const F_ACCUM: u32 = 8u;       // C += result instead of C = result
 const F_KSCALE: u32 = 16u;     // scale A(r, k) by arena[scale_off + k]
 const F_BONES: u32 = 32u;      // B(k, n) = 1 (column sums)
+const F_STAGE: u32 = 64u;      // A is a Runge-Kutta stage input, formed on load (see `a_at`)
 
-// One matrix product; 80 bytes, asserted on the Rust side (`ode_gpu::shaders::Gemm`).
+// One matrix product; 112 bytes, asserted on the Rust side (`ode_gpu::shaders::Gemm`).
 // With `k_split > 0` (tiled schedule, long reductions), workgroup z sums only k in
 // [z·k_split, (z+1)·k_split) into its own partial C at c_off + z·c_split; `reduce_partials`
 // then adds the partials up. That spreads a reduction over the whole batch across the device.
@@ -38,12 +39,38 @@ struct Gemm {
     b_rs: u32, b_cs: u32, c_off: u32, c_rs: u32,
     c_cs: u32, bias_off: u32, aux_off: u32, aux_rs: u32,
     scale_off: u32, alpha: f32, k_split: u32, c_split: u32,
+    // F_STAGE: A(r, k) = y(r, k) + h_r · Σ_{j<st_n} a_j · k_j(r, k), with y at a_off (row stride
+    // a_rs), the stages k_j at st_k + j·st_stride, h_r at st_hs + r and a_j at st_tab + j. This
+    // fuses the stage combination of an RK step into the first layer of the field.
+    st_k: u32, st_stride: u32, st_hs: u32, st_tab: u32,
+    st_n: u32, _pad0: u32, _pad1: u32, _pad2: u32,
 }
 
 // Every float the solver touches: parameters, states, stages, activations, outputs.
 @group(0) @binding(0) var<storage, read_write> arena: array<f32>;
 // This dispatch's product (a 256-byte slot of a buffer of them, by dynamic offset).
 @group(0) @binding(1) var<uniform> g: Gemm;
+
+// A(r, k), with the stage combination when F_STAGE and the k-scale when F_KSCALE.
+fn a_at(r: u32, k: u32) -> f32 {
+    var av = arena[g.a_off + r * g.a_rs + k * g.a_cs];
+    if ((g.flags & F_STAGE) != 0u) {
+        var sum = 0.0;
+        for (var j = 0u; j < g.st_n; j = j + 1u) {
+            let aj = arena[g.st_tab + j];
+            if (aj != 0.0) {
+                sum = sum + aj * arena[g.st_k + j * g.st_stride + r * g.a_rs + k * g.a_cs];
+            }
+        }
+        av = av + arena[g.st_hs + r] * sum;
+    }
+    if ((g.flags & F_KSCALE) != 0u) {
+        let s = arena[g.scale_off + k];
+        // A zero weight drops the row even where it holds a NaN (a finished sample).
+        av = select(av * s, 0.0, s == 0.0);
+    }
+    return av;
+}
 
 const BM: u32 = 64u;
 const BN: u32 = 64u;
@@ -65,7 +92,6 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         k_end = min(g.k, k_begin + g.k_split);
         c_base = g.c_off + wid.z * g.c_split;
     }
-    let kscale = (g.flags & F_KSCALE) != 0u;
     let ones = (g.flags & F_BONES) != 0u;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
@@ -82,12 +108,7 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             let k = t + ak;
             var av = 0.0;
             if (r < g.m && k < k_end) {
-                av = arena[g.a_off + r * g.a_rs + k * g.a_cs];
-                if (kscale) {
-                    let s = arena[g.scale_off + k];
-                    // A zero weight drops the row even where it holds a NaN (a finished sample).
-                    av = select(av * s, 0.0, s == 0.0);
-                }
+                av = a_at(r, k);
             }
             tile_a[ak * BM + am] = av;
             // B tile: consecutive invocations take consecutive columns of one k.
@@ -185,15 +206,9 @@ fn gemm_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
     let last = g.n - 1u;
     let b_cols = vec4<u32>(min(c0, last), min(c0 + 1u, last), min(c0 + 2u, last), min(c0 + 3u, last)) * g.b_cs;
     let ones = (g.flags & F_BONES) != 0u;
-    let kscale = (g.flags & F_KSCALE) != 0u;
     var acc = vec4<f32>(0.0);
-    let a_base = g.a_off + row * g.a_rs;
     for (var k = 0u; k < g.k; k = k + 1u) {
-        var a = arena[a_base + k * g.a_cs];
-        if (kscale) {
-            let s = arena[g.scale_off + k];
-            a = select(a * s, 0.0, s == 0.0);
-        }
+        let a = a_at(row, k);
         if (ones) {
             acc = acc + vec4<f32>(a);
         } else {

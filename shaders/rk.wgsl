@@ -323,6 +323,10 @@ fn fwd_solution(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if (b >= c.rows || arena[cf(ST, b)] != RUNNING) {
         return;
     }
+    solution(b);
+}
+
+fn solution(b: u32) {
     let h = arena[cf(HS, b)];
     let adaptive = flag(F_ADAPTIVE);
     var sum = 0.0;
@@ -365,6 +369,22 @@ fn fwd_finish(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     if (b >= c.rows || arena[cf(ST, b)] != RUNNING) {
         return;
     }
+    finish(b);
+}
+
+// Solution and end of the attempt in one pass, where no derivative at the step end is needed
+// between them (FSAL methods, dopri5 among them): one pass fewer per attempt.
+@compute @workgroup_size(64)
+fn fwd_solution_finish(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let b = flat(gid, nwg);
+    if (b >= c.rows || arena[cf(ST, b)] != RUNNING) {
+        return;
+    }
+    solution(b);
+    finish(b);
+}
+
+fn finish(b: u32) {
     let adaptive = flag(F_ADAPTIVE);
     let ok = arena[cf(OK, b)] != 0.0;
     if (!adaptive && !ok) {

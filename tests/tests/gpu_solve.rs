@@ -291,13 +291,21 @@ fn both_matrix_schedules_agree() {
     // same products: solves and adjoint gradients agree to f32 rounding.
     let mlp = seeded_mlp(LATENT, HIDDEN, 41, 1.5);
     let ts = to_f32(&times(4, 0.3));
-    for batch in [7usize, 300, 1500] {
+    // dopri5 (FSAL) and rk4 (not FSAL: the step-end derivative path) on both schedules; the
+    // tiled one fuses the stage combination into the first layer.
+    for (method, batch) in [
+        (Method::Dopri5, 7usize),
+        (Method::Dopri5, 300),
+        (Method::Dopri5, 1500),
+        (Method::Rk4, 7),
+        (Method::Rk4, 300),
+    ] {
         let y0 = to_f32(&seeded_values(batch * LATENT, 43, 1.0));
         let mut outs = Vec::new();
         for schedule in [ode_gpu::GemmSchedule::Tiled, ode_gpu::GemmSchedule::Rows] {
             let mut g = GpuSolver::new(
                 ctx.clone(),
-                Method::Dopri5,
+                method,
                 Default::default(),
                 LATENT,
                 HIDDEN,
@@ -316,7 +324,10 @@ fn both_matrix_schedules_agree() {
         let close = |a: &[f32], b: &[f32], what: &str| {
             let s = a.iter().fold(0.0f32, |m, x| m.max(x.abs()));
             for (x, y) in a.iter().zip(b) {
-                assert!((x - y).abs() <= 1e-4 * s + 1e-6, "batch {batch} {what}: {x} vs {y}");
+                assert!(
+                    (x - y).abs() <= 1e-4 * s + 1e-6,
+                    "{method:?} batch {batch} {what}: {x} vs {y}"
+                );
             }
         };
         close(&outs[0].0, &outs[1].0, "outputs");

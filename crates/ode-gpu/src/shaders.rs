@@ -30,6 +30,8 @@ pub mod gemm_flags {
     pub const KSCALE: u32 = 16;
     /// Right operand of ones (column sums).
     pub const BONES: u32 = 32;
+    /// Left operand formed on load as a Runge-Kutta stage input (fused stage combination).
+    pub const STAGE: u32 = 64;
 }
 
 /// Flags of [`Ctl`] (must match `rk.wgsl`).
@@ -74,8 +76,16 @@ pub struct Gemm {
     pub alpha: f32,
     pub k_split: u32,
     pub c_split: u32,
+    pub st_k: u32,
+    pub st_stride: u32,
+    pub st_hs: u32,
+    pub st_tab: u32,
+    pub st_n: u32,
+    pub _pad0: u32,
+    pub _pad1: u32,
+    pub _pad2: u32,
 }
-const _: () = assert!(std::mem::size_of::<Gemm>() == 80);
+const _: () = assert!(std::mem::size_of::<Gemm>() == 112);
 
 /// Layout and options of the per-sample passes of `rk.wgsl` (`struct Ctl`); offsets in floats.
 #[repr(C)]
@@ -169,6 +179,7 @@ pub enum Entry {
     StageInput,
     FwdSolution,
     FwdFinish,
+    FwdSolutionFinish,
     CountActive,
     AdjInit,
     AdjInitA,
@@ -180,7 +191,7 @@ pub enum Entry {
 
 impl Entry {
     /// Every entry point.
-    pub const ALL: [Entry; 17] = [
+    pub const ALL: [Entry; 18] = [
         Entry::Gemm,
         Entry::GemmRows,
         Entry::ReducePartials,
@@ -191,6 +202,7 @@ impl Entry {
         Entry::StageInput,
         Entry::FwdSolution,
         Entry::FwdFinish,
+        Entry::FwdSolutionFinish,
         Entry::CountActive,
         Entry::AdjInit,
         Entry::AdjInitA,
@@ -213,6 +225,7 @@ impl Entry {
             Entry::StageInput => ("stage_input", false),
             Entry::FwdSolution => ("fwd_solution", false),
             Entry::FwdFinish => ("fwd_finish", false),
+            Entry::FwdSolutionFinish => ("fwd_solution_finish", false),
             Entry::CountActive => ("count_active", false),
             Entry::AdjInit => ("adj_init", false),
             Entry::AdjInitA => ("adj_init_a", false),

@@ -15,6 +15,8 @@ use ode_core::{
 };
 use std::sync::Arc;
 
+/// Control field of the current attempt's step (`HS` in `rk.wgsl`).
+const HS_FIELD: usize = 2;
 /// Largest dense-output polynomial degree the shaders evaluate.
 const DENSE_MAX: usize = 5;
 /// Workgroup width of the per-sample and per-element passes.
@@ -822,14 +824,30 @@ impl GpuSolver {
             .collect();
         let op = |entry, slot, groups| Op { entry, slot, groups };
         // The field from the rows at `x` into `y` with activations in stage `st` of h1/h2.
-        let field_ops = |b: &mut Builder, x: usize, y: usize, st: usize| -> Vec<Op> {
+        // With `stage = Some(i)` the first layer forms stage i's input from y and the stages on
+        // load (fused stage combination; `x` is then y).
+        let field_ops = |b: &mut Builder, x: usize, y: usize, st: usize, stage: Option<usize>| -> Vec<Op> {
             let (h1, h2) = (lay.h1 + st * r * m, lay.h2 + st * r * m);
+            let fused = stage.map_or(Gemm::default(), |i| Gemm {
+                flags: gf::STAGE,
+                st_k: lay.k as u32,
+                st_stride: (r * l) as u32,
+                st_hs: (lay.ctl + HS_FIELD * r) as u32,
+                st_tab: (lay.tab + i * s) as u32,
+                st_n: i as u32,
+                ..Default::default()
+            });
             vec![
                 b.gemm(Gemm {
                     m: r as u32,
                     n: m as u32,
                     k: l as u32,
-                    flags: gf::BIAS | gf::TANH,
+                    flags: gf::BIAS | gf::TANH | fused.flags,
+                    st_k: fused.st_k,
+                    st_stride: fused.st_stride,
+                    st_hs: fused.st_hs,
+                    st_tab: fused.st_tab,
+                    st_n: fused.st_n,
                     a_off: x as u32,
                     a_rs: l as u32,
                     a_cs: 1,
@@ -990,40 +1008,52 @@ impl GpuSolver {
             ..Default::default()
         };
         // Forward.
-        plan.field = field_ops(&mut b, lay.y, lay.k, 0);
+        plan.field = field_ops(&mut b, lay.y, lay.k, 0, None);
         plan.fwd_prologue.push(op(Entry::FwdInit, fwd[0], per_sample));
         plan.fwd_prologue.extend(plan.field.iter().copied());
         plan.fwd_evals.1 = 1;
         if hairer_f {
             plan.fwd_prologue.push(op(Entry::FwdInitA, fwd[0], per_sample));
-            plan.fwd_prologue.extend(field_ops(&mut b, lay.zin, lay.k + r * l, 0));
+            plan.fwd_prologue
+                .extend(field_ops(&mut b, lay.zin, lay.k + r * l, 0, None));
             plan.fwd_prologue.push(op(Entry::FwdInitB, fwd[0], per_sample));
             plan.fwd_evals.1 += 1;
         }
         plan.fwd_attempt.push(op(Entry::FwdChoose, fwd[0], per_sample));
         for i in 1..s {
-            plan.fwd_attempt.push(op(Entry::StageInput, fwd[i], per_elem));
-            plan.fwd_attempt
-                .extend(field_ops(&mut b, lay.zin, lay.k + i * r * l, 0));
+            if self.schedule == GemmSchedule::Tiled {
+                // Fused: the first layer forms the stage input itself (one pass fewer per stage;
+                // each row's combination is recomputed per 64-column tile, at most twice here).
+                plan.fwd_attempt
+                    .extend(field_ops(&mut b, lay.y, lay.k + i * r * l, 0, Some(i)));
+            } else {
+                // Rows schedule: every 4 columns would recompute it; a separate pass is cheaper.
+                plan.fwd_attempt.push(op(Entry::StageInput, fwd[i], per_elem));
+                plan.fwd_attempt
+                    .extend(field_ops(&mut b, lay.zin, lay.k + i * r * l, 0, None));
+            }
         }
-        plan.fwd_attempt.push(op(Entry::FwdSolution, fwd[0], per_sample));
         plan.fwd_evals.0 = s - 1;
-        if !fsal {
-            plan.fwd_attempt.extend(field_ops(&mut b, lay.ynew, lay.kend, 0));
+        if fsal {
+            plan.fwd_attempt.push(op(Entry::FwdSolutionFinish, fwd[0], per_sample));
+        } else {
+            // The derivative at the step end (Hermite output, next first stage) sits between.
+            plan.fwd_attempt.push(op(Entry::FwdSolution, fwd[0], per_sample));
+            plan.fwd_attempt.extend(field_ops(&mut b, lay.ynew, lay.kend, 0, None));
+            plan.fwd_attempt.push(op(Entry::FwdFinish, fwd[0], per_sample));
             plan.fwd_evals.0 += 1;
         }
-        plan.fwd_attempt.push(op(Entry::FwdFinish, fwd[0], per_sample));
         plan.count.push(op(Entry::CountActive, fwd[0], (1, 1, 1)));
         if lay.adjoint {
             // Standalone VJP at stage 0 (inputs in zin[0], ain[0]; weights 1).
-            plan.vjp = field_ops(&mut b, lay.zin, lay.k, 0);
+            plan.vjp = field_ops(&mut b, lay.zin, lay.k, 0, None);
             plan.vjp.extend(vjp_ops(&mut b, 0, 1.0));
             plan.vjp.extend(param_ops(&mut b, 1));
             // Adjoint.
             let adaptive_a = t.b_err.is_some() && self.adj_opts.step_size.is_none();
             let hairer_a = adaptive_a && self.adj_opts.first_step.is_none();
             let stage_eval = |b: &mut Builder, i: usize| -> Vec<Op> {
-                let mut v = field_ops(b, lay.zin + i * r * l, lay.k + i * r * l, i);
+                let mut v = field_ops(b, lay.zin + i * r * l, lay.k + i * r * l, i, None);
                 v.extend(vjp_ops(b, i, -1.0));
                 v
             };
