@@ -101,7 +101,7 @@ fn main() {
             let g = time(min_seconds, || s.run_gpu());
             let (submits, share) = profile(&mut s);
             println!(
-                "| solve dopri5 | {latent}/{hidden} | {batch} | {:.0} | {:.0} | {:.2}× | {submits} | {share} |",
+                "| solve dopri5 | {latent}/{hidden} | {batch} | {:.0} | {:.0} | {:.3}× | {submits} | {share} |",
                 batch as f64 / cpu,
                 batch as f64 / g,
                 cpu / g
@@ -113,7 +113,7 @@ fn main() {
             let g = time(min_seconds, || t.run_gpu());
             let (submits, share) = profile(&mut t);
             println!(
-                "| train step | {latent}/{hidden} | {batch} | {:.0} | {:.0} | {:.2}× | {submits} | {share} |",
+                "| train step | {latent}/{hidden} | {batch} | {:.0} | {:.0} | {:.3}× | {submits} | {share} |",
                 batch as f64 / cpu,
                 batch as f64 / g,
                 cpu / g
