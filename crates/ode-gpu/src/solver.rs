@@ -286,10 +286,13 @@ impl GpuSolver {
         })
     }
 
-    /// Options of the adjoint's backward solve (tolerances, step budget).
+    /// Options of the adjoint's backward solve (tolerances, step budget). Also lays the arena
+    /// out for the adjoint from now on, so forward and backward passes of training share one
+    /// layout (no rebuild between them).
     pub fn set_adjoint_options(&mut self, opts: SolveOptions<f32>) -> Result<()> {
         check_options(&opts, self.latent)?;
         self.adj_opts = opts;
+        self.adjoint_layout = true;
         self.plan = None;
         Ok(())
     }
