@@ -170,6 +170,21 @@ fn control(b: u32, accepted: bool, ratio: f32) {
     arena[cf(H, b)] = arena[cf(HS, b)] * factor;
 }
 
+// The end of Hairer's initial step selection from the trial step h0 and the scaled norms d1
+// (of f0) and d2 (of (f1 − f0)/h0): the first step of sample b, its PID history reset.
+fn initial_step(b: u32, h0: f32, d1: f32, d2: f32) {
+    var h1 = pow(0.01 / max(d1, d2), 1.0 / (c.order + 1.0));
+    if (d1 <= 1e-15 && d2 <= 1e-15) {
+        h1 = max(h0 * 1e-3, 1e-6);
+    }
+    var h = min(100.0 * h0, h1);
+    if (!finite(h)) {
+        h = 1e-6;
+    }
+    arena[cf(H, b)] = c.dir * h;
+    arena[cf(RATIO, b)] = 0.0;
+}
+
 // Marks sample b failed; its outputs from the next output time on become NaN.
 fn fail_forward(b: u32, code: f32) {
     arena[cf(ST, b)] = code;
@@ -252,18 +267,7 @@ fn fwd_init_b(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
         s2 = s2 + d * d;
     }
     let h0 = arena[cf(H0, b)];
-    let d1 = arena[cf(RATIO, b)];
-    let d2 = sqrt(s2 / f32(c.dim)) / h0;
-    var h1 = pow(0.01 / max(d1, d2), 1.0 / (c.order + 1.0));
-    if (d1 <= 1e-15 && d2 <= 1e-15) {
-        h1 = max(h0 * 1e-3, 1e-6);
-    }
-    var h = min(100.0 * h0, h1);
-    if (!finite(h)) {
-        h = 1e-6;
-    }
-    arena[cf(H, b)] = c.dir * h;
-    arena[cf(RATIO, b)] = 0.0;
+    initial_step(b, h0, arena[cf(RATIO, b)], sqrt(s2 / f32(c.dim)) / h0);
     arena[cf(NFE, b)] = arena[cf(NFE, b)] + 1.0;
 }
 
@@ -579,18 +583,7 @@ fn adj_init_b(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     }
     let s1 = c.rows * c.dim;
     let h0 = arena[cf(H0, b)];
-    let d1 = arena[cf(RATIO, b)];
-    let d2 = adj_rms(b, c.k + s1, c.k, c.ka + s1, c.ka, true) / h0;
-    var h1 = pow(0.01 / max(d1, d2), 1.0 / (c.order + 1.0));
-    if (d1 <= 1e-15 && d2 <= 1e-15) {
-        h1 = max(h0 * 1e-3, 1e-6);
-    }
-    var h = min(100.0 * h0, h1);
-    if (!finite(h)) {
-        h = 1e-6;
-    }
-    arena[cf(H, b)] = c.dir * h;
-    arena[cf(RATIO, b)] = 0.0;
+    initial_step(b, h0, arena[cf(RATIO, b)], adj_rms(b, c.k + s1, c.k, c.ka + s1, c.ka, true) / h0);
     arena[cf(NFE, b)] = 2.0;
 }
 

@@ -20,6 +20,19 @@ fn times(n: usize, dt: f64) -> Vec<f64> {
     (0..n).map(|k| k as f64 * dt).collect()
 }
 
+/// Tight tolerances (rtol 1e-6, atol 1e-7) for adaptive methods, the defaults otherwise; in f64
+/// for the CPU reference and f32 for the GPU.
+fn options_for(m: Method) -> (SolveOptions<f64>, SolveOptions<f32>) {
+    if m.tableau().is_adaptive() {
+        (
+            SolveOptions::<f64>::default().rtol(1e-6).atol(1e-7),
+            SolveOptions::<f32>::default().rtol(1e-6).atol(1e-7),
+        )
+    } else {
+        (SolveOptions::<f64>::default(), SolveOptions::<f32>::default())
+    }
+}
+
 fn cpu_solve(
     mlp: &Mlp<f64>,
     m: Method,
@@ -46,14 +59,7 @@ fn every_solver_matches_the_cpu_reference() {
     let ts32 = to_f32(&ts);
     for m in Method::ALL {
         let adaptive = m.tableau().is_adaptive();
-        let (o64, o32) = if adaptive {
-            (
-                SolveOptions::<f64>::default().rtol(1e-6).atol(1e-7),
-                SolveOptions::<f32>::default().rtol(1e-6).atol(1e-7),
-            )
-        } else {
-            (SolveOptions::<f64>::default(), SolveOptions::<f32>::default())
-        };
+        let (o64, o32) = options_for(m);
         let mut gpu = GpuSolver::new(ctx.clone(), m, o32, LATENT, HIDDEN, to_f32(mlp.params())).unwrap();
         for &batch in &BATCHES {
             // Fewer large batches for the slower methods keep the test short on lavapipe.
@@ -177,15 +183,7 @@ fn adjoint_gradients_match_the_cpu_adjoint() {
     let ts = times(5, 0.25);
     let ts32 = to_f32(&ts);
     for m in [Method::Dopri5, Method::Rk4, Method::Euler] {
-        let adaptive = m.tableau().is_adaptive();
-        let (o64, o32) = if adaptive {
-            (
-                SolveOptions::<f64>::default().rtol(1e-6).atol(1e-7),
-                SolveOptions::<f32>::default().rtol(1e-6).atol(1e-7),
-            )
-        } else {
-            (SolveOptions::<f64>::default(), SolveOptions::<f32>::default())
-        };
+        let (o64, o32) = options_for(m);
         let mut gpu = GpuSolver::new(ctx.clone(), m, o32, LATENT, HIDDEN, to_f32(mlp.params())).unwrap();
         for &batch in &BATCHES {
             if batch == 5000 && m != Method::Dopri5 {

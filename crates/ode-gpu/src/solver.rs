@@ -184,6 +184,8 @@ pub struct GpuSolver {
     bufs: Option<Buffers>,
     plan: Option<Plan>,
     host: Vec<f32>,
+    /// Small readbacks (running count, timestamps) and fills, reused.
+    small: Vec<f32>,
     attempts_hint: usize,
     adj_attempts_hint: usize,
     submits: usize,
@@ -279,6 +281,7 @@ impl GpuSolver {
             bufs: None,
             plan: None,
             host: Vec::new(),
+            small: Vec::new(),
             attempts_hint: 0,
             adj_attempts_hint: 0,
             submits: 0,
@@ -831,137 +834,33 @@ impl GpuSolver {
         // load (fused stage combination; `x` is then y).
         let field_ops = |b: &mut Builder, x: usize, y: usize, st: usize, stage: Option<usize>| -> Vec<Op> {
             let (h1, h2) = (lay.h1 + st * r * m, lay.h2 + st * r * m);
-            let fused = stage.map_or(Gemm::default(), |i| Gemm {
-                flags: gf::STAGE,
-                st_k: lay.k as u32,
-                st_stride: (r * l) as u32,
-                st_hs: (lay.ctl + HS_FIELD * r) as u32,
-                st_tab: (lay.tab + i * s) as u32,
-                st_n: i as u32,
-                ..Default::default()
-            });
+            let mut first = times_wt(r, m, l, x, p.w0, h1).bias(p.b0, gf::TANH);
+            if let Some(i) = stage {
+                first.flags |= gf::STAGE;
+                first.st_k = lay.k as u32;
+                first.st_stride = (r * l) as u32;
+                first.st_hs = (lay.ctl + HS_FIELD * r) as u32;
+                first.st_tab = (lay.tab + i * s) as u32;
+                first.st_n = i as u32;
+            }
             vec![
-                b.gemm(Gemm {
-                    m: r as u32,
-                    n: m as u32,
-                    k: l as u32,
-                    flags: gf::BIAS | gf::TANH | fused.flags,
-                    st_k: fused.st_k,
-                    st_stride: fused.st_stride,
-                    st_hs: fused.st_hs,
-                    st_tab: fused.st_tab,
-                    st_n: fused.st_n,
-                    a_off: x as u32,
-                    a_rs: l as u32,
-                    a_cs: 1,
-                    b_off: p.w0 as u32,
-                    b_rs: 1,
-                    b_cs: l as u32,
-                    c_off: h1 as u32,
-                    c_rs: m as u32,
-                    c_cs: 1,
-                    bias_off: p.b0 as u32,
-                    alpha: 1.0,
-                    ..Default::default()
-                }),
-                b.gemm(Gemm {
-                    m: r as u32,
-                    n: m as u32,
-                    k: m as u32,
-                    flags: gf::BIAS | gf::TANH,
-                    a_off: h1 as u32,
-                    a_rs: m as u32,
-                    a_cs: 1,
-                    b_off: p.w1 as u32,
-                    b_rs: 1,
-                    b_cs: m as u32,
-                    c_off: h2 as u32,
-                    c_rs: m as u32,
-                    c_cs: 1,
-                    bias_off: p.b1 as u32,
-                    alpha: 1.0,
-                    ..Default::default()
-                }),
-                b.gemm(Gemm {
-                    m: r as u32,
-                    n: l as u32,
-                    k: m as u32,
-                    flags: gf::BIAS,
-                    a_off: h2 as u32,
-                    a_rs: m as u32,
-                    a_cs: 1,
-                    b_off: p.w2 as u32,
-                    b_rs: 1,
-                    b_cs: m as u32,
-                    c_off: y as u32,
-                    c_rs: l as u32,
-                    c_cs: 1,
-                    bias_off: p.b2 as u32,
-                    alpha: 1.0,
-                    ..Default::default()
-                }),
+                b.gemm(first),
+                b.gemm(times_wt(r, m, m, h1, p.w1, h2).bias(p.b1, gf::TANH)),
+                b.gemm(times_wt(r, l, m, h2, p.w2, y).bias(p.b2, 0)),
             ]
         };
-        // Backward through the field at stage `st`: ka = alpha · (ain ᵀ∂f/∂z).
+        // Backward through the field at stage `st`: ka = alpha · (ain ᵀ∂f/∂z), through tanh
+        // with the stage's activations.
         let vjp_ops = |b: &mut Builder, st: usize, alpha: f32| -> Vec<Op> {
             let (h1, h2) = (lay.h1 + st * r * m, lay.h2 + st * r * m);
             let (g1, g2) = (lay.g1 + st * r * m, lay.g2 + st * r * m);
             let (ain, ka) = (lay.ain + st * r * l, lay.ka + st * r * l);
             vec![
+                b.gemm(times_w(r, m, l, ain, p.w2, g2).dtanh(h2)),
+                b.gemm(times_w(r, m, m, g2, p.w1, g1).dtanh(h1)),
                 b.gemm(Gemm {
-                    m: r as u32,
-                    n: m as u32,
-                    k: l as u32,
-                    flags: gf::DTANH,
-                    a_off: ain as u32,
-                    a_rs: l as u32,
-                    a_cs: 1,
-                    b_off: p.w2 as u32,
-                    b_rs: m as u32,
-                    b_cs: 1,
-                    c_off: g2 as u32,
-                    c_rs: m as u32,
-                    c_cs: 1,
-                    aux_off: h2 as u32,
-                    aux_rs: m as u32,
-                    alpha: 1.0,
-                    ..Default::default()
-                }),
-                b.gemm(Gemm {
-                    m: r as u32,
-                    n: m as u32,
-                    k: m as u32,
-                    flags: gf::DTANH,
-                    a_off: g2 as u32,
-                    a_rs: m as u32,
-                    a_cs: 1,
-                    b_off: p.w1 as u32,
-                    b_rs: m as u32,
-                    b_cs: 1,
-                    c_off: g1 as u32,
-                    c_rs: m as u32,
-                    c_cs: 1,
-                    aux_off: h1 as u32,
-                    aux_rs: m as u32,
-                    alpha: 1.0,
-                    ..Default::default()
-                }),
-                b.gemm(Gemm {
-                    m: r as u32,
-                    n: l as u32,
-                    k: m as u32,
-                    flags: 0,
-                    a_off: g1 as u32,
-                    a_rs: m as u32,
-                    a_cs: 1,
-                    b_off: p.w0 as u32,
-                    b_rs: l as u32,
-                    b_cs: 1,
-                    c_off: ka as u32,
-                    c_rs: l as u32,
-                    c_cs: 1,
                     alpha,
-                    ..Default::default()
+                    ..times_w(r, l, m, g1, p.w0, ka)
                 }),
             ]
         };
@@ -1112,7 +1011,8 @@ impl GpuSolver {
         let Some(p) = self.profiler.as_mut() else {
             return Ok(());
         };
-        let v = map_read(&self.ctx, &p.readback, 16)?;
+        map_read(&self.ctx, &p.readback, 16, &mut self.small)?;
+        let v = &self.small;
         // Two little-endian u64 tick counts, read back as four f32 bit patterns.
         let tick = |i: usize| (v[2 * i].to_bits() as u64) | ((v[2 * i + 1].to_bits() as u64) << 32);
         let ticks = [tick(0), tick(1)];
@@ -1188,8 +1088,8 @@ impl GpuSolver {
 
     fn read_count(&mut self) -> Result<usize> {
         let b = self.bufs.as_ref().expect("buffers");
-        let v = map_read(&self.ctx, &b.count_rb, 4)?;
-        Ok(v[0] as usize)
+        map_read(&self.ctx, &b.count_rb, 4, &mut self.small)?;
+        Ok(self.small[0] as usize)
     }
 
     /// Copies the float regions `(offset, len)` back, concatenated into `self.host`.
@@ -1208,10 +1108,7 @@ impl GpuSolver {
         }
         self.ctx.queue.submit([enc.finish()]);
         self.submits += 1;
-        let v = map_read(&self.ctx, &b.staging, (total * 4) as u64)?;
-        self.host.clear();
-        self.host.extend_from_slice(&v);
-        Ok(())
+        map_read(&self.ctx, &b.staging, (total * 4) as u64, &mut self.host)
     }
 
     fn upload(&self, offset: usize, data: &[f32]) {
@@ -1224,14 +1121,17 @@ impl GpuSolver {
             .write_buffer(&b.arena, (offset * 4) as u64, bytemuck::cast_slice(data));
     }
 
-    fn fill(&self, offset: usize, len: usize, value: f32) {
-        let v = vec![value; len];
+    fn fill(&mut self, offset: usize, len: usize, value: f32) {
+        let mut v = std::mem::take(&mut self.small);
+        v.clear();
+        v.resize(len, value);
         self.upload(offset, &v);
+        self.small = v;
     }
 }
 
-/// Reads `bytes` from the start of a mappable buffer.
-fn map_read(ctx: &GpuContext, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>> {
+/// Reads `bytes` from the start of a mappable buffer into `out` (replacing its contents).
+fn map_read(ctx: &GpuContext, buf: &wgpu::Buffer, bytes: u64, out: &mut Vec<f32>) -> Result<()> {
     let slice = buf.slice(..bytes);
     let (tx, rx) = std::sync::mpsc::channel();
     slice.map_async(wgpu::MapMode::Read, move |r| {
@@ -1241,14 +1141,67 @@ fn map_read(ctx: &GpuContext, buf: &wgpu::Buffer, bytes: u64) -> Result<Vec<f32>
     rx.recv()
         .map_err(|e| GpuError::Readback(e.to_string()))?
         .map_err(|e| GpuError::Readback(e.to_string()))?;
-    let out = {
+    {
         let view = slice
             .get_mapped_range()
             .map_err(|e| GpuError::Readback(e.to_string()))?;
-        bytemuck::cast_slice::<u8, f32>(&view).to_vec()
-    };
+        out.clear();
+        out.extend_from_slice(bytemuck::cast_slice::<u8, f32>(&view));
+    }
     buf.unmap();
-    Ok(out)
+    Ok(())
+}
+
+/// `C = A · Wᵀ` for a row-major `A` (`m × k`) at `a`, a PyTorch weight `W` (`n × k`) at `w` and a
+/// row-major `C` (`m × n`) at `c`: a forward layer.
+fn times_wt(m: usize, n: usize, k: usize, a: usize, w: usize, c: usize) -> Gemm {
+    Gemm {
+        b_rs: 1,
+        b_cs: k as u32,
+        ..times_w(m, n, k, a, w, c)
+    }
+}
+
+/// `C = A · W` for a row-major `A` (`m × k`) at `a`, `W` (`k × n`) at `w` and a row-major `C`
+/// (`m × n`) at `c`: a layer's state VJP.
+fn times_w(m: usize, n: usize, k: usize, a: usize, w: usize, c: usize) -> Gemm {
+    Gemm {
+        m: m as u32,
+        n: n as u32,
+        k: k as u32,
+        a_off: a as u32,
+        a_rs: k as u32,
+        a_cs: 1,
+        b_off: w as u32,
+        b_rs: n as u32,
+        b_cs: 1,
+        c_off: c as u32,
+        c_rs: n as u32,
+        c_cs: 1,
+        alpha: 1.0,
+        ..Default::default()
+    }
+}
+
+impl Gemm {
+    /// Adds the bias at `bias` and the epilogue `flags` (e.g. tanh).
+    fn bias(self, bias: usize, flags: u32) -> Self {
+        Gemm {
+            flags: self.flags | gf::BIAS | flags,
+            bias_off: bias as u32,
+            ..self
+        }
+    }
+
+    /// Multiplies by `1 − h²` of the activations at `h` (same shape as C): back through tanh.
+    fn dtanh(self, h: usize) -> Self {
+        Gemm {
+            flags: self.flags | gf::DTANH,
+            aux_off: h as u32,
+            aux_rs: self.n,
+            ..self
+        }
+    }
 }
 
 /// Offsets of the six field tensors in a flat parameter block starting at `base`.

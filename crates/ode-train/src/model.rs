@@ -438,6 +438,7 @@ struct GpuLane {
     gz: Vec<f32>,
     gz0: Vec<f32>,
     gp: Vec<f32>,
+    params: Vec<f32>,
 }
 
 /// Where the ODE solves of training and prediction run.
@@ -571,6 +572,7 @@ impl<T: Scalar> Workspace<T> {
             gz: Vec::new(),
             gz0: Vec::new(),
             gp: Vec::new(),
+            params: Vec::new(),
         });
         Ok(ws)
     }
@@ -675,8 +677,8 @@ impl<T: Scalar> NeuralOdeModel<T> {
         fit(&mut ws.zs, (h + 1) * rows * l);
         let report = if let Some(g) = ws.gpu.as_mut() {
             if g.synced != self.stamp {
-                let f: Vec<f32> = p[self.func_range()].iter().map(|v| v.f64() as f32).collect();
-                g.solver.set_params(&f)?;
+                convert(&p[self.func_range()], &mut g.params);
+                g.solver.set_params(&g.params)?;
                 g.synced = self.stamp;
             }
             convert(&ws.z0, &mut g.z0);
