@@ -129,7 +129,10 @@ fn step_factor(accepted: bool, r: f32, r1: f32, r2: f32) -> f32 {
     return clamp(f, c.min_factor, c.max_factor);
 }
 
-// The step from t towards goal, as `ode_core::SolveOptions::next_step`; x = 0 on underflow.
+// Steps ending within this many ulps of the point they aim at land on it (`ode_core::SNAP_ULPS`).
+const SNAP_ULPS: f32 = 32.0;
+
+// The step from t towards goal, as `ode_core::SolveOptions::next_step`; ok = false on underflow.
 struct Step {
     h: f32,
     ok: bool,
@@ -147,8 +150,11 @@ fn next_step(t: f32, goal: f32, proposal: f32) -> Step {
     if (flag(F_MAX_STEP) && abs(h) > abs(c.max_step)) {
         h = c.dir * abs(c.max_step);
     }
-    if (abs(h) >= abs(remaining)) {
-        h = remaining;
+    // Land exactly on goal when the step reaches it or would end within SNAP_ULPS ulps of it
+    // (short or past): a sliver left behind is never an underflow.
+    let gap = max(abs(t), abs(goal)) * 1.1920929e-7 * SNAP_ULPS;
+    if (abs(h) >= abs(remaining) || abs(remaining - h) <= gap) {
+        return Step(remaining, true);
     }
     let floor = max(c.min_step, abs(t) * 1.1920929e-7 * 4.0);
     if (adaptive && (abs(h) < floor || t + h == t)) {

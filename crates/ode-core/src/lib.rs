@@ -18,7 +18,7 @@ pub use error::{OdeError, Result};
 pub use field::{FnField, VectorField};
 pub use grad::{BackpropStats, VjpField};
 pub use mlp::{MLP_TENSOR_NAMES, Mlp};
-pub use options::{PidController, SolveOptions, StepMode, Tolerance};
+pub use options::{PidController, SNAP_ULPS, SolveOptions, StepMode, Tolerance, snap_gap};
 pub use problems::{Problem, ProblemField};
 pub use scalar::{Scalar, tanh_f32};
 pub use solver::{Report, SampleStats, Solution, Solver, Stats, Tape};

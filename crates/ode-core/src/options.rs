@@ -354,11 +354,26 @@ impl<T: Scalar> SolveOptions<T> {
     }
 }
 
+/// How close (in units of the floating-point resolution of the times involved) a step's end
+/// must come to the point it aims at to land on it exactly: a step ending this close short of
+/// an output time would leave a sliver too small to step over, and one ending this close past it
+/// overshoots only by round-off.
+pub const SNAP_ULPS: f64 = 32.0;
+
+/// The gap below which a step from `t` towards `target` lands on `target`: [`SNAP_ULPS`] ulps of
+/// the larger of `|t|` and `|target|`.
+#[inline]
+pub fn snap_gap<T: Scalar>(t: T, target: T) -> T {
+    t.abs().max(target.abs()) * T::epsilon() * T::c(SNAP_ULPS)
+}
+
 impl<T: Scalar> SolveOptions<T> {
     /// The step to take from `t` towards `target` (direction `dir`): the adaptive `proposal`,
-    /// the fixed `step_size`, or the whole remaining interval; capped by `max_step`; landing
-    /// exactly on `target` rather than leaving a sliver. `Err((h, floor))` when an adaptive step
-    /// is below `min_step` or the resolution of `t`.
+    /// the fixed `step_size`, or the whole remaining interval; capped by `max_step`.
+    ///
+    /// A step that reaches `target`, or would end within round-off of it ([`snap_gap`]), lands
+    /// on it exactly; landing is never an error, however short the remaining sliver. Otherwise
+    /// `Err((h, floor))` when an adaptive step is below `min_step` or the resolution of `t`.
     pub(crate) fn next_step(&self, adaptive: bool, t: T, target: T, proposal: T, dir: T) -> Result<T, (T, T)> {
         let remaining = target - t;
         let mut h = if adaptive {
@@ -373,13 +388,103 @@ impl<T: Scalar> SolveOptions<T> {
                 h = dir * mx.abs();
             }
         }
-        if h.abs() >= remaining.abs() * T::c(1.0 - 1e-12) {
-            h = remaining;
+        // The relative test keeps f64 behaviour as before; the ulp test is what fires in f32.
+        if h.abs() >= remaining.abs() * T::c(1.0 - 1e-12) || (remaining - h).abs() <= snap_gap(t, target) {
+            return Ok(remaining);
         }
         let floor = self.min_step.max(t.abs() * T::epsilon() * T::c(4.0));
         if adaptive && (h.abs() < floor || t + h == t) {
             return Err((h, floor));
         }
         Ok(h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SNAP_ULPS, SolveOptions};
+    use crate::Scalar;
+
+    /// `x` moved by `k` ulps towards +∞ (`k < 0`: towards −∞); `x` must be non-zero.
+    fn ulps<T: Scalar>(x: T, k: i64) -> T {
+        let mut y = x;
+        for _ in 0..k.unsigned_abs() {
+            // One ulp of y in the direction of travel: the spacing just above/below |y|.
+            let up = (k > 0) == (y > T::zero());
+            let e = y.abs() * T::epsilon();
+            let mut step = T::c(2f64.powi(e.f64().log2().floor() as i32));
+            if !up && y.abs() == T::c(2f64.powi(y.abs().f64().log2().floor() as i32)) {
+                step = step / T::c(2.0);
+            }
+            y = if k > 0 { y + step } else { y - step };
+        }
+        y
+    }
+
+    /// From `t`, a proposal ending `k` ulps short of (`k > 0`) or past (`k < 0`) `target`, then
+    /// whatever remains: every step is accepted, and the walk ends exactly on `target`.
+    fn walk<T: Scalar>(t0: T, target: T, k: i64, adaptive: bool) -> usize {
+        let opts = SolveOptions::<T>::default();
+        let dir = if target > t0 { T::one() } else { -T::one() };
+        let aim = ulps(target, -k * if dir > T::zero() { 1 } else { -1 });
+        let (mut t, mut proposal, mut steps) = (t0, aim - t0, 0);
+        while t != target {
+            let h = opts
+                .next_step(adaptive, t, target, proposal, dir)
+                .unwrap_or_else(|(h, floor)| panic!("t {t} -> {target} (k {k}): step {h} below {floor}"));
+            t = if h == target - t { target } else { t + h };
+            proposal = proposal * T::c(10.0);
+            steps += 1;
+            assert!(steps <= 2, "t0 {t0} -> {target} (k {k}): more than two steps");
+        }
+        steps
+    }
+
+    fn every_gap<T: Scalar>() {
+        let times = [0.1, 0.45, 1.0, 1.1, 1.2, 3.0, 24.0, 1000.0];
+        for &a in &[0.0, 0.05, -2.0] {
+            for &b in &times {
+                for (t0, target) in [(a, b), (b, a), (-b, a), (a, -b)] {
+                    let (t0, target) = (T::c(t0), T::c(target));
+                    if t0 == target || target == T::zero() {
+                        continue;
+                    }
+                    for k in (-64..=64).filter(|&k| k != 0) {
+                        for adaptive in [true, false] {
+                            let steps = walk(t0, target, k, adaptive);
+                            if k <= SNAP_ULPS as i64 {
+                                assert_eq!(steps, 1, "{t0} -> {target}, k {k}: a near miss lands");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn steps_near_the_target_land_on_it_in_f32() {
+        every_gap::<f32>();
+    }
+
+    #[test]
+    fn steps_near_the_target_land_on_it_in_f64() {
+        every_gap::<f64>();
+    }
+
+    #[test]
+    fn ulps_moves_by_one_representable_value() {
+        assert_eq!(ulps(1.0f32, 1), 1.0 + f32::EPSILON);
+        assert_eq!(ulps(1.0f32, -1), 1.0 - f32::EPSILON / 2.0);
+        assert_eq!(ulps(-1.0f32, 1), -1.0 + f32::EPSILON / 2.0);
+        assert_eq!(ulps(3.0f64, 2), 3.0 + 4.0 * f64::EPSILON);
+    }
+
+    #[test]
+    fn tiny_non_landing_steps_still_underflow() {
+        let opts = SolveOptions::<f32>::default();
+        // A proposal of 1e-9 from t = 1 towards 2 is far from landing and below the resolution.
+        assert!(opts.next_step(true, 1.0, 2.0, 1e-9, 1.0).is_err());
+        assert_eq!(opts.next_step(true, 1.0, 2.0, 0.5, 1.0), Ok(0.5));
     }
 }

@@ -11,6 +11,7 @@ pub mod generate;
 pub mod model;
 pub mod tracker;
 pub mod trainer;
+mod update_watch;
 
 pub use config::{Resolved, RunConfig};
 pub use forecast::Forecaster;

@@ -5,6 +5,7 @@ use crate::checkpoint::{self, CheckpointError, CheckpointMeta, OptimState};
 use crate::data::{DataError, Split};
 use crate::model::{Device, LossStats, NeuralOdeModel, Workspace};
 use crate::tracker::Tracker;
+use crate::update_watch::UpdateWatch;
 use ode_core::{OdeError, StepMode};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -137,7 +138,7 @@ pub enum TrainError {
         saved: String,
     },
     /// The ODE solver failed (step-size underflow, step budget, …).
-    #[error("solver failed at epoch {epoch}, batch {batch}: {source}{saved}")]
+    #[error("solver failed at epoch {epoch}, batch {batch}: {source}{cause}{saved}")]
     Solver {
         /// Epoch (from 1).
         epoch: usize,
@@ -145,6 +146,9 @@ pub enum TrainError {
         batch: usize,
         /// The solver's error.
         source: OdeError,
+        /// The likely cause the trainer knows of (a large parameter update just before), with
+        /// its remedy; empty when there is none.
+        cause: String,
         /// Where the best checkpoint so far is, if any.
         saved: String,
     },
@@ -562,6 +566,7 @@ impl<'a> Trainer<'a> {
             ..History::default()
         };
         let batches = order.len().div_ceil(bs);
+        let mut watch = UpdateWatch::default();
         for epoch in self.start_epoch + 1..=self.config.epochs {
             let epoch_start = Instant::now();
             let mut rng =
@@ -609,6 +614,10 @@ impl<'a> Trainer<'a> {
                             source => TrainError::Solver {
                                 epoch,
                                 batch: bi + 1,
+                                cause: watch.cause(
+                                    self.config.gradient_clip,
+                                    matches!(source, OdeError::StepSizeUnderflow { .. }),
+                                ),
                                 source,
                                 saved,
                             },
@@ -640,6 +649,7 @@ impl<'a> Trainer<'a> {
                     });
                 }
                 let norm = clip_grad_norm(&mut grad, self.config.gradient_clip);
+                watch.record(st.loss, norm);
                 self.adam.step(self.model.params_mut(), &grad);
                 train_secs += t0.elapsed().as_secs_f64();
                 loss_sum += st.loss * rows as f64;
@@ -659,6 +669,10 @@ impl<'a> Trainer<'a> {
             let (rmse, units) = self.evaluate(val).map_err(|source| TrainError::Solver {
                 epoch,
                 batch: 0,
+                cause: watch.cause(
+                    self.config.gradient_clip,
+                    matches!(source, OdeError::StepSizeUnderflow { .. }),
+                ),
                 source,
                 saved: self.saved_note(),
             })?;
