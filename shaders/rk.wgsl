@@ -300,11 +300,11 @@ fn fwd_choose(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
         goal = arena[c.ts + u32(arena[cf(OI, b)])];
     }
     let s = next_step(t, goal, arena[cf(H, b)]);
+    // Written before the check so an underflow reports the step that was too small.
+    arena[cf(HS, b)] = s.h;
     if (!s.ok) {
         fail_forward(b, select(UNDERFLOW, NON_FINITE, arena[cf(NF, b)] != 0.0));
-        return;
     }
-    arena[cf(HS, b)] = s.h;
 }
 
 // Stage input of stage `c.stage` for one element: y + h·Σⱼ a_ij kⱼ.
@@ -607,11 +607,10 @@ fn adj_choose(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
     let t = arena[cf(T, b)];
     let goal = arena[c.ts + u32(arena[cf(OI, b)]) - 1u];
     let s = next_step(t, goal, arena[cf(H, b)]);
+    arena[cf(HS, b)] = s.h;
     if (!s.ok) {
         arena[cf(ST, b)] = select(UNDERFLOW, NON_FINITE, arena[cf(NF, b)] != 0.0);
-        return;
     }
-    arena[cf(HS, b)] = s.h;
 }
 
 // Stage inputs of stage `c.stage` for one element: z + h·Σ a_il kz_l and a + h·Σ a_il ka_l.

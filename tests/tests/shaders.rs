@@ -44,3 +44,33 @@ fn a_broken_shader_is_rejected() {
     };
     assert!(rejected);
 }
+
+/// The value of `const NAME: TYPE = VALUE;` in a shader's source, as text without a `u` suffix.
+fn wgsl_const<'a>(src: &'a str, name: &str) -> &'a str {
+    let line = src
+        .lines()
+        .find(|l| l.starts_with(&format!("const {name}:")))
+        .unwrap_or_else(|| panic!("rk.wgsl declares no const {name}"));
+    let value = line.split('=').nth(1).expect("const has a value");
+    value.split(';').next().unwrap().trim().trim_end_matches('u')
+}
+
+#[test]
+fn rk_constants_agree_with_the_host() {
+    let src = ode_gpu::shaders::RK_WGSL;
+    let snap: f64 = wgsl_const(src, "SNAP_ULPS").parse().unwrap();
+    assert_eq!(snap, ode_core::SNAP_ULPS, "the kernels snap to targets like ode-core");
+    use ode_gpu::shaders::field;
+    for (name, host) in [
+        ("T", field::T),
+        ("HS", field::HS),
+        ("ST", field::ST),
+        ("ACC", field::ACC),
+        ("REJ", field::REJ),
+        ("NFE", field::NFE),
+        ("FIELDS", field::FIELDS),
+    ] {
+        let shader: usize = wgsl_const(src, name).parse().unwrap();
+        assert_eq!(shader, host, "control field {name}");
+    }
+}

@@ -405,28 +405,12 @@ mod tests {
     use super::{SNAP_ULPS, SolveOptions};
     use crate::Scalar;
 
-    /// `x` moved by `k` ulps towards +∞ (`k < 0`: towards −∞); `x` must be non-zero.
-    fn ulps<T: Scalar>(x: T, k: i64) -> T {
-        let mut y = x;
-        for _ in 0..k.unsigned_abs() {
-            // One ulp of y in the direction of travel: the spacing just above/below |y|.
-            let up = (k > 0) == (y > T::zero());
-            let e = y.abs() * T::epsilon();
-            let mut step = T::c(2f64.powi(e.f64().log2().floor() as i32));
-            if !up && y.abs() == T::c(2f64.powi(y.abs().f64().log2().floor() as i32)) {
-                step = step / T::c(2.0);
-            }
-            y = if k > 0 { y + step } else { y - step };
-        }
-        y
-    }
-
     /// From `t`, a proposal ending `k` ulps short of (`k > 0`) or past (`k < 0`) `target`, then
     /// whatever remains: every step is accepted, and the walk ends exactly on `target`.
     fn walk<T: Scalar>(t0: T, target: T, k: i64, adaptive: bool) -> usize {
         let opts = SolveOptions::<T>::default();
         let dir = if target > t0 { T::one() } else { -T::one() };
-        let aim = ulps(target, -k * if dir > T::zero() { 1 } else { -1 });
+        let aim = target.ulps(-k * if dir > T::zero() { 1 } else { -1 });
         let (mut t, mut proposal, mut steps) = (t0, aim - t0, 0);
         while t != target {
             let h = opts
@@ -470,14 +454,6 @@ mod tests {
     #[test]
     fn steps_near_the_target_land_on_it_in_f64() {
         every_gap::<f64>();
-    }
-
-    #[test]
-    fn ulps_moves_by_one_representable_value() {
-        assert_eq!(ulps(1.0f32, 1), 1.0 + f32::EPSILON);
-        assert_eq!(ulps(1.0f32, -1), 1.0 - f32::EPSILON / 2.0);
-        assert_eq!(ulps(-1.0f32, 1), -1.0 + f32::EPSILON / 2.0);
-        assert_eq!(ulps(3.0f64, 2), 3.0 + 4.0 * f64::EPSILON);
     }
 
     #[test]

@@ -17,6 +17,33 @@ pub trait Scalar: Float + FromPrimitive + Debug + Display + Default + Sum + Send
 
     /// Replaces every element by its hyperbolic tangent, in place.
     fn tanh_inplace(x: &mut [Self]);
+
+    /// The neighbouring representable value towards +∞ (`up`) or −∞: one ulp away. Used to
+    /// place steps a given number of ulps from a time, as the round-off tests do.
+    fn next_toward(self, up: bool) -> Self;
+
+    /// This value moved `k` representable values towards +∞ (`k < 0`: towards −∞).
+    fn ulps(self, k: i64) -> Self {
+        (0..k.unsigned_abs()).fold(self, |y, _| y.next_toward(k > 0))
+    }
+}
+
+/// One ulp away from a value towards ±∞, through zero (to the smallest subnormal); NaN and the
+/// infinity in the direction of travel stay as they are.
+macro_rules! next_toward {
+    ($y:expr, $up:expr, $t:ty) => {{
+        let (y, up): ($t, bool) = ($y, $up);
+        if y.is_nan() || (y.is_infinite() && (y > 0.0) == up) {
+            y
+        } else if y == 0.0 {
+            let tiny = <$t>::from_bits(1);
+            if up { tiny } else { -tiny }
+        } else if (y > 0.0) == up {
+            <$t>::from_bits(y.to_bits() + 1)
+        } else {
+            <$t>::from_bits(y.to_bits() - 1)
+        }
+    }};
 }
 
 impl Scalar for f64 {
@@ -27,6 +54,9 @@ impl Scalar for f64 {
     #[inline(always)]
     fn f64(self) -> f64 {
         self
+    }
+    fn next_toward(self, up: bool) -> Self {
+        next_toward!(self, up, f64)
     }
     fn tanh_inplace(x: &mut [f64]) {
         for v in x {
@@ -43,6 +73,9 @@ impl Scalar for f32 {
     #[inline(always)]
     fn f64(self) -> f64 {
         self as f64
+    }
+    fn next_toward(self, up: bool) -> Self {
+        next_toward!(self, up, f32)
     }
     fn tanh_inplace(x: &mut [f32]) {
         #[cfg(target_arch = "x86_64")]
@@ -134,5 +167,19 @@ mod tests {
         for (x, b) in xs.iter().zip(&batched) {
             assert!((tanh_f32(*x) - b).abs() <= 1e-7, "tanh({x}): {} vs {b}", tanh_f32(*x));
         }
+    }
+
+    #[test]
+    fn ulps_moves_by_representable_values() {
+        assert_eq!(1.0f32.ulps(1), 1.0 + f32::EPSILON);
+        assert_eq!(1.0f32.ulps(-1), 1.0 - f32::EPSILON / 2.0);
+        assert_eq!((-1.0f32).ulps(1), -1.0 + f32::EPSILON / 2.0);
+        assert_eq!(3.0f64.ulps(2), 3.0 + 4.0 * f64::EPSILON);
+        assert_eq!(0.0f64.ulps(1), f64::from_bits(1));
+        assert_eq!(0.0f32.ulps(-2), -f32::from_bits(2));
+        assert_eq!(f32::from_bits(1).ulps(-2), -f32::from_bits(1));
+        assert_eq!(f64::MAX.ulps(1), f64::INFINITY);
+        assert_eq!(f64::INFINITY.ulps(5), f64::INFINITY);
+        assert!(f32::NAN.ulps(1).is_nan());
     }
 }

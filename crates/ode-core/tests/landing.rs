@@ -50,49 +50,18 @@ impl<T: Scalar> VjpField<T> for Drift<T> {
     }
 }
 
-/// `x` moved `k` representable values towards +∞ (`k < 0`: towards −∞).
-fn ulps<T: Scalar>(x: T, k: i64) -> T {
-    let mut y = x;
-    for _ in 0..k.unsigned_abs() {
-        y = next_toward(y, k > 0);
-    }
-    y
-}
-
-fn next_toward<T: Scalar>(y: T, up: bool) -> T {
-    let sign = if up { 1.0 } else { -1.0 };
-    if y == T::zero() {
-        let tiny = if std::mem::size_of::<T>() == 4 {
-            f32::from_bits(1) as f64
-        } else {
-            f64::from_bits(1)
-        };
-        return T::c(sign * tiny);
-    }
-    if std::mem::size_of::<T>() == 4 {
-        let b = y.to_f32().unwrap().to_bits();
-        let away = up == (y > T::zero());
-        let v = f32::from_bits(if away { b + 1 } else { b - 1 });
-        T::c(v as f64)
-    } else {
-        let b = y.to_f64().unwrap().to_bits();
-        let away = up == (y > T::zero());
-        T::c(f64::from_bits(if away { b + 1 } else { b - 1 }))
-    }
-}
-
 /// A first step from `t0` that ends exactly `k` ulps short of `aim` (`k < 0`: past it), in the
 /// direction of integration; `None` if `t0 + h` cannot hit that point.
 fn placed_step<T: Scalar>(t0: T, aim: T, k: i64) -> Option<T> {
     let forward = aim > t0;
-    let end = ulps(aim, if forward { -k } else { k });
+    let end = aim.ulps(if forward { -k } else { k });
     let mut h = end - t0;
     for _ in 0..16 {
         let got = t0 + h;
         if got == end {
             return Some(h.abs());
         }
-        h = next_toward(h, got < end);
+        h = h.next_toward(got < end);
     }
     None
 }

@@ -139,6 +139,8 @@ const _: () = assert!(std::mem::size_of::<Ctl>() == 160);
 pub mod field {
     /// Current time.
     pub const T: usize = 0;
+    /// Step size of the current attempt (of the refused step after an underflow).
+    pub const HS: usize = 2;
     /// Status code.
     pub const ST: usize = 3;
     /// Accepted steps.

@@ -15,8 +15,6 @@ use ode_core::{
 };
 use std::sync::Arc;
 
-/// Control field of the current attempt's step (`HS` in `rk.wgsl`).
-const HS_FIELD: usize = 2;
 /// Largest dense-output polynomial degree the shaders evaluate.
 const DENSE_MAX: usize = 5;
 /// Workgroup width of the per-sample and per-element passes.
@@ -839,7 +837,7 @@ impl GpuSolver {
                 first.flags |= gf::STAGE;
                 first.st_k = lay.k as u32;
                 first.st_stride = (r * l) as u32;
-                first.st_hs = (lay.ctl + HS_FIELD * r) as u32;
+                first.st_hs = (lay.ctl + field::HS * r) as u32;
                 first.st_tab = (lay.tab + i * s) as u32;
                 first.st_n = i as u32;
             }
@@ -1414,7 +1412,7 @@ fn sample_report(
         let e = if st == status::UNDERFLOW {
             OdeError::StepSizeUnderflow {
                 t,
-                h: f(2, b).abs() as f64,
+                h: f(field::HS, b).abs() as f64,
                 min_step: (opts.min_step as f64).max(t.abs() * f32::EPSILON as f64 * 4.0),
                 sample,
             }
