@@ -1,0 +1,163 @@
+//! No output of `ode` (and nothing it stores in a study) contains the password of a
+//! `--storage` URL: `ode search`, `ode worker` and `ode study` run against a working URL, a
+//! wrong password, a host where nothing listens, bad TLS options and a malformed URL, and every
+//! stdout and stderr is searched for the password.
+//!
+//! Needs `ODE_POSTGRES_SENTINEL_URL`: a role on the test server whose password is a sentinel
+//! string found nowhere else (at least 12 characters), allowed to create schemas (`.ci/run`
+//! makes `ode_sentinel`). Without it the test prints SKIPPED and passes, unless
+//! `ODE_REQUIRE_POSTGRES=1`, which makes it fail.
+
+use ode_search::pg_connect::PgTarget;
+use std::process::Command;
+
+/// Runs `ode` with `env` added; (success, stdout + stderr).
+fn ode(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ode"))
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("PGPASSWORD")
+        .env("PGPASSFILE", "/nonexistent/pgpass")
+        .output()
+        .expect("run ode");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// `url` with `params` added to its query.
+fn with(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
+#[test]
+fn no_output_or_study_attribute_shows_the_storage_password() {
+    let Some(url) = std::env::var("ODE_POSTGRES_SENTINEL_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    else {
+        assert!(
+            std::env::var("ODE_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+            "ODE_REQUIRE_POSTGRES=1 but ODE_POSTGRES_SENTINEL_URL is not set"
+        );
+        eprintln!("********** no_output_shows_the_storage_password: SKIPPED (no ODE_POSTGRES_SENTINEL_URL) **********");
+        return;
+    };
+    let (sentinel, host_port) = password_and_host(&url);
+    assert!(sentinel.len() >= 12, "the sentinel password is at least 12 characters");
+    let schema = format!("ode_sentinel_{}", std::process::id());
+    let mut admin = PgTarget::parse(&url)
+        .and_then(PgTarget::connect)
+        .expect("the sentinel URL connects");
+    admin.batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
+    let good = with(&url, &format!("options=-csearch_path%3D{schema}"));
+    let wrong_pw = good.replace(&format!(":{sentinel}@"), &format!(":{sentinel}x@"));
+    let no_server = good.replace(&format!("@{host_port}/"), "@127.0.0.1:1/");
+    let bad_tls = with(&good, "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem");
+    let bad_option = with(&good, "sslkey=/k.pem");
+    let bad_scheme = good.replacen("postgresql", "postgre", 1);
+    assert!(wrong_pw != good && no_server != good && bad_scheme != good);
+    let small = [
+        "--dataset",
+        "five-channel",
+        "--rows",
+        "300",
+        "--hidden-dim",
+        "8",
+        "--context-len",
+        "8",
+        "--horizon",
+        "4",
+        "--epochs",
+        "1",
+    ];
+    let mut outputs = Vec::new();
+    let mut run = |args: Vec<&str>, env: &[(&str, &str)], want_ok: bool| {
+        let (ok, text) = ode(&args, env);
+        assert_eq!(ok, want_ok, "ode {args:?}: {text}");
+        assert!(!text.contains(&sentinel), "ode {args:?} printed the password: {text}");
+        outputs.push(text);
+    };
+    for storage in [&good, &wrong_pw, &no_server, &bad_tls, &bad_option, &bad_scheme] {
+        let ok = storage == &good;
+        let mut search = vec![
+            "search",
+            "--storage",
+            storage,
+            "--study",
+            "s",
+            "--trials",
+            "2",
+            "--workers",
+            "1",
+        ];
+        search.extend(small);
+        run(search, &[], ok);
+        run(
+            vec!["worker", "--storage", storage, "--study", "s", "--workers", "1"],
+            &[],
+            ok,
+        );
+        run(vec!["study", "list", "--storage", storage], &[], ok);
+        run(vec!["study", "show", "--storage", storage, "--study", "s"], &[], ok);
+        run(vec!["study", "export", "--storage", storage, "--study", "s"], &[], ok);
+    }
+    let mut enqueue = vec!["search", "--storage", &good, "--study", "q", "--workers", "0"];
+    enqueue.extend(small);
+    run(enqueue, &[], true);
+    // The password from PGPASSWORD instead of the URL.
+    let no_pw = good.replace(&format!(":{sentinel}@"), "@");
+    run(
+        vec!["study", "list", "--storage", &no_pw],
+        &[("PGPASSWORD", &sentinel)],
+        true,
+    );
+    let (good_ok, wrong_ok) = (&outputs[0], &outputs[5]);
+    assert!(
+        good_ok.contains("study 's' in postgresql://") && good_ok.contains(":***@"),
+        "{good_ok}"
+    );
+    assert!(wrong_ok.contains("password authentication failed"), "{wrong_ok}");
+    assert!(outputs.iter().any(|o| o.contains("'sslkey' is not supported")));
+    assert!(
+        outputs
+            .iter()
+            .any(|o| o.contains("cannot read sslrootcert /nonexistent/ca.pem"))
+    );
+    // Nothing stored in the study holds the password either.
+    let stored: i64 = admin
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM (SELECT value_json FROM {schema}.study_user_attributes \
+                 UNION ALL SELECT value_json FROM {schema}.study_system_attributes \
+                 UNION ALL SELECT value_json FROM {schema}.trial_user_attributes \
+                 UNION ALL SELECT value_json FROM {schema}.trial_system_attributes \
+                 UNION ALL SELECT study_name FROM {schema}.studies) v WHERE v.value_json LIKE $1"
+            ),
+            &[&format!("%{sentinel}%")],
+        )
+        .unwrap()
+        .get(0);
+    let attrs: i64 = admin
+        .query_one(&format!("SELECT count(*) FROM {schema}.study_system_attributes"), &[])
+        .unwrap()
+        .get(0);
+    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).unwrap();
+    assert!(attrs > 0, "the study definition is stored");
+    assert_eq!(stored, 0, "a study or trial attribute holds the password");
+}
+
+/// The password and the `HOST[:PORT]` of a `postgresql://USER:PASSWORD@HOST[:PORT]/DB` URL.
+fn password_and_host(url: &str) -> (String, String) {
+    let rest = url.split_once("://").expect("a postgresql:// URL").1;
+    let (creds, tail) = rest.split_once('@').expect("USER:PASSWORD@ in the URL");
+    let password = creds.split_once(':').expect("a password in the URL").1;
+    (
+        password.to_string(),
+        tail.split(['/', '?']).next().unwrap_or_default().to_string(),
+    )
+}

@@ -1,0 +1,154 @@
+//! Connections to the PostgreSQL store over TLS, and passwords from a pgpass file.
+//!
+//! The tests need the server of `ODE_POSTGRES_URL` (see `tests/postgres.rs`) serving TLS with a
+//! certificate for 127.0.0.1 signed by the CA in the PEM file `ODE_POSTGRES_TLS_CA`, and a
+//! second CA that signed nothing the server shows in `ODE_POSTGRES_TLS_OTHER_CA` (`.ci/run`
+//! makes both with openssl and configures the server). Without them each test prints SKIPPED
+//! and passes, unless `ODE_REQUIRE_POSTGRES=1`, which makes it fail.
+
+use ode_search::pg_connect::{PgTarget, SslMode};
+use ode_search::{PostgresStore, StudyStore};
+use std::io::Write;
+
+/// The server's URL and the two CA files, or `None` after a loud skip line.
+fn setup(test: &str) -> Option<(String, String, String)> {
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    match (
+        var("ODE_POSTGRES_URL"),
+        var("ODE_POSTGRES_TLS_CA"),
+        var("ODE_POSTGRES_TLS_OTHER_CA"),
+    ) {
+        (Some(url), Some(ca), Some(other)) => Some((url, ca, other)),
+        _ => {
+            assert!(
+                std::env::var("ODE_REQUIRE_POSTGRES").as_deref() != Ok("1"),
+                "ODE_REQUIRE_POSTGRES=1 but ODE_POSTGRES_URL, ODE_POSTGRES_TLS_CA or ODE_POSTGRES_TLS_OTHER_CA is not set"
+            );
+            let msg = format!("{test}: SKIPPED (no ODE_POSTGRES_URL, ODE_POSTGRES_TLS_CA, ODE_POSTGRES_TLS_OTHER_CA)");
+            let _ = writeln!(std::io::stderr(), "\n********** {msg} **********\n");
+            None
+        }
+    }
+}
+
+/// `url` with `params` added to its query.
+fn with(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
+/// Whether the session is encrypted, as the server sees it.
+fn encrypted(url: &str) -> Result<bool, String> {
+    let mut client = PgTarget::parse(url)
+        .and_then(PgTarget::connect)
+        .map_err(|e| e.to_string())?;
+    let row = client
+        .query_one("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()", &[])
+        .map_err(|e| e.to_string())?;
+    Ok(row.get(0))
+}
+
+#[test]
+fn verify_full_with_the_test_ca_connects_encrypted_and_the_store_works() {
+    let Some((url, ca, _)) = setup("verify_full_with_the_test_ca_connects_encrypted") else {
+        return;
+    };
+    let tls = with(&url, &format!("sslmode=verify-full&sslrootcert={ca}"));
+    assert_eq!(PgTarget::parse(&tls).unwrap().ssl_mode(), SslMode::VerifyFull);
+    assert_eq!(encrypted(&tls), Ok(true));
+    assert_eq!(
+        encrypted(&with(&url, &format!("sslmode=verify-ca&sslrootcert={ca}"))),
+        Ok(true)
+    );
+    // The study store itself, in a schema of its own, over the verified connection.
+    let schema = format!("ode_tls_{}", std::process::id());
+    let mut admin = PgTarget::parse(&tls).unwrap().connect().unwrap();
+    admin.batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
+    let store = PostgresStore::connect(&with(&tls, &format!("options=-csearch_path%3D{schema}")));
+    let names = store.and_then(|mut s| {
+        s.open_study("tls")?;
+        s.study_names()
+    });
+    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).unwrap();
+    assert_eq!(names.unwrap(), ["tls"]);
+}
+
+#[test]
+fn a_certificate_from_another_ca_or_for_another_name_is_refused() {
+    let Some((url, ca, other)) = setup("a_certificate_from_another_ca_or_for_another_name_is_refused") else {
+        return;
+    };
+    for mode in ["verify-full", "verify-ca", "require"] {
+        let e = encrypted(&with(&url, &format!("sslmode={mode}&sslrootcert={other}"))).unwrap_err();
+        assert!(
+            e.contains(&format!("cannot connect (sslmode={mode}")) && e.contains("UnknownIssuer"),
+            "{mode}: {e}"
+        );
+    }
+    // The server's certificate names 127.0.0.1 only: "localhost" passes the chain check of
+    // verify-ca but not verify-full's name check.
+    if url.contains("@127.0.0.1") {
+        let local = url.replace("@127.0.0.1", "@localhost");
+        assert_eq!(
+            encrypted(&with(&local, &format!("sslmode=verify-ca&sslrootcert={ca}"))),
+            Ok(true)
+        );
+        let e = encrypted(&with(&local, &format!("sslmode=verify-full&sslrootcert={ca}"))).unwrap_err();
+        assert!(e.contains("not valid for name") && e.contains("localhost"), "{e}");
+    }
+    let e = encrypted(&with(&url, "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem")).unwrap_err();
+    assert!(e.contains("cannot read sslrootcert /nonexistent/ca.pem"), "{e}");
+}
+
+#[test]
+fn require_encrypts_prefer_is_the_default_and_disable_does_not_encrypt() {
+    let Some((url, _, _)) = setup("require_encrypts_prefer_is_the_default_and_disable_does_not_encrypt") else {
+        return;
+    };
+    assert_eq!(encrypted(&with(&url, "sslmode=require")), Ok(true));
+    assert_eq!(encrypted(&url), Ok(true), "prefer (the default) uses the server's TLS");
+    assert_eq!(encrypted(&with(&url, "sslmode=disable")), Ok(false));
+}
+
+#[test]
+fn the_password_comes_from_a_pgpass_file_when_the_url_has_none() {
+    let Some((url, ca, _)) = setup("the_password_comes_from_a_pgpass_file_when_the_url_has_none") else {
+        return;
+    };
+    let cfg: postgres::Config = url.parse().unwrap();
+    let (Some(user), Some(password)) = (cfg.get_user(), cfg.get_password()) else {
+        panic!("ODE_POSTGRES_URL names a user and a password");
+    };
+    let host = match &cfg.get_hosts()[0] {
+        postgres::config::Host::Tcp(h) => h.clone(),
+        other => panic!("ODE_POSTGRES_URL has a TCP host, not {other:?}"),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let db = cfg.get_dbname().unwrap_or(user);
+    let password = String::from_utf8(password.to_vec()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pgpass = dir.path().join("pgpass");
+    // Escapes and wildcards: the first line names another database, the second matches.
+    std::fs::write(
+        &pgpass,
+        format!(
+            "# test\n{host}:{port}:not_{db}:{user}:wrong\n*:{port}:{db}:{user}:{}\n",
+            password.replace(':', "\\:")
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let no_pw = format!(
+        "postgresql://{user}@{host}:{port}/{db}?sslmode=verify-full&sslrootcert={ca}&passfile={}",
+        pgpass.display()
+    );
+    assert_eq!(encrypted(&no_pw), Ok(true));
+    // A file others may read is ignored (with a warning): no password, so no connection.
+    if std::env::var_os("PGPASSWORD").is_some() {
+        return; // the password would come from there
+    }
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = encrypted(&no_pw).unwrap_err();
+    assert!(e.contains("password"), "{e}");
+}
