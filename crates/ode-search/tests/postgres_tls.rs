@@ -4,11 +4,13 @@
 //! certificate for 127.0.0.1 signed by the CA in the PEM file `ODE_POSTGRES_TLS_CA`, and a
 //! second CA that signed nothing the server shows in `ODE_POSTGRES_TLS_OTHER_CA` (`.ci/run`
 //! makes both with openssl and configures the server). Without them each test prints SKIPPED
-//! and passes, unless `ODE_REQUIRE_POSTGRES=1`, which makes it fail.
+//! and passes, unless `ODE_REQUIRE_POSTGRES=1`, which makes it fail. The test of servers
+//! without TLS needs no server: a listener that answers the TLS request with "no" stands in.
 
 use ode_search::pg_connect::{PgTarget, SslMode};
 use ode_search::{PostgresStore, StudyStore};
-use std::io::Write;
+use std::io::{Read, Write};
+use std::net::TcpListener;
 
 /// The server's URL and the two CA files, or `None` after a loud skip line.
 fn setup(test: &str) -> Option<(String, String, String)> {
@@ -151,4 +153,45 @@ fn the_password_comes_from_a_pgpass_file_when_the_url_has_none() {
     std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).unwrap();
     let e = encrypted(&no_pw).unwrap_err();
     assert!(e.contains("password"), "{e}");
+}
+
+/// What a server without TLS sees of a client: the first message (8 bytes: length and code) is
+/// answered `N`; then the next message's length and code, or `None` when the client hangs up.
+fn first_two_messages(sslmode: &str) -> ([u8; 8], Option<[u8; 8]>, String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut first = [0u8; 8];
+        conn.read_exact(&mut first).unwrap();
+        conn.write_all(b"N").unwrap();
+        let mut second = [0u8; 8];
+        let second = conn.read_exact(&mut second).ok().map(|()| second);
+        (first, second) // dropping the connection ends the client's attempt
+    });
+    let url = format!("postgresql://u:pw@127.0.0.1:{port}/db?{sslmode}connect_timeout=5");
+    let err = match PgTarget::parse(&url).unwrap().connect() {
+        Ok(_) => panic!("connected to a server that hung up"),
+        Err(e) => e.to_string(),
+    };
+    let (first, second) = server.join().unwrap();
+    (first, second, err)
+}
+
+#[test]
+fn prefer_falls_back_to_plain_on_a_server_without_tls_and_require_does_not() {
+    const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]; // 80877103
+    const PROTOCOL_3: [u8; 4] = [0, 3, 0, 0]; // a StartupMessage's protocol version
+    for mode in ["", "sslmode=prefer&"] {
+        let (first, second, err) = first_two_messages(mode);
+        assert_eq!(first, SSL_REQUEST, "{mode}: the client asks for TLS first");
+        let second = second.unwrap_or_else(|| panic!("{mode}: the client hung up: {err}"));
+        assert_eq!(second[4..], PROTOCOL_3, "{mode}: then starts a plain session");
+    }
+    let (first, second, err) = first_two_messages("sslmode=require&");
+    assert_eq!(first, SSL_REQUEST);
+    assert_eq!(second, None, "require sends nothing in the clear");
+    assert!(err.contains("sslmode=require") && err.contains("TLS"), "{err}");
+    let (first, _, _) = first_two_messages("sslmode=disable&");
+    assert_eq!(first[4..], PROTOCOL_3, "disable starts in the clear");
 }
