@@ -116,6 +116,22 @@ fn no_output_or_study_attribute_shows_the_storage_password() {
         &[("PGPASSWORD", &sentinel)],
         true,
     );
+    // ... or from the pgpass file PGPASSFILE names, or else ~/.pgpass; none: no connection.
+    let home = tempfile::tempdir().unwrap();
+    let pgpass = home.path().join(".pgpass");
+    std::fs::write(&pgpass, format!("*:*:*:*:{sentinel}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (pgpass, home) = (pgpass.to_str().unwrap(), home.path().to_str().unwrap());
+    let list = vec!["study", "list", "--storage", &no_pw];
+    run(list.clone(), &[("PGPASSFILE", pgpass)], true);
+    run(list.clone(), &[("PGPASSFILE", ""), ("HOME", home)], true);
+    let empty = tempfile::tempdir().unwrap();
+    run(
+        list,
+        &[("PGPASSFILE", ""), ("HOME", empty.path().to_str().unwrap())],
+        false,
+    );
     let (good_ok, wrong_ok) = (&outputs[0], &outputs[5]);
     assert!(
         good_ok.contains("study 's' in postgresql://") && good_ok.contains(":***@"),
