@@ -8,7 +8,7 @@
 //! keys handled here are:
 //!
 //! * `sslmode` ([`SslMode`], as libpq): `disable`; `prefer` (the default: TLS when the server
-//!   offers it, else plain; the certificate is not checked); `require` (TLS or no connection,
+//!   offers it, else plain, also when the TLS handshake fails; the certificate is not checked); `require` (TLS or no connection,
 //!   certificate not checked, unless `sslrootcert` is given: then as `verify-ca`, like libpq);
 //!   `verify-ca` (the server's certificate chains to a root in `sslrootcert`); `verify-full`
 //!   (that, and the certificate names the host: a DNS name or IP address in its SAN).
@@ -43,7 +43,8 @@ use std::sync::{Arc, Mutex};
 pub enum SslMode {
     /// Plain connections only.
     Disable,
-    /// TLS when the server offers it, else plain; the certificate is not checked.
+    /// TLS when the server offers it, else plain (also when the TLS handshake fails); the
+    /// certificate is not checked.
     Prefer,
     /// TLS or no connection; the certificate is not checked (unless a root certificate file
     /// is named: then as [`SslMode::VerifyCa`]).
@@ -194,12 +195,18 @@ impl PgTarget {
         }
         let what = format!("cannot connect (sslmode={})", self.ssl_mode);
         let fail = |e: postgres::Error| bad(&self.location, format!("{what}: {}", self.explain(error_text(&e))));
-        match self.tls_config().map_err(|m| bad(&self.location, m))? {
-            None => self.config.connect(NoTls).map_err(fail),
-            Some(tls) => self
-                .config
-                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls))
-                .map_err(fail),
+        let result = match self.tls_config().map_err(|m| bad(&self.location, m))? {
+            None => self.config.connect(NoTls),
+            Some(tls) => self.config.connect(tokio_postgres_rustls::MakeRustlsConnect::new(tls)),
+        };
+        match result {
+            // As libpq, `prefer` tries a plain session when the TLS one cannot be set up.
+            Err(e) if self.ssl_mode == SslMode::Prefer && e.to_string().contains("TLS handshake") => {
+                let mut plain = self.config.clone();
+                plain.ssl_mode(postgres::config::SslMode::Disable);
+                plain.connect(NoTls).map_err(fail)
+            }
+            r => r.map_err(fail),
         }
     }
 

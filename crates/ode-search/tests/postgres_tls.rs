@@ -195,3 +195,44 @@ fn prefer_falls_back_to_plain_on_a_server_without_tls_and_require_does_not() {
     let (first, _, _) = first_two_messages("sslmode=disable&");
     assert_eq!(first[4..], PROTOCOL_3, "disable starts in the clear");
 }
+
+/// A server that agrees to TLS and then sends garbage: the first 8 bytes the client sends on
+/// its next connection (a plain retry), or zeros when it made none (the test's own connection,
+/// made once the client has given up, stands in for it).
+fn retry_after_a_failed_handshake(sslmode: &str) -> ([u8; 8], String) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().unwrap();
+        let mut request = [0u8; 8];
+        conn.read_exact(&mut request).unwrap();
+        conn.write_all(b"SHTTP/1.1 400 Bad Request\r\n\r\n").unwrap();
+        drop(conn);
+        let (mut next, _) = listener.accept().unwrap();
+        let mut first = [0u8; 8];
+        next.read_exact(&mut first).unwrap();
+        first
+    });
+    let url = format!("postgresql://u:pw@127.0.0.1:{port}/db?{sslmode}connect_timeout=5");
+    let err = match PgTarget::parse(&url).unwrap().connect() {
+        Ok(_) => panic!("connected to a server that hung up"),
+        Err(e) => e.to_string(),
+    };
+    if !server.is_finished() {
+        let _ = std::net::TcpStream::connect(("127.0.0.1", port)).and_then(|mut c| c.write_all(&[0; 8]));
+    }
+    (server.join().unwrap(), err)
+}
+
+#[test]
+fn prefer_retries_in_plain_after_a_failed_tls_handshake_and_require_does_not() {
+    let (retry, err) = retry_after_a_failed_handshake("");
+    assert_eq!(
+        retry[4..],
+        [0, 3, 0, 0],
+        "prefer retries with a plain StartupMessage: {err}"
+    );
+    let (retry, err) = retry_after_a_failed_handshake("sslmode=require&");
+    assert_eq!(retry, [0; 8], "require makes no second connection");
+    assert!(err.contains("TLS handshake"), "{err}");
+}
