@@ -61,7 +61,11 @@ fn no_output_or_study_attribute_shows_the_storage_password() {
     let bad_option = with(&good, "sslkey=/k.pem");
     let bad_scheme = good.replacen("postgresql", "postgre", 1);
     assert!(wrong_pw != good && no_server != good && bad_scheme != good);
+    let out = tempfile::tempdir().unwrap();
+    let best = out.path().join("best.toml");
     let small = [
+        "--best-config",
+        best.to_str().unwrap(),
         "--dataset",
         "five-channel",
         "--rows",
