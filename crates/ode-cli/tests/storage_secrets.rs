@@ -28,6 +28,31 @@ fn ode(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// A schema of the test's own, dropped when this goes (also when the test fails).
+struct Schema {
+    admin: postgres::Client,
+    name: String,
+}
+
+impl Schema {
+    fn create(url: &str, name: &str) -> Schema {
+        let mut admin = PgTarget::parse(url)
+            .and_then(PgTarget::connect)
+            .expect("the sentinel URL connects");
+        admin.batch_execute(&format!("CREATE SCHEMA {name}")).unwrap();
+        Schema {
+            admin,
+            name: name.to_string(),
+        }
+    }
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let _ = self.admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name));
+    }
+}
+
 /// `url` with `params` added to its query.
 fn with(url: &str, params: &str) -> String {
     let sep = if url.contains('?') { '&' } else { '?' };
@@ -50,10 +75,7 @@ fn no_output_or_study_attribute_shows_the_storage_password() {
     let (sentinel, host_port) = password_and_host(&url);
     assert!(sentinel.len() >= 12, "the sentinel password is at least 12 characters");
     let schema = format!("ode_sentinel_{}", std::process::id());
-    let mut admin = PgTarget::parse(&url)
-        .and_then(PgTarget::connect)
-        .expect("the sentinel URL connects");
-    admin.batch_execute(&format!("CREATE SCHEMA {schema}")).unwrap();
+    let mut db = Schema::create(&url, &schema);
     let good = with(&url, &format!("options=-csearch_path%3D{schema}"));
     let wrong_pw = good.replace(&format!(":{sentinel}@"), &format!(":{sentinel}x@"));
     let no_server = good.replace(&format!("@{host_port}/"), "@127.0.0.1:1/");
@@ -156,18 +178,20 @@ fn no_output_or_study_attribute_shows_the_storage_password() {
          UNION ALL SELECT value_json FROM {schema}.trial_system_attributes \
          UNION ALL SELECT study_name FROM {schema}.studies"
     );
-    let rows: i64 = admin
+    let rows: i64 = db
+        .admin
         .query_one(&format!("SELECT count(*) FROM ({all_text}) v"), &[])
         .unwrap()
         .get(0);
-    let stored: i64 = admin
+    let stored: i64 = db
+        .admin
         .query_one(
             &format!("SELECT count(*) FROM ({all_text}) v WHERE v.t LIKE $1"),
             &[&format!("%{sentinel}%")],
         )
         .unwrap()
         .get(0);
-    admin.batch_execute(&format!("DROP SCHEMA {schema} CASCADE")).unwrap();
+    drop(db);
     assert!(rows > 10, "the study definition and the trials' attributes are stored");
     assert_eq!(stored, 0, "a study or trial attribute holds the password");
 }
