@@ -47,6 +47,29 @@ impl Schema {
     }
 }
 
+impl Schema {
+    /// The number of text values stored in the schema's studies (names, study and trial
+    /// attributes), and how many of them contain `needle`.
+    fn text_rows(&mut self, needle: &str) -> (i64, i64) {
+        let schema = &self.name;
+        let all_text = format!(
+            "SELECT value_json AS t FROM {schema}.study_user_attributes \
+             UNION ALL SELECT value_json FROM {schema}.study_system_attributes \
+             UNION ALL SELECT value_json FROM {schema}.trial_user_attributes \
+             UNION ALL SELECT value_json FROM {schema}.trial_system_attributes \
+             UNION ALL SELECT study_name FROM {schema}.studies"
+        );
+        let row = self
+            .admin
+            .query_one(
+                &format!("SELECT count(*), count(*) FILTER (WHERE v.t LIKE $1) FROM ({all_text}) v"),
+                &[&format!("%{needle}%")],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    }
+}
+
 impl Drop for Schema {
     fn drop(&mut self) {
         let _ = self.admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name));
@@ -171,26 +194,9 @@ fn no_output_or_study_attribute_shows_the_storage_password() {
             .any(|o| o.contains("cannot read sslrootcert /nonexistent/ca.pem"))
     );
     // Nothing stored in the study holds the password either.
-    let all_text = format!(
-        "SELECT value_json AS t FROM {schema}.study_user_attributes \
-         UNION ALL SELECT value_json FROM {schema}.study_system_attributes \
-         UNION ALL SELECT value_json FROM {schema}.trial_user_attributes \
-         UNION ALL SELECT value_json FROM {schema}.trial_system_attributes \
-         UNION ALL SELECT study_name FROM {schema}.studies"
-    );
-    let rows: i64 = db
-        .admin
-        .query_one(&format!("SELECT count(*) FROM ({all_text}) v"), &[])
-        .unwrap()
-        .get(0);
-    let stored: i64 = db
-        .admin
-        .query_one(
-            &format!("SELECT count(*) FROM ({all_text}) v WHERE v.t LIKE $1"),
-            &[&format!("%{sentinel}%")],
-        )
-        .unwrap()
-        .get(0);
+    let (rows, stored) = db.text_rows(&sentinel);
+    let dataset = db.text_rows("five-channel").1;
+    assert!(dataset > 0, "the search finds what the study stores (its dataset)");
     drop(db);
     assert!(rows > 10, "the study definition and the trials' attributes are stored");
     assert_eq!(stored, 0, "a study or trial attribute holds the password");
