@@ -3,6 +3,7 @@
 
 mod search;
 mod solve;
+mod storage;
 mod train;
 
 use clap::{Parser, Subcommand};

@@ -1,5 +1,6 @@
 //! `ode search` and `ode study`: hyperparameter studies in a SQLite study store.
 
+use crate::storage::{StorageUrl, shown};
 use crate::train::DataArgs;
 use clap::{Args, Subcommand, ValueEnum};
 use ode_search::driver::{DataFn, SearchConfig, TrialOutcome, best_config_toml, load_definition, save_definition};
@@ -45,7 +46,7 @@ pub struct SearchArgs {
     workers: Option<usize>,
     /// Study store: sqlite:PATH or postgresql://USER:PASSWORD@HOST/DB.
     #[arg(long, default_value = "sqlite:ode-studies.db")]
-    storage: String,
+    storage: StorageUrl,
     /// Study name (re-running a search with the same name resumes it).
     #[arg(long, default_value = "ode-study")]
     study: String,
@@ -96,7 +97,11 @@ pub fn open_store(url: &str) -> Res<Box<dyn StudyStore>> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(Box::new(ode_search::PostgresStore::connect(url)?));
     }
-    Err(format!("--storage must look like sqlite:PATH or postgresql://USER:PASSWORD@HOST/DB, got '{url}'").into())
+    Err(format!(
+        "--storage must look like sqlite:PATH or postgresql://USER:PASSWORD@HOST/DB, got '{}'",
+        shown(url)
+    )
+    .into())
 }
 
 /// Runs a study with local workers, then prints the leaderboard and writes the best config.
@@ -241,7 +246,7 @@ fn run_pool(
 pub struct WorkerArgs {
     /// Study store: sqlite:PATH or postgresql://USER:PASSWORD@HOST/DB.
     #[arg(long)]
-    storage: String,
+    storage: StorageUrl,
     /// Study name (created by `ode search`, whose definition the worker reads).
     #[arg(long)]
     study: String,
@@ -331,7 +336,7 @@ pub enum StudyCommand {
     List {
         /// Study store: sqlite:PATH or postgresql://USER:PASSWORD@HOST/DB.
         #[arg(long, default_value = "sqlite:ode-studies.db")]
-        storage: String,
+        storage: StorageUrl,
     },
     /// The leaderboard of a study.
     Show(StudyArgs),
@@ -352,7 +357,7 @@ pub enum StudyCommand {
 pub struct StudyArgs {
     /// Study store: sqlite:PATH or postgresql://USER:PASSWORD@HOST/DB.
     #[arg(long, default_value = "sqlite:ode-studies.db")]
-    storage: String,
+    storage: StorageUrl,
     /// Study name.
     #[arg(long, default_value = "ode-study")]
     study: String,

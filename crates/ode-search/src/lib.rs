@@ -5,6 +5,7 @@ pub use ode_train as train;
 
 pub mod driver;
 pub mod memory;
+pub mod pg_connect;
 pub mod postgres;
 pub mod space;
 pub mod sqlite;

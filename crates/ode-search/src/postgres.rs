@@ -37,7 +37,7 @@ use crate::sqlite::{
 };
 use crate::store::{Claimed, ParamDistribution, StoreError, StudyStore, TrialRecord, TrialState};
 use crate::strategy::Params;
-use postgres::{Client, GenericClient, IsolationLevel, NoTls, Transaction};
+use postgres::{Client, GenericClient, IsolationLevel, Transaction};
 use std::collections::{BTreeMap, HashMap};
 
 /// Key of the transaction-scoped advisory lock that serialises schema creation.
@@ -182,14 +182,17 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to `url` (`postgresql://USER:PASSWORD@HOST[:PORT]/DATABASE[?options=...]`, or a
-    /// `key=value` connection string; no TLS) and creates Optuna's schema if it is missing.
+    /// Connects to `url` (`postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?KEY=VALUE&...]`, or a
+    /// `key=value` connection string; TLS by `sslmode`/`sslrootcert`, the password from the URL,
+    /// `PGPASSWORD` or a pgpass file: see [`crate::pg_connect`]) and creates Optuna's schema if
+    /// it is missing. Errors show the URL without its password.
     ///
     /// Fails when the database holds an Optuna schema of another alembic revision than
     /// [`ALEMBIC_REVISION`] (run `optuna storage upgrade` with a matching Optuna first).
     pub fn connect(url: &str) -> Result<Self, StoreError> {
-        let location = redact(url);
-        let client = Client::connect(url, NoTls).map_err(|e| bad(&location, format!("cannot connect: {e}")))?;
+        let target = crate::pg_connect::PgTarget::parse(url)?;
+        let location = target.location().to_string();
+        let client = target.connect()?;
         let mut store = Self { client, location };
         store.init_schema()?;
         Ok(store)
@@ -287,28 +290,7 @@ impl PostgresStore {
     }
 }
 
-/// The URL with its password (if any) replaced by `***`.
-fn redact(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        if let Some(at) = rest[..end].rfind('@') {
-            if let Some(colon) = rest[..at].find(':') {
-                return format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]);
-            }
-        }
-        return url.to_string();
-    }
-    url.split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***"
-            } else {
-                kv
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+pub use crate::pg_connect::redact;
 
 fn db_err(location: &str, e: postgres::Error) -> StoreError {
     let reason = match e.as_db_error() {
