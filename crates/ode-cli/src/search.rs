@@ -142,11 +142,13 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         max_attempts: args.max_attempts,
         threads_per_trial: (cores / workers).max(1),
     };
-    let (table, source) = args.data.table()?;
+    let mut data_args = args.data.clone();
+    data_args.sort_time |= cfg.base.sort_time == Some(true);
+    let (table, source) = data_args.table()?;
     let data: DataFn = Arc::new(move |dc| Dataset::from_table(&table, dc, &source).map_err(|e| e.to_string()));
     let mut store = open_store(&args.storage)?;
     let study = enqueue_study(store.as_mut(), &cfg)?;
-    save_definition(store.as_mut(), study, &cfg, &serde_json::to_value(&args.data)?)?;
+    save_definition(store.as_mut(), study, &cfg, &serde_json::to_value(&data_args)?)?;
     let total = store.trials(study)?.len();
     let already = store
         .trials(study)?

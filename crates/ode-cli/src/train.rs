@@ -3,12 +3,12 @@
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use ode_train::checkpoint::{self, CheckpointMeta};
-use ode_train::data::{DataConfig, Dataset, Split, Table};
+use ode_train::data::{DataConfig, Dataset, ReadOptions, Split, Table};
 use ode_train::trainer::CheckpointTarget;
 use ode_train::{JsonlTracker, ModelConfig, NeuralOdeModel, Preset, RunConfig, TENSOR_NAMES, Trainer, Workspace};
 use serde::Serialize;
 use std::error::Error;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -34,16 +34,24 @@ pub struct DataArgs {
     /// Name of the time column (default: detected, e.g. `date`).
     #[arg(long)]
     pub time_column: Option<String>,
+    /// Sort the rows by the time column (with a warning) when they are out of order, instead of
+    /// refusing the file; duplicated times stay an error.
+    #[arg(long)]
+    #[serde(default)]
+    pub sort_time: bool,
 }
 
 impl DataArgs {
     /// Reads or generates the table, with a name for messages.
     pub fn table(&self) -> Res<(Table, String)> {
         match (&self.data, &self.dataset) {
-            (Some(p), None) => Ok((
-                Table::read_csv(p, self.time_column.as_deref())?,
-                p.display().to_string(),
-            )),
+            (Some(p), None) => {
+                let options = ReadOptions {
+                    time_column: self.time_column.clone(),
+                    sort_time: self.sort_time,
+                };
+                Ok((Table::read_csv_with(p, &options)?, p.display().to_string()))
+            }
             (None, Some(name)) => Ok((
                 ode_train::generate::generate(name, self.rows, self.data_seed, self.noise)?,
                 name.clone(),
@@ -138,7 +146,9 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     }
     run = run.merged(&args.run);
     let resolved = run.resolve(preset(&args.preset)?);
-    let (table, source) = args.data.table()?;
+    let mut data_args = args.data.clone();
+    data_args.sort_time |= run.sort_time == Some(true);
+    let (table, source) = data_args.table()?;
     let ds = Dataset::from_table(&table, &resolved.data, &source)?;
     let mut mc = resolved.model.clone();
     mc.input_dim = ds.input_dim();
@@ -172,10 +182,11 @@ pub fn train(args: &TrainArgs) -> Res<()> {
         }
         m
     };
-    std::fs::write(
-        args.out.join("config.toml"),
-        RunConfig::from_resolved(&resolved).to_toml(),
-    )?;
+    let written = RunConfig {
+        sort_time: run.sort_time,
+        ..RunConfig::from_resolved(&resolved)
+    };
+    std::fs::write(args.out.join("config.toml"), written.to_toml())?;
     let mut tracker = if args.resume.is_some() {
         JsonlTracker::append(&args.out.join("metrics.jsonl"))?
     } else {
@@ -282,14 +293,193 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     Ok(())
 }
 
+/// What `ode predict` and `ode diagnose` assume for a weights-only checkpoint (a safetensors
+/// file with the reference model's tensors and no `config` metadata, e.g. PyTorch's
+/// `save_file(model.state_dict())`). With a full checkpoint they must agree with its metadata.
+#[derive(Args, Debug, Default)]
+pub struct AssumeArgs {
+    /// Weights-only checkpoints: horizon H (default 12).
+    #[arg(long)]
+    horizon: Option<usize>,
+    /// Weights-only checkpoints: time between forecast rows in model time (default 0.1).
+    #[arg(long)]
+    dt: Option<f64>,
+    /// Weights-only checkpoints: context length C (default: encoder.0.weight's columns divided
+    /// by the number of features).
+    #[arg(long)]
+    context_len: Option<usize>,
+    /// Weights-only checkpoints: feature columns, comma separated (default: every numeric column).
+    #[arg(long, value_delimiter = ',')]
+    features: Option<Vec<String>>,
+    /// Weights-only checkpoints: target columns, comma separated (default: the features).
+    #[arg(long, value_delimiter = ',')]
+    targets: Option<Vec<String>>,
+    /// Weights-only checkpoints: fraction of rows in the training split, whose statistics
+    /// normalise the data (default 0.7).
+    #[arg(long)]
+    train_frac: Option<f64>,
+    /// Weights-only checkpoints: fraction of rows in the test split (default 0.2).
+    #[arg(long)]
+    test_frac: Option<f64>,
+}
+
+impl AssumeArgs {
+    /// With a full checkpoint: refuses a flag that disagrees with what the checkpoint records.
+    fn check_against(&self, meta: &CheckpointMeta, path: &Path) -> Res<()> {
+        let m = &meta.model;
+        let differs = [
+            (
+                "--horizon",
+                self.horizon.filter(|&v| v != m.horizon).map(|_| m.horizon.to_string()),
+            ),
+            ("--dt", self.dt.filter(|&v| v != m.dt).map(|_| m.dt.to_string())),
+            (
+                "--context-len",
+                self.context_len
+                    .filter(|&v| v != m.context_len)
+                    .map(|_| m.context_len.to_string()),
+            ),
+            (
+                "--features",
+                self.features
+                    .as_ref()
+                    .filter(|v| **v != meta.features)
+                    .map(|_| meta.features.join(",")),
+            ),
+            (
+                "--targets",
+                self.targets
+                    .as_ref()
+                    .filter(|v| **v != meta.targets)
+                    .map(|_| meta.targets.join(",")),
+            ),
+            (
+                "--train-frac",
+                self.train_frac
+                    .filter(|&v| v != meta.train_frac)
+                    .map(|_| meta.train_frac.to_string()),
+            ),
+            (
+                "--test-frac",
+                self.test_frac
+                    .filter(|&v| v != meta.test_frac)
+                    .map(|_| meta.test_frac.to_string()),
+            ),
+        ];
+        match differs.into_iter().find_map(|(flag, rec)| rec.map(|r| (flag, r))) {
+            Some((flag, recorded)) => Err(format!(
+                "{flag} disagrees with {}, which records {recorded}; {flag} is for weights-only checkpoints \
+                 (no 'config' metadata): leave it out",
+                path.display()
+            )
+            .into()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Opens `path`: a full checkpoint, or a weights-only file whose dimensions come from its tensor
+/// shapes and the data, the rest from `assume` or the defaults (printed as assumed), and the
+/// normalisation statistics from the training split of `table`.
+fn open_checkpoint(
+    path: &Path,
+    assume: &AssumeArgs,
+    table: &Table,
+    source: &str,
+) -> Res<(NeuralOdeModel<f32>, CheckpointMeta)> {
+    if checkpoint::has_config(path)? {
+        let (model, meta) = checkpoint::load(path)?;
+        assume.check_against(&meta, path)?;
+        return Ok((model, meta));
+    }
+    let dd = DataConfig::default();
+    let mut data = DataConfig {
+        features: assume.features.clone(),
+        targets: assume.targets.clone(),
+        train_frac: assume.train_frac.unwrap_or(dd.train_frac),
+        test_frac: assume.test_frac.unwrap_or(dd.test_frac),
+        horizon: assume.horizon.unwrap_or(dd.horizon),
+        ..dd
+    };
+    let input_dim = assume.features.as_ref().map_or(table.num_columns(), Vec::len);
+    let base = ModelConfig {
+        input_dim,
+        horizon: data.horizon,
+        dt: assume.dt.unwrap_or(ModelConfig::default().dt),
+        ..ModelConfig::default()
+    };
+    let (model, inferred) = checkpoint::load_weights_only(path, &base, assume.context_len)?;
+    let targets = assume.targets.as_ref().map_or(input_dim, Vec::len);
+    if targets != inferred.output_dim {
+        return Err(format!(
+            "{}: tensor 'decoder.weight' has {} rows (targets) but {targets} target columns were {}; name the \
+             model's target columns with --targets",
+            path.display(),
+            inferred.output_dim,
+            if assume.targets.is_some() {
+                "given"
+            } else {
+                "assumed (the features)"
+            }
+        )
+        .into());
+    }
+    data.context_len = inferred.context_len;
+    let ds = Dataset::from_table(table, &data, source)?;
+    let meta = CheckpointMeta::for_dataset(model.config(), &ds);
+    let c = model.config();
+    let how = |given: bool, flag: &str| {
+        if given {
+            format!("given by {flag}")
+        } else {
+            format!("default; set with {flag}")
+        }
+    };
+    eprintln!(
+        "note: {} holds weights only (no 'config' metadata). From the tensor shapes: latent_dim {}, hidden_dim {}, \
+         {} targets, context_len {} (encoder.0.weight's {} columns / {input_dim} features)",
+        path.display(),
+        c.latent_dim,
+        c.hidden_dim,
+        c.outputs(),
+        c.context_len,
+        c.context_len * input_dim
+    );
+    eprintln!(
+        "assumed: horizon {} ({}), dt {} ({}), train_frac {} ({}), test_frac {} ({}), solver {} rtol {} atol {} \
+         (defaults), features {} and targets {} ({}), normalisation statistics fitted on the training split of {source}",
+        c.horizon,
+        how(assume.horizon.is_some(), "--horizon"),
+        c.dt,
+        how(assume.dt.is_some(), "--dt"),
+        data.train_frac,
+        how(assume.train_frac.is_some(), "--train-frac"),
+        data.test_frac,
+        how(assume.test_frac.is_some(), "--test-frac"),
+        c.solver,
+        c.rtol,
+        c.atol,
+        meta.features.join(","),
+        meta.targets.join(","),
+        how(
+            assume.features.is_some() || assume.targets.is_some(),
+            "--features/--targets"
+        ),
+    );
+    Ok((model, meta))
+}
+
 /// Arguments of `ode predict`.
 #[derive(Args, Debug)]
 pub struct PredictArgs {
-    /// A checkpoint written by `ode train`.
+    /// A checkpoint written by `ode train`, or a weights-only safetensors file (e.g. from
+    /// PyTorch) whose dimensions are read from the tensor shapes and the data.
     #[arg(long)]
     checkpoint: PathBuf,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    assume: AssumeArgs,
     /// Output CSV: one row per window and forecast step, predictions in data units.
     #[arg(long)]
     out: PathBuf,
@@ -307,8 +497,8 @@ fn load_split(meta: &CheckpointMeta, table: &Table, source: &str) -> Res<Split> 
 
 /// Forecasts every window of a file with a checkpoint and writes them in data units.
 pub fn predict(args: &PredictArgs) -> Res<()> {
-    let (model, meta) = checkpoint::load(&args.checkpoint)?;
     let (table, source) = args.data.table()?;
+    let (model, meta) = open_checkpoint(&args.checkpoint, &args.assume, &table, &source)?;
     let split = load_split(&meta, &table, &source)?;
     let c = model.config().clone();
     let (cw, tw, o, h) = (
@@ -375,11 +565,14 @@ pub enum SplitName {
 #[derive(Args, Debug)]
 #[command(allow_negative_numbers = true)]
 pub struct DiagnoseArgs {
-    /// A checkpoint written by `ode train`.
+    /// A checkpoint written by `ode train`, or a weights-only safetensors file (e.g. from
+    /// PyTorch) whose dimensions are read from the tensor shapes and the data.
     #[arg(long)]
     checkpoint: PathBuf,
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    assume: AssumeArgs,
     /// Which split's windows.
     #[arg(long, value_enum, default_value = "val")]
     split: SplitName,
@@ -445,7 +638,8 @@ fn parse_range(s: &str, n: usize) -> Res<(usize, usize)> {
 
 /// Loss, work and per-tensor gradients of a checkpoint on chosen windows.
 pub fn diagnose(args: &DiagnoseArgs) -> Res<()> {
-    let (model, meta) = checkpoint::load(&args.checkpoint)?;
+    let (table, source) = args.data.table()?;
+    let (model, meta) = open_checkpoint(&args.checkpoint, &args.assume, &table, &source)?;
     let mut mc: ModelConfig = model.config().clone();
     if let Some(v) = &args.solver {
         mc.solver = v.clone();
@@ -466,7 +660,6 @@ pub fn diagnose(args: &DiagnoseArgs) -> Res<()> {
         mc.adjoint_norm = v.clone();
     }
     let model = NeuralOdeModel::from_params(mc.clone(), model.params().to_vec())?;
-    let (table, source) = args.data.table()?;
     let ds = Dataset::from_table_with_scalers(
         &table,
         &DataConfig { ..meta.data_config() },

@@ -333,14 +333,9 @@ fn resume_continues_the_epoch_count() {
 
 #[test]
 fn trains_on_etth1_when_the_shared_data_is_present() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/ETTh1.csv");
-    if !path.exists() {
-        eprintln!(
-            "SKIPPED trains_on_etth1: {} not found (the shared data is only in the development checkout)",
-            path.display()
-        );
+    let Some(path) = ode_train::shared_data::path("ETTh1.csv") else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("etth1");
     let (ok, _, err) = ode(&[

@@ -31,6 +31,22 @@ pub enum CheckpointError {
         /// What is wrong, and what was expected.
         reason: String,
     },
+    /// A checkpoint and its optimiser file were not written by the same save (a crash between
+    /// the two writes, or files copied from different runs).
+    #[error(
+        "{checkpoint} and its optimiser state {optim} were not saved together ({detail}); the run \
+         probably stopped while saving: resume from the run's other checkpoint (checkpoint.safetensors \
+         or last.safetensors) if that pair agrees, or start from these weights with a fresh optimiser \
+         (--init-from {checkpoint})"
+    )]
+    Unpaired {
+        /// The checkpoint (model) file.
+        checkpoint: String,
+        /// The optimiser file.
+        optim: String,
+        /// The epochs and save ids that disagree.
+        detail: String,
+    },
 }
 
 /// The `config` metadata of a checkpoint: the model configuration, the data columns and the
@@ -66,6 +82,10 @@ pub struct CheckpointMeta {
     /// Fraction of rows in the test split the model was trained with.
     #[serde(default = "default_test_frac")]
     pub test_frac: f64,
+    /// Random id that [`save`] writes into both the checkpoint and its optimiser file, so that
+    /// resuming can tell whether the two were saved together.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub save_id: Option<String>,
 }
 
 fn default_train_frac() -> f64 {
@@ -91,6 +111,7 @@ impl CheckpointMeta {
             best_val_rmse: None,
             train_frac: ds.config.train_frac,
             test_frac: ds.config.test_frac,
+            save_id: None,
         }
     }
 
@@ -175,8 +196,12 @@ pub fn optim_path(path: &Path) -> PathBuf {
     path.with_file_name(format!("{stem}.optim.safetensors"))
 }
 
-/// Writes `model` with `meta` to `path` (atomically: a temporary file renamed into place), and
-/// the optimiser state next to it when given.
+/// Writes `model` with `meta` to `path`, and the optimiser state to [`optim_path`] when given.
+///
+/// Each file is written to a temporary file, flushed to disk (`fsync`), renamed into place and
+/// its directory flushed, so a crash leaves either the old or the new file, never a torn one.
+/// Both files record the epoch and a fresh random save id (`meta.save_id` is replaced), so that
+/// [`load_optim`] refuses a pair that a crash between the two writes left unmatched.
 pub fn save(
     path: &Path,
     model: &NeuralOdeModel<f32>,
@@ -192,8 +217,11 @@ pub fn save(
         path: path.display().to_string(),
         reason: e.to_string(),
     };
+    let save_id = format!("{:016x}", rand::random::<u64>());
+    let mut meta = meta.clone();
+    meta.save_id = Some(save_id.clone());
     let flat = to_bytes(model.params());
-    let config = serde_json::to_string(meta).expect("metadata serialises");
+    let config = serde_json::to_string(&meta).expect("metadata serialises");
     let info = HashMap::from([("config".to_string(), config), ("format".to_string(), "pt".to_string())]);
     let bytes = safetensors::serialize(tensors_of(model, &flat).map_err(invalid)?, Some(info)).map_err(invalid)?;
     write_atomic(path, &bytes).map_err(io)?;
@@ -208,86 +236,373 @@ pub fn save(
             ("step".to_string(), o.step.to_string()),
             ("epoch".to_string(), o.epoch.to_string()),
             ("stale_epochs".to_string(), o.stale_epochs.to_string()),
+            (SAVE_ID.to_string(), save_id),
         ]);
         let bytes = safetensors::serialize(views, Some(info)).map_err(invalid)?;
-        write_atomic(&optim_path(path), &bytes).map_err(io)?;
+        let op = optim_path(path);
+        write_atomic(&op, &bytes).map_err(|source| CheckpointError::Io {
+            action: "write",
+            path: op.display().to_string(),
+            source,
+        })?;
     }
     Ok(())
 }
 
+/// Metadata key of the save id in the optimiser file (and JSON key in the checkpoint's config).
+const SAVE_ID: &str = "save_id";
+
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    use std::io::Write;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path)
 }
 
-fn read_f32(st: &SafeTensors<'_>, name: &str, shape: &[usize], path: &Path) -> Result<Vec<f32>, CheckpointError> {
-    let invalid = |reason: String| CheckpointError::Invalid {
-        path: path.display().to_string(),
-        reason,
+/// Flushes the directory holding `path`, so a rename into it survives a power loss.
+#[cfg(unix)]
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
     };
-    let t = st
-        .tensor(name)
-        .map_err(|_| invalid(format!("tensor '{name}' is missing")))?;
-    if t.dtype() != Dtype::F32 {
-        return Err(invalid(format!("tensor '{name}' is {:?}, expected F32", t.dtype())));
-    }
-    if t.shape() != shape {
-        return Err(invalid(format!(
-            "tensor '{name}' has shape {:?}, expected {shape:?}",
-            t.shape()
-        )));
-    }
-    Ok(t.data()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    std::fs::File::open(dir)?.sync_all()
 }
 
-/// Reads a checkpoint: the model (f32) and its metadata.
-pub fn load(path: &Path) -> Result<(NeuralOdeModel<f32>, CheckpointMeta), CheckpointError> {
-    let invalid = |reason: String| CheckpointError::Invalid {
-        path: path.display().to_string(),
-        reason,
-    };
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
+/// Directories cannot be opened for flushing on this platform; the rename is all there is.
+#[cfg(not(unix))]
+fn sync_dir(_path: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+fn read_file(path: &Path) -> Result<Vec<u8>, CheckpointError> {
+    std::fs::read(path).map_err(|source| CheckpointError::Io {
         action: "read",
         path: path.display().to_string(),
         source,
-    })?;
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| invalid(e.to_string()))?;
+    })
+}
+
+fn read_f32(st: &SafeTensors<'_>, name: &str, shape: &[usize], path: &Path) -> Result<Vec<f32>, CheckpointError> {
+    read_tensor(st, name, shape).map_err(|reason| CheckpointError::Invalid {
+        path: path.display().to_string(),
+        reason,
+    })
+}
+
+/// Reads tensor `name` of shape `shape` as f32, refusing a missing tensor, another dtype or
+/// shape, and non-finite values.
+fn read_tensor(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Vec<f32>, String> {
+    let t = st.tensor(name).map_err(|_| format!("tensor '{name}' is missing"))?;
+    if t.dtype() != Dtype::F32 {
+        return Err(format!("tensor '{name}' is {:?}, expected F32", t.dtype()));
+    }
+    if t.shape() != shape {
+        return Err(format!("tensor '{name}' has shape {:?}, expected {shape:?}", t.shape()));
+    }
+    let v: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(format!(
+            "tensor '{name}' holds a non-finite value ({}) at flat index {i}; the weights are corrupt",
+            v[i]
+        ));
+    }
+    Ok(v)
+}
+
+/// The tensor shapes a model of configuration `c` has, in [`crate::TENSOR_NAMES`] order, with
+/// overflow-checked arithmetic (a corrupt configuration must not panic or allocate wildly).
+fn expected_shapes(c: &ModelConfig) -> Result<Vec<(&'static str, Vec<usize>)>, String> {
+    let (d, o, l, m, ctx) = (c.input_dim, c.outputs(), c.latent_dim, c.hidden_dim, c.context_len);
+    for (name, v) in [
+        ("input_dim", d),
+        ("latent_dim", l),
+        ("hidden_dim", m),
+        ("context_len", ctx),
+    ] {
+        if v == 0 {
+            return Err(format!("config has {name} = 0; it must be at least 1"));
+        }
+    }
+    let cols = ctx
+        .checked_mul(d)
+        .ok_or_else(|| format!("config's context_len {ctx} × input_dim {d} overflows"))?;
+    let shapes = [
+        vec![m, cols],
+        vec![m],
+        vec![l, m],
+        vec![l],
+        vec![m, l],
+        vec![m],
+        vec![m, m],
+        vec![m],
+        vec![l, m],
+        vec![l],
+        vec![o, l],
+        vec![o],
+    ];
+    Ok(crate::TENSOR_NAMES.iter().copied().zip(shapes).collect())
+}
+
+/// Reads every tensor of a model whose shapes are `shapes`: exactly those tensors (no missing,
+/// no extra), f32, finite. The shapes are compared before anything is allocated.
+fn read_params(st: &SafeTensors<'_>, shapes: &[(&'static str, Vec<usize>)], why: &str) -> Result<Vec<f32>, String> {
+    for (name, shape) in shapes {
+        let t = st.tensor(name).map_err(|_| {
+            format!(
+                "tensor '{name}' is missing; a checkpoint holds exactly the tensors {}",
+                crate::TENSOR_NAMES.join(", ")
+            )
+        })?;
+        if t.shape() != shape.as_slice() {
+            return Err(format!(
+                "tensor '{name}' has shape {:?}, but {why} expects {shape:?}",
+                t.shape()
+            ));
+        }
+    }
+    if let Some(extra) = st.names().into_iter().find(|n| !shapes.iter().any(|(s, _)| s == n)) {
+        return Err(format!(
+            "unexpected tensor '{extra}'; a checkpoint holds exactly the tensors {}",
+            crate::TENSOR_NAMES.join(", ")
+        ));
+    }
+    let mut flat = Vec::new();
+    for (name, shape) in shapes {
+        flat.extend(read_tensor(st, name, shape)?);
+    }
+    Ok(flat)
+}
+
+/// Checks that the metadata agrees with itself: dimensions with the column lists, statistics
+/// lengths with the columns, finite statistics, distinct names, valid split fractions.
+fn check_meta(meta: &CheckpointMeta) -> Result<(), String> {
+    let c = &meta.model;
+    let (nf, nt) = (meta.features.len(), meta.targets.len());
+    if c.input_dim != nf {
+        return Err(format!(
+            "config has input_dim {} but lists {nf} feature names {:?}",
+            c.input_dim, meta.features
+        ));
+    }
+    if c.outputs() != nt {
+        return Err(format!(
+            "config has output_dim {} but lists {nt} target names {:?}",
+            c.outputs(),
+            meta.targets
+        ));
+    }
+    for (what, names) in [("features", &meta.features), ("targets", &meta.targets)] {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = names.iter().find(|n| !seen.insert(n.as_str())) {
+            return Err(format!("config lists '{dup}' twice in {what}"));
+        }
+    }
+    let stats = [
+        ("mean", &meta.mean, nf, "features"),
+        ("std", &meta.std, nf, "features"),
+        ("target_mean", &meta.target_mean, nt, "targets"),
+        ("target_std", &meta.target_std, nt, "targets"),
+    ];
+    for (key, v, n, of) in stats {
+        let optional = key.starts_with("target") && v.is_empty();
+        if v.len() != n && !optional {
+            return Err(format!("config has {} values in '{key}' but {n} {of}", v.len()));
+        }
+        if let Some(x) = v
+            .iter()
+            .find(|x| !x.is_finite() || (key.ends_with("std") && **x <= 0.0))
+        {
+            return Err(format!(
+                "config's '{key}' holds {x}; statistics must be finite (std positive)"
+            ));
+        }
+    }
+    if meta.target_mean.len() != meta.target_std.len() {
+        return Err("config's 'target_mean' and 'target_std' differ in length".into());
+    }
+    if meta.target_mean.is_empty() {
+        if let Some(t) = meta.targets.iter().find(|t| !meta.features.contains(t)) {
+            return Err(format!(
+                "target '{t}' is not a feature and the config has no target statistics for it"
+            ));
+        }
+    }
+    meta.data_config().validate().map_err(|e| format!("config: {e}"))
+}
+
+/// Parses a checkpoint held in memory; `name` names it in errors. See [`load`].
+pub fn from_bytes(bytes: &[u8], name: &str) -> Result<(NeuralOdeModel<f32>, CheckpointMeta), CheckpointError> {
+    let invalid = |reason: String| CheckpointError::Invalid {
+        path: name.to_string(),
+        reason,
+    };
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| invalid(format!("not a safetensors file: {e}")))?;
     let config = header
         .metadata()
         .as_ref()
         .and_then(|m| m.get("config"))
-        .ok_or_else(|| invalid("no 'config' entry in the safetensors metadata".into()))?;
+        .ok_or_else(|| {
+            invalid(
+                "no 'config' entry in the safetensors metadata (a weights-only file, e.g. from PyTorch: \
+             give the data so the dimensions can be read from the tensor shapes)"
+                    .into(),
+            )
+        })?;
     let meta: CheckpointMeta =
         serde_json::from_str(config).map_err(|e| invalid(format!("metadata 'config' is not valid: {e}")))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| invalid(e.to_string()))?;
-    let zeros = vec![0.0; NeuralOdeModel::<f32>::param_count(&meta.model)];
-    let mut model = NeuralOdeModel::<f32>::from_params(meta.model.clone(), zeros)
+    check_meta(&meta).map_err(invalid)?;
+    let shapes = expected_shapes(&meta.model).map_err(invalid)?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| invalid(format!("not a valid safetensors file: {e}")))?;
+    let m = &meta.model;
+    let why = format!(
+        "the metadata (input_dim {}, context_len {}, latent_dim {}, hidden_dim {}, output_dim {})",
+        m.input_dim,
+        m.context_len,
+        m.latent_dim,
+        m.hidden_dim,
+        m.outputs()
+    );
+    let params = read_params(&st, &shapes, &why).map_err(invalid)?;
+    let model = NeuralOdeModel::<f32>::from_params(meta.model.clone(), params)
         .map_err(|e| invalid(format!("config is not valid: {e}")))?;
-    let layout = model.tensors().to_vec();
-    for (name, shape, off) in layout {
-        let v = read_f32(&st, name, &shape, path)?;
-        model.params_mut()[off..off + v.len()].copy_from_slice(&v);
-    }
     Ok((model, meta))
+}
+
+/// Reads a checkpoint: the model (f32) and its metadata.
+///
+/// Refused, with an error naming the file and the problem: a file that is not safetensors or is
+/// truncated, metadata that is missing or disagrees with itself (dimensions against column
+/// names, statistics lengths, non-finite statistics) or with the tensors (a missing, extra or
+/// mis-shaped tensor), and non-finite weights. A corrupt file never panics.
+pub fn load(path: &Path) -> Result<(NeuralOdeModel<f32>, CheckpointMeta), CheckpointError> {
+    from_bytes(&read_file(path)?, &path.display().to_string())
+}
+
+/// Whether `path` holds this project's `config` metadata (a full checkpoint) rather than only
+/// weights (no metadata, or another tool's). A `config` entry that is a JSON object with an
+/// `input_dim` key counts as this project's, even when it is broken, so [`load`] reports it.
+pub fn has_config(path: &Path) -> Result<bool, CheckpointError> {
+    let bytes = read_file(path)?;
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| CheckpointError::Invalid {
+        path: path.display().to_string(),
+        reason: format!("not a safetensors file: {e}"),
+    })?;
+    let config = header.metadata().as_ref().and_then(|m| m.get("config"));
+    Ok(config
+        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+        .is_some_and(|v| v.get("input_dim").is_some()))
+}
+
+/// What a weights-only file's tensor shapes say, and what had to be derived from the data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferredShapes {
+    /// Latent size `L` (rows of `encoder.2.weight`).
+    pub latent_dim: usize,
+    /// Hidden size `M` (rows of `encoder.0.weight`).
+    pub hidden_dim: usize,
+    /// Targets `O` (rows of `decoder.weight`).
+    pub output_dim: usize,
+    /// Context length `C`: the columns of `encoder.0.weight` divided by the features `D`.
+    pub context_len: usize,
+}
+
+/// Reads a weights-only safetensors file (the reference model's tensor names, e.g. written by
+/// `safetensors.torch.save_file` from PyTorch; metadata absent or ignored) for data with
+/// `base.input_dim` features.
+///
+/// The latent, hidden and output sizes and the context length come from the tensor shapes; the
+/// rest of `base` (horizon, dt, solver, ...) is kept. When `context_len` is given it must agree
+/// with the shapes. Errors name the file and the tensor.
+pub fn load_weights_only(
+    path: &Path,
+    base: &ModelConfig,
+    context_len: Option<usize>,
+) -> Result<(NeuralOdeModel<f32>, InferredShapes), CheckpointError> {
+    let invalid = |reason: String| CheckpointError::Invalid {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = read_file(path)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| invalid(format!("not a valid safetensors file: {e}")))?;
+    let shape = |name: &str, rank: usize| -> Result<Vec<usize>, CheckpointError> {
+        let t = st.tensor(name).map_err(|_| {
+            invalid(format!(
+                "tensor '{name}' is missing; is this the reference model's state_dict?"
+            ))
+        })?;
+        if t.shape().len() != rank || t.shape().contains(&0) {
+            return Err(invalid(format!(
+                "tensor '{name}' has shape {:?}; expected {rank} non-zero dimensions",
+                t.shape()
+            )));
+        }
+        Ok(t.shape().to_vec())
+    };
+    let (enc0, enc2, dec) = (
+        shape("encoder.0.weight", 2)?,
+        shape("encoder.2.weight", 2)?,
+        shape("decoder.weight", 2)?,
+    );
+    let d = base.input_dim.max(1);
+    if enc0[1] % d != 0 {
+        return Err(invalid(format!(
+            "tensor 'encoder.0.weight' has {} input columns (context_len × features), which is not a \
+             multiple of the data's {d} features; choose the model's feature columns with --features",
+            enc0[1]
+        )));
+    }
+    let inferred = InferredShapes {
+        latent_dim: enc2[0],
+        hidden_dim: enc0[0],
+        output_dim: dec[0],
+        context_len: enc0[1] / d,
+    };
+    if let Some(c) = context_len.filter(|&c| c != inferred.context_len) {
+        return Err(invalid(format!(
+            "tensor 'encoder.0.weight' has {} input columns = context_len {} × {d} features, but \
+             context_len {c} was given",
+            enc0[1], inferred.context_len
+        )));
+    }
+    let config = ModelConfig {
+        latent_dim: inferred.latent_dim,
+        hidden_dim: inferred.hidden_dim,
+        output_dim: inferred.output_dim,
+        context_len: inferred.context_len,
+        ..base.clone()
+    };
+    let shapes = expected_shapes(&config).map_err(invalid)?;
+    let why = format!(
+        "a model with the shapes of 'encoder.0.weight', 'encoder.2.weight' and 'decoder.weight' \
+         (hidden {}, latent {}, outputs {})",
+        inferred.hidden_dim, inferred.latent_dim, inferred.output_dim
+    );
+    let params = read_params(&st, &shapes, &why).map_err(invalid)?;
+    let model =
+        NeuralOdeModel::<f32>::from_params(config, params).map_err(|e| invalid(format!("config is not valid: {e}")))?;
+    Ok((model, inferred))
 }
 
 /// Reads only the tensors of a checkpoint (e.g. weights exported from PyTorch with
 /// `safetensors.torch.save_file`) into a model of the given configuration.
 pub fn load_weights(path: &Path, model: &mut NeuralOdeModel<f32>) -> Result<(), CheckpointError> {
-    let invalid = |reason: String| CheckpointError::Invalid {
+    let bytes = read_file(path)?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| CheckpointError::Invalid {
         path: path.display().to_string(),
-        reason,
-    };
-    let bytes = std::fs::read(path).map_err(|source| CheckpointError::Io {
-        action: "read",
-        path: path.display().to_string(),
-        source,
+        reason: e.to_string(),
     })?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| invalid(e.to_string()))?;
     let layout = model.tensors().to_vec();
     for (name, shape, off) in layout {
         let v = read_f32(&st, name, &shape, path)?;
@@ -296,18 +611,37 @@ pub fn load_weights(path: &Path, model: &mut NeuralOdeModel<f32>) -> Result<(), 
     Ok(())
 }
 
-/// Reads the optimiser state saved next to checkpoint `path`.
+/// The epoch and save id recorded in checkpoint `path`'s metadata (without loading tensors).
+fn checkpoint_stamp(path: &Path) -> Result<(u64, Option<String>), CheckpointError> {
+    let bytes = read_file(path)?;
+    let invalid = |reason: String| CheckpointError::Invalid {
+        path: path.display().to_string(),
+        reason,
+    };
+    let (_, header) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| invalid(format!("not a safetensors file: {e}")))?;
+    let config = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("config"))
+        .ok_or_else(|| invalid("no 'config' entry in the safetensors metadata".into()))?;
+    let v: serde_json::Value =
+        serde_json::from_str(config).map_err(|e| invalid(format!("metadata 'config' is not valid: {e}")))?;
+    let epoch = v.get("epoch").and_then(|e| e.as_u64()).unwrap_or(0);
+    let id = v.get(SAVE_ID).and_then(|s| s.as_str()).map(str::to_string);
+    Ok((epoch, id))
+}
+
+/// Reads the optimiser state saved next to checkpoint `path`, after checking that the two
+/// files were written by the same [`save`]: the same epoch and save id (a crash between the
+/// two writes leaves them different, and the error [`CheckpointError::Unpaired`] names both).
 pub fn load_optim(path: &Path, model: &NeuralOdeModel<f32>) -> Result<OptimState, CheckpointError> {
     let op = optim_path(path);
     let invalid = |reason: String| CheckpointError::Invalid {
         path: op.display().to_string(),
         reason,
     };
-    let bytes = std::fs::read(&op).map_err(|source| CheckpointError::Io {
-        action: "read",
-        path: op.display().to_string(),
-        source,
-    })?;
+    let bytes = read_file(&op)?;
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| invalid(e.to_string()))?;
     let md = header.metadata().clone().unwrap_or_default();
     let num = |k: &str| -> Result<u64, CheckpointError> {
@@ -315,6 +649,21 @@ pub fn load_optim(path: &Path, model: &NeuralOdeModel<f32>) -> Result<OptimState
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| invalid(format!("metadata '{k}' missing or not a number")))
     };
+    let (epoch, optim_id) = (num("epoch")?, md.get(SAVE_ID).cloned());
+    let (ckpt_epoch, ckpt_id) = checkpoint_stamp(path)?;
+    if epoch != ckpt_epoch || optim_id != ckpt_id {
+        let id = |s: &Option<String>| s.clone().unwrap_or_else(|| "none".into());
+        return Err(CheckpointError::Unpaired {
+            checkpoint: path.display().to_string(),
+            optim: op.display().to_string(),
+            detail: format!(
+                "the checkpoint is from epoch {ckpt_epoch} (save id {}), the optimiser state from epoch \
+                 {epoch} (save id {})",
+                id(&ckpt_id),
+                id(&optim_id)
+            ),
+        });
+    }
     let st = SafeTensors::deserialize(&bytes).map_err(|e| invalid(e.to_string()))?;
     let n = model.num_params();
     let (mut a, mut b) = (vec![0.0f32; n], vec![0.0f32; n]);
@@ -328,7 +677,7 @@ pub fn load_optim(path: &Path, model: &NeuralOdeModel<f32>) -> Result<OptimState
         step: num("step")?,
         exp_avg: a,
         exp_avg_sq: b,
-        epoch: num("epoch")? as usize,
+        epoch: epoch as usize,
         stale_epochs: num("stale_epochs")? as usize,
     })
 }

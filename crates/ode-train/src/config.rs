@@ -100,6 +100,11 @@ pub struct RunConfig {
     /// Use only the first N validation windows.
     #[cfg_attr(feature = "cli", arg(long))]
     pub max_val_windows: Option<usize>,
+    /// Sort a CSV file's rows by its time column (with a warning) instead of refusing rows out
+    /// of time order. A configuration-file key only (`sort_time = true`); the command line's
+    /// flag is `--sort-time`, next to `--data`.
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub sort_time: Option<bool>,
 }
 
 /// The three configurations a run needs.
@@ -181,7 +186,8 @@ impl RunConfig {
             train_frac,
             test_frac,
             max_train_windows,
-            max_val_windows
+            max_val_windows,
+            sort_time
         );
         self
     }
@@ -273,6 +279,7 @@ impl RunConfig {
             test_frac: Some(r.data.test_frac),
             max_train_windows: r.data.max_train_windows,
             max_val_windows: r.data.max_val_windows,
+            sort_time: None,
         }
     }
 }

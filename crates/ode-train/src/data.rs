@@ -131,6 +131,52 @@ pub enum DataError {
         /// Number of fields in the row.
         found: usize,
     },
+    /// Two rows of the time column out of order (an earlier time after a later one) or with the
+    /// same time.
+    #[error(
+        "{file}, line {line}, column '{column}': time '{value}' {} the time '{previous}' on line \
+         {previous_line}; rows must be in strictly increasing time order: sort the file by time and remove \
+         duplicated rows, or have the rows sorted when read (--sort-time, or sort_time = true in the \
+         config file; duplicated times stay an error)",
+        if *repeated { "repeats" } else { "is earlier than" }
+    )]
+    TimeOrder {
+        /// The file.
+        file: String,
+        /// Line of the offending row (header = line 1).
+        line: u64,
+        /// The time column's name.
+        column: Box<str>,
+        /// The offending time, as written.
+        value: Box<str>,
+        /// Whether the time equals the earlier row's (else it is before it).
+        repeated: bool,
+        /// The time it is compared with, as written.
+        previous: Box<str>,
+        /// Line of that time.
+        previous_line: u64,
+    },
+    /// A time cell that cannot be read like the column's first value.
+    #[error(
+        "{file}, line {line}, column '{column}': time '{value}' cannot be read as {} like the column's \
+         first value '{first}'; every time must have the same form (numbers, or dates such as \
+         2016-07-01 00:00:00) so that the rows' order can be checked: fix the cell or drop the row",
+        if *date { "a date" } else { "a number" }
+    )]
+    BadTime {
+        /// The file.
+        file: String,
+        /// Line of the offending row (header = line 1).
+        line: u64,
+        /// The time column's name.
+        column: Box<str>,
+        /// The cell as written.
+        value: Box<str>,
+        /// Whether the column's first value is a date (else a number).
+        date: bool,
+        /// The column's first value.
+        first: Box<str>,
+    },
     /// A column named in the configuration does not exist.
     #[error(
         "{file}: unknown column '{name}' in {role}; the available columns are: {}; check the spelling \
@@ -266,8 +312,12 @@ fn csv_error(file: &str, action: &'static str, e: csv::Error) -> DataError {
 /// is counted here from the byte offset: the reader reports the offset just after the previous
 /// record's first terminator byte, so line breaks there are skipped first.
 fn line_at(bytes: &[u8], pos: Option<&csv::Position>) -> u64 {
-    let Some(pos) = pos else { return 0 };
-    let mut start = usize::try_from(pos.byte()).unwrap_or(usize::MAX).min(bytes.len());
+    pos.map_or(0, |p| line_of_byte(bytes, p.byte()))
+}
+
+/// The line (1-based) of the record that starts at byte offset `byte` (see [`line_at`]).
+fn line_of_byte(bytes: &[u8], byte: u64) -> u64 {
+    let mut start = usize::try_from(byte).unwrap_or(usize::MAX).min(bytes.len());
     while start < bytes.len() && matches!(bytes[start], b'\n' | b'\r') {
         start += 1;
     }
@@ -280,15 +330,205 @@ fn line_at(bytes: &[u8], pos: Option<&csv::Position>) -> u64 {
     1 + breaks as u64
 }
 
+/// How [`Table::read_csv_with`] reads a file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadOptions {
+    /// The time column's name; `None` to detect it (see [`Table::read_csv`]).
+    pub time_column: Option<String>,
+    /// Sort the rows by time (with a warning) instead of refusing a file whose times are out of
+    /// order. Duplicated times are an error either way.
+    pub sort_time: bool,
+}
+
+/// The form of a time column's cells, set by its first cell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeKind {
+    Number,
+    Date,
+}
+
+/// `s` as a number of at most `max_len` ASCII digits (no sign).
+fn digits(s: &str, max_len: usize) -> Option<u32> {
+    (!s.is_empty() && s.len() <= max_len && s.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| s.parse().ok())
+        .flatten()
+}
+
+/// Days from 1970-01-01 to the proleptic Gregorian date `y-m-d` (Hinnant's `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
+}
+
+/// A date `YYYY-MM-DD` or `YYYY/MM/DD`, optionally followed (after a space or `T`) by
+/// `HH:MM[:SS[.fff]]` and a zone (`Z`, `+HH:MM`, `-HHMM`), as seconds since 1970 (UTC).
+fn parse_date(s: &str) -> Option<f64> {
+    let (date, rest) = match s.find([' ', 'T']) {
+        Some(i) => (&s[..i], s[i + 1..].trim()),
+        None => (s, ""),
+    };
+    let sep = if date.contains('-') { '-' } else { '/' };
+    let mut parts = date.split(sep);
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || y.len() != 4 {
+        return None;
+    }
+    let (y, m, d) = (digits(y, 4)? as i64, digits(m, 2)? as i64, digits(d, 2)? as i64);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&m) || d < 1 || d > month_days[m as usize - 1] {
+        return None;
+    }
+    let mut secs = days_from_civil(y, m, d) as f64 * 86_400.0;
+    if rest.is_empty() {
+        return Some(secs);
+    }
+    let (clock, zone) = match rest.find(['Z', 'z', '+', '-']) {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    let mut hms = clock.split(':');
+    let (h, mi) = (digits(hms.next()?, 2)?, digits(hms.next()?, 2)?);
+    let sec: f64 = match hms.next() {
+        Some(x) if x.bytes().all(|b| b.is_ascii_digit() || b == b'.') => x.parse().ok()?,
+        Some(_) => return None,
+        None => 0.0,
+    };
+    if hms.next().is_some() || h > 24 || (h == 24 && (mi, sec) != (0, 0.0)) || mi > 59 || !(0.0..61.0).contains(&sec) {
+        return None;
+    }
+    secs += f64::from(h * 3600 + mi * 60) + sec;
+    if !zone.is_empty() && !zone.eq_ignore_ascii_case("z") {
+        let sign = if zone.starts_with('-') { 1.0 } else { -1.0 };
+        let z = zone[1..].replace(':', "");
+        let (zh, zm) = (
+            digits(z.get(..2)?, 2)?,
+            digits(z.get(2..).filter(|r| !r.is_empty()).unwrap_or("0"), 2)?,
+        );
+        secs += sign * f64::from(zh * 3600 + zm * 60);
+    }
+    Some(secs)
+}
+
+/// A time cell as a key that orders rows: a finite number, or a date in seconds.
+fn time_key(cell: &str) -> Option<(TimeKind, f64)> {
+    let c = cell.trim();
+    if let Ok(v) = c.parse::<f64>() {
+        return v.is_finite().then_some((TimeKind::Number, v));
+    }
+    parse_date(c).map(|v| (TimeKind::Date, v))
+}
+
+/// Checks that `times` increase strictly. A column whose first cell is neither a number nor a
+/// date holds labels and is not checked. With `sort`, returns the row order that sorts the
+/// times (stable) and warns on stderr; duplicated times are an error either way.
+fn check_time_order(
+    file: &str,
+    column: &str,
+    times: &[String],
+    line: impl Fn(usize) -> u64,
+    sort: bool,
+) -> Result<Option<Vec<usize>>, DataError> {
+    let Some((kind, _)) = times.first().and_then(|t| time_key(t)) else {
+        return Ok(None);
+    };
+    let mut keys = Vec::with_capacity(times.len());
+    for (i, t) in times.iter().enumerate() {
+        match time_key(t) {
+            Some((k, v)) if k == kind => keys.push(v),
+            _ => {
+                return Err(DataError::BadTime {
+                    file: file.to_string(),
+                    line: line(i),
+                    column: column.into(),
+                    value: t.as_str().into(),
+                    date: kind == TimeKind::Date,
+                    first: times[0].as_str().into(),
+                });
+            }
+        }
+    }
+    let order_error = |i: usize, prev: usize| DataError::TimeOrder {
+        file: file.to_string(),
+        line: line(i),
+        column: column.into(),
+        value: times[i].as_str().into(),
+        repeated: keys[i] == keys[prev],
+        previous: times[prev].as_str().into(),
+        previous_line: line(prev),
+    };
+    let Some(first_bad) = (1..keys.len()).find(|&i| keys[i] <= keys[i - 1]) else {
+        return Ok(None);
+    };
+    if !sort {
+        return Err(order_error(first_bad, first_bad - 1));
+    }
+    let mut order: Vec<usize> = (0..keys.len()).collect();
+    order.sort_by(|&a, &b| keys[a].total_cmp(&keys[b]));
+    if let Some(w) = order.windows(2).find(|w| keys[w[0]] == keys[w[1]]) {
+        let (a, b) = (w[0].min(w[1]), w[0].max(w[1]));
+        return Err(order_error(b, a));
+    }
+    eprintln!(
+        "warning: {file}: the rows are not in time order (line {} is earlier than line {}); sorted them by \
+         column '{column}' as asked (sort_time)",
+        line(first_bad),
+        line(first_bad - 1)
+    );
+    Ok(Some(order))
+}
+
+/// Refuses a header with an empty or a repeated column name.
+fn check_header(file: &str, header: &[String]) -> Result<(), DataError> {
+    let mut seen = HashSet::new();
+    for (j, name) in header.iter().enumerate() {
+        if name.is_empty() {
+            return Err(DataError::BadHeader {
+                file: file.to_string(),
+                reason: format!(
+                    "column {} has an empty name; give every column a name in the header row",
+                    j + 1
+                ),
+            });
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(DataError::BadHeader {
+                file: file.to_string(),
+                reason: format!("column name '{name}' appears more than once; rename one of them"),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Table {
     /// Reads a comma-separated file with a header row.
     ///
     /// The time column is `time_column` if given (an unknown name is an error), else the first
     /// column if its header is one of [`TIME_HEADERS`] (case-insensitive) or its first data cell
     /// is not a number. Every other column must hold a finite number in every row; cells are
-    /// trimmed, quotes are honoured and blank lines are skipped. Errors name the file, the line
-    /// and the column.
+    /// trimmed, quotes are honoured and blank lines are skipped. A time column of numbers or
+    /// dates must increase strictly (see [`read_csv_with`](Self::read_csv_with) to sort it
+    /// instead). Errors name the file, the line and the column.
     pub fn read_csv(path: impl AsRef<Path>, time_column: Option<&str>) -> Result<Table, DataError> {
+        let options = ReadOptions {
+            time_column: time_column.map(str::to_string),
+            sort_time: false,
+        };
+        Self::read_csv_with(path, &options)
+    }
+
+    /// [`read_csv`](Self::read_csv) with options: with `sort_time`, rows whose times are out of
+    /// order are sorted by time (stable) with a warning on stderr instead of refused.
+    ///
+    /// Time cells are compared as numbers when the column's first cell is a number, as dates
+    /// (`YYYY-MM-DD` or `YYYY/MM/DD`, an optional `HH:MM[:SS[.fff]]` and zone) when it is a
+    /// date, and not at all otherwise (labels). A later cell of another form is an error.
+    pub fn read_csv_with(path: impl AsRef<Path>, options: &ReadOptions) -> Result<Table, DataError> {
+        let time_column = options.time_column.as_deref();
         let path = path.as_ref();
         let file = path.display().to_string();
         let bytes = std::fs::read(path).map_err(|source| DataError::Io {
@@ -319,24 +559,7 @@ impl Table {
         if let Some(first) = header.first_mut() {
             *first = first.trim_start_matches('\u{feff}').trim().to_string();
         }
-        let mut seen = HashSet::new();
-        for (j, name) in header.iter().enumerate() {
-            if name.is_empty() {
-                return Err(DataError::BadHeader {
-                    file,
-                    reason: format!(
-                        "column {} has an empty name; give every column a name in the header row",
-                        j + 1
-                    ),
-                });
-            }
-            if !seen.insert(name.as_str()) {
-                return Err(DataError::BadHeader {
-                    file,
-                    reason: format!("column name '{name}' appears more than once; rename one of them"),
-                });
-            }
-        }
+        check_header(&file, &header)?;
         let named_time = match time_column {
             Some(name) => Some(
                 header
@@ -370,6 +593,7 @@ impl Table {
             .collect();
         let mut data = Vec::new();
         let mut times = Vec::new();
+        let mut starts = Vec::new();
         loop {
             // Counted only on error: counting from the file's start is linear in its size.
             let line = || line_at(&bytes, record.position());
@@ -384,6 +608,7 @@ impl Table {
             for (j, cell) in record.iter().enumerate() {
                 if Some(j) == time_idx {
                     times.push(cell.to_string());
+                    starts.push(record.position().map_or(0, csv::Position::byte));
                     continue;
                 }
                 let column = || header[j].clone();
@@ -416,6 +641,14 @@ impl Table {
             }
             if !read(&mut reader, &mut record)? {
                 break;
+            }
+        }
+        if let Some(j) = time_idx {
+            let line = |i: usize| line_of_byte(&bytes, starts[i]);
+            if let Some(order) = check_time_order(&file, &header[j], &times, line, options.sort_time)? {
+                let w = columns.len();
+                data = order.iter().flat_map(|&r| data[r * w..(r + 1) * w].to_vec()).collect();
+                times = order.iter().map(|&r| times[r].clone()).collect();
             }
         }
         Ok(Table {

@@ -9,6 +9,7 @@ pub mod data;
 pub mod forecast;
 pub mod generate;
 pub mod model;
+pub mod shared_data;
 pub mod tracker;
 pub mod trainer;
 mod update_watch;

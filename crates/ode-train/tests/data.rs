@@ -84,10 +84,6 @@ fn codes(rows: std::ops::Range<usize>, cols: &[usize]) -> Vec<i64> {
         .collect()
 }
 
-fn etth1_path() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data/ETTh1.csv"))
-}
-
 // ---------------------------------------------------------------------------------------------
 // Reading CSV: success paths
 // ---------------------------------------------------------------------------------------------
@@ -994,14 +990,9 @@ fn dataset_from_csv_file() {
 
 #[test]
 fn etth1_loads_with_the_published_split_sizes() {
-    let path = etth1_path();
-    if !path.exists() {
-        eprintln!(
-            "\n\n*** SKIPPED etth1_loads_with_the_published_split_sizes: {} not found ***\n",
-            path.display()
-        );
+    let Some(path) = ode_train::shared_data::path("ETTh1.csv") else {
         return;
-    }
+    };
     let t = Table::read_csv(&path, None).unwrap();
     assert_eq!(t.num_rows(), 17420);
     assert_eq!(t.columns, ["HUFL", "HULL", "MUFL", "MULL", "LUFL", "LULL", "OT"]);
