@@ -3,7 +3,6 @@
 //! epoch 4 on ETTh1 with "step size underflow at t = 1.0000001", and these two dopri5 searches
 //! (study seeds 2 and 5) each lost a trial the same way. Both tests failed on that code.
 
-use std::path::PathBuf;
 use std::process::Command;
 
 fn ode(args: &[&str]) -> (bool, String, String) {
@@ -18,30 +17,10 @@ fn ode(args: &[&str]) -> (bool, String, String) {
     )
 }
 
-/// `../shared/data/NAME` (or `$ODE_SHARED_DATA_DIR/NAME`); `None` with a message when absent,
-/// a panic when `ODE_REQUIRE_SHARED_DATA=1` (CI).
-fn shared_data(name: &str, test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("ODE_SHARED_DATA_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/data")));
-    let path = dir.join(name);
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("ODE_REQUIRE_SHARED_DATA").as_deref() == Ok("1") {
-        panic!(
-            "{test}: ODE_REQUIRE_SHARED_DATA=1 but {} does not exist",
-            path.display()
-        );
-    }
-    eprintln!("SKIPPED {test}: {} not found (set ODE_SHARED_DATA_DIR)", path.display());
-    None
-}
-
 /// The guide's default configuration on every ETTh1 training window for 10 epochs.
 #[test]
 fn guide_default_trains_ten_epochs_on_etth1() {
-    let Some(data) = shared_data("ETTh1.csv", "guide_default_trains_ten_epochs_on_etth1") else {
+    let Some(data) = ode_train::shared_data::path("ETTh1.csv") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
