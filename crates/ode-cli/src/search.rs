@@ -243,10 +243,11 @@ impl Pool<'_> {
         let mut finished = already;
         let mut waiting_since: Option<Instant> = None;
         let mut last_note: Option<Instant> = None;
-        // Poll often enough to notice an expired lease soon after it expires.
+        // Poll (a claim by every local worker, which takes over trials whose lease ended or
+        // whose worker died) often enough to notice an expired lease soon after it expires.
         let poll = Duration::try_from_secs_f64(self.cfg.lease_seconds / 4.0)
             .unwrap_or(Duration::ZERO)
-            .clamp(Duration::from_millis(50), Duration::from_secs(1));
+            .clamp(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             let before = finished;
             finished = self.run(finished)?;
