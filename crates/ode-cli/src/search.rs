@@ -291,7 +291,9 @@ impl Pool<'_> {
                     since.elapsed().as_secs_f64()
                 );
             }
-            std::thread::sleep(poll);
+            // Not past --max-wait: the search stops on time.
+            let left = max_wait.map_or(poll, |m| m.saturating_sub(since.elapsed()));
+            std::thread::sleep(poll.min(left + Duration::from_millis(1)));
         }
     }
 

@@ -273,7 +273,9 @@ pub fn run_worker<S: StudyStore + ?Sized>(
                 value: None,
                 epochs: 0,
                 seconds: started.elapsed().as_secs_f64(),
-                reason: Some(format!("lost its lease ({e}); abandoned to the worker now holding it")),
+                reason: Some(format!(
+                    "lost its lease ({e}); left to the worker that now holds or finished it"
+                )),
                 abandoned: true,
             },
             Err(e) => return Err(e),
