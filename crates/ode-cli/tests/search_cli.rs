@@ -251,7 +251,7 @@ fn kill_9_mid_trial_then_resume_reruns_exactly_that_trial_at_once_despite_an_hou
         "--horizon",
         "4",
         "--epochs",
-        "6",
+        "12",
         "--solver",
         "dopri5",
     ];
