@@ -62,7 +62,9 @@ pub struct SearchArgs {
     /// Where to write the best configuration (an `ode train --config` file).
     #[arg(long, default_value = "best.toml")]
     best_config: PathBuf,
-    /// Seconds without a heartbeat after which a running trial goes to another worker.
+    /// Seconds without a heartbeat after which a running trial goes to another worker (workers
+    /// renew it every eighth of that while their trial makes progress; the trial of a process
+    /// of this machine that died is taken over at once).
     #[arg(long, default_value_t = 120.0)]
     lease_seconds: f64,
     /// Lost workers after which a trial is failed instead of re-queued.

@@ -301,8 +301,8 @@ fn record<S: StudyStore + ?Sized>(
             store.set_attr(id, attempt, "nfe_forward", &nfe.0.into())?;
             store.set_attr(id, attempt, "nfe_backward", &nfe.1.into())?;
             store.set_attr(id, attempt, "epochs", &epochs.into())?;
-            let value = if state == TrialState::Complete { value } else { None };
-            store.finish(id, attempt, state, value)?;
+            let stored = if state == TrialState::Complete { value } else { None };
+            store.finish(id, attempt, state, stored)?;
             Ok(TrialOutcome {
                 number: claim.number,
                 state,

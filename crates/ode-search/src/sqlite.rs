@@ -36,7 +36,9 @@
 //! * Leases: the heartbeat is the `trial_heartbeats` row (UTC, as Optuna's own heartbeat), set by
 //!   [`claim`] and [`heartbeat`]. The fencing attempt and the worker id are the trial system
 //!   attributes [`ATTEMPT_ATTR`] and [`WORKER_ATTR`]. A `RUNNING` trial without a heartbeat row
-//!   (one an Optuna worker runs without heartbeats) is never re-queued.
+//!   (one an Optuna worker runs without heartbeats) is never re-queued for its lease; one whose
+//!   worker id names a dead process of this machine ([`crate::worker_id`]) is re-queued by the
+//!   next claim whatever its heartbeat.
 //!
 //! # Fencing
 //!
