@@ -5,13 +5,14 @@ use crate::train::DataArgs;
 use clap::{Args, Subcommand, ValueEnum};
 use ode_search::driver::{DataFn, SearchConfig, TrialOutcome, best_config_toml, load_definition, save_definition};
 use ode_search::store::TrialRecord;
+use ode_search::worker_id::worker_id;
 use ode_search::{SearchSpace, Strategy, StudyStore, TrialState, enqueue_study, leaderboard, run_worker};
 use ode_train::RunConfig;
 use ode_train::data::Dataset;
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -62,12 +63,23 @@ pub struct SearchArgs {
     /// Where to write the best configuration (an `ode train --config` file).
     #[arg(long, default_value = "best.toml")]
     best_config: PathBuf,
-    /// Seconds without a heartbeat after which a running trial goes to another worker.
+    /// Seconds without a heartbeat after which a running trial goes to another worker (workers
+    /// renew it every eighth of that while their trial makes progress; the trial of a process
+    /// of this machine that died is taken over at once).
     #[arg(long, default_value_t = 120.0)]
     lease_seconds: f64,
     /// Lost workers after which a trial is failed instead of re-queued.
     #[arg(long, default_value_t = 3)]
     max_attempts: u32,
+    /// Wall-clock limit of one trial in seconds (dataset, model and training); a trial over it
+    /// is failed with a reason naming the limit (default: no limit).
+    #[arg(long, value_name = "SECONDS")]
+    trial_timeout: Option<f64>,
+    /// Once no trial is left to claim, how long to wait for trials other workers are still
+    /// running (default: until their leases end); past it the search stops with a provisional
+    /// result and a non-zero exit status.
+    #[arg(long, value_name = "SECONDS")]
+    max_wait: Option<f64>,
     /// A base configuration file for the settings that are not searched.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -75,14 +87,12 @@ pub struct SearchArgs {
     run: RunConfig,
 }
 
-/// This machine's name, to tell workers apart in the store.
-fn hostname() -> String {
-    std::fs::read_to_string("/etc/hostname")
+/// `seconds` as a duration, or an error naming the flag.
+fn seconds(flag: &str, seconds: f64) -> Res<Duration> {
+    Duration::try_from_secs_f64(seconds)
         .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "host".into())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("--{flag} must be a positive number of seconds, got {seconds}").into())
 }
 
 /// Opens a store from a `sqlite:PATH` or `postgresql://…` URL.
@@ -141,7 +151,10 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         lease_seconds: args.lease_seconds,
         max_attempts: args.max_attempts,
         threads_per_trial: (cores / workers).max(1),
+        trial_timeout: args.trial_timeout.map(|t| seconds("trial-timeout", t)).transpose()?,
     };
+    seconds("lease-seconds", args.lease_seconds)?;
+    let max_wait = args.max_wait.map(|t| seconds("max-wait", t)).transpose()?;
     let mut data_args = args.data.clone();
     data_args.sort_time |= cfg.base.sort_time == Some(true);
     let (table, source) = data_args.table()?;
@@ -166,81 +179,192 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         );
         return Ok(());
     }
-    run_pool(&cfg, &data, &args.storage, study, workers, already, total)?;
-    let trials = store.trials(study)?;
-    print_leaderboard(&trials, 10);
-    if let Some(toml) = best_config_toml(&cfg, &trials) {
-        std::fs::write(&args.best_config, toml)?;
-        println!(
-            "best configuration written to {} (use: ode train --config {} ...)",
-            args.best_config.display(),
-            args.best_config.display()
-        );
-    } else {
-        println!("no trial completed; no best configuration");
-    }
-    Ok(())
+    let pool = Pool {
+        cfg: &cfg,
+        data: &data,
+        storage: &args.storage,
+        study,
+        workers,
+        total,
+    };
+    let stopped = pool.run_to_the_end(store.as_mut(), already, max_wait);
+    let trials = match (store.trials(study), &stopped) {
+        (Ok(t), _) => t,
+        (Err(e), Err(why)) => return Err(format!("{why} (and the study cannot be read back: {e})").into()),
+        (Err(e), Ok(())) => return Err(e.into()),
+    };
+    report_study(&cfg, &trials, stopped.err().map(|e| e.to_string()), &args.best_config)
 }
 
-/// Runs `workers` local worker threads on the study until no trial is waiting, printing a
-/// line per finished trial with the running count and the best value so far.
-fn run_pool(
-    cfg: &SearchConfig,
-    data: &DataFn,
-    storage: &str,
+/// Prints the leaderboard and writes the best configuration; both are marked PROVISIONAL, and
+/// the result is an error saying how many trials are left, when the search stopped (`stopped`
+/// says why) or trials are still `RUNNING` or `WAITING`.
+fn report_study(cfg: &SearchConfig, trials: &[TrialRecord], stopped: Option<String>, best_config: &Path) -> Res<()> {
+    let count = |s: TrialState| trials.iter().filter(|t| t.state == s).count();
+    let (running, waiting) = (count(TrialState::Running), count(TrialState::Waiting));
+    let left = running + waiting;
+    let stopped = stopped.or_else(|| (left > 0).then(|| format!("{left} trials were left unfinished")));
+    if stopped.is_some() {
+        println!("PROVISIONAL: the study is not finished ({left} trials left); the leaderboard below may change");
+    }
+    print_leaderboard(trials, 10);
+    let provisional = if stopped.is_some() { "PROVISIONAL " } else { "" };
+    if let Some(toml) = best_config_toml(cfg, trials) {
+        let toml = match &stopped {
+            Some(_) => format!("# PROVISIONAL: written while {left} trials of the study were unfinished\n{toml}"),
+            None => toml,
+        };
+        std::fs::write(best_config, toml)?;
+        println!(
+            "{provisional}best configuration written to {} (use: ode train --config {} ...)",
+            best_config.display(),
+            best_config.display()
+        );
+    } else {
+        println!("no trial completed; no {provisional}best configuration");
+    }
+    match stopped {
+        Some(why) => Err(format!(
+            "the search stopped before the study finished: {why}; {left} trials left ({running} running, \
+             {waiting} waiting); the results above are provisional: run the same `ode search` again to finish the study"
+        )
+        .into()),
+        None => Ok(()),
+    }
+}
+
+/// A study's local worker pool.
+struct Pool<'a> {
+    cfg: &'a SearchConfig,
+    data: &'a DataFn,
+    storage: &'a str,
     study: i64,
     workers: usize,
-    already: usize,
     total: usize,
-) -> Res<()> {
-    let started = Instant::now();
-    let progress = Arc::new(Mutex::new((already, f64::INFINITY)));
-    let result: Vec<Result<(), String>> = std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let (data, progress, url) = (data.clone(), progress.clone(), storage.to_string());
-                sc.spawn(move || -> Result<(), String> {
-                    let mut st = open_store(&url).map_err(|e| e.to_string())?;
-                    let report = |o: &TrialOutcome| {
-                        let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
-                        p.0 += 1;
-                        if let Some(v) = o.value.filter(|_| o.state == TrialState::Complete) {
-                            p.1 = p.1.min(v);
-                        }
-                        let what = match (o.state, &o.reason) {
-                            (TrialState::Fail, Some(r)) => format!("failed: {}", r.lines().next().unwrap_or("")),
-                            (s, _) => format!(
-                                "{} val_rmse {:.5}",
-                                s.optuna_name().to_lowercase(),
-                                o.value.unwrap_or(f64::NAN)
-                            ),
-                        };
-                        eprintln!(
-                            "[{:>4}/{total}] trial {:>3} {what} ({} epochs, {:.1}s) | running {} | best {:.5} | {:.0}s elapsed",
-                            p.0,
-                            o.number,
-                            o.epochs,
-                            o.seconds,
-                            total.saturating_sub(p.0).min(workers),
-                            p.1,
-                            started.elapsed().as_secs_f64()
-                        );
-                    };
-                    run_worker(st.as_mut(), study, cfg, &data, &format!("{}-{}-{w}", hostname(), std::process::id()), report)
-                        .map_err(|e| e.to_string())?;
-                    Ok(())
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("a worker panicked".into())))
-            .collect()
-    });
-    for r in result {
-        r?;
+}
+
+impl Pool<'_> {
+    /// Runs the pool until the study has no trial `RUNNING` or `WAITING`: once nothing is
+    /// left to claim, it waits for the trials other workers hold (printing which, every few
+    /// seconds) and takes over any whose lease ends. `Err` when a worker failed, or when
+    /// `max_wait` passed while trials were still held elsewhere.
+    fn run_to_the_end(&self, store: &mut dyn StudyStore, already: usize, max_wait: Option<Duration>) -> Res<()> {
+        let mut finished = already;
+        let mut waiting_since: Option<Instant> = None;
+        let mut last_note: Option<Instant> = None;
+        // Poll (a claim by every local worker, which takes over trials whose lease ended or
+        // whose worker died) often enough to notice an expired lease soon after it expires.
+        let poll = Duration::try_from_secs_f64(self.cfg.lease_seconds / 4.0)
+            .unwrap_or(Duration::ZERO)
+            .clamp(Duration::from_millis(50), Duration::from_secs(5));
+        loop {
+            let before = finished;
+            finished = self.run(finished)?;
+            if finished > before {
+                waiting_since = None;
+            }
+            let trials = store.trials(self.study)?;
+            let held: Vec<&TrialRecord> = trials
+                .iter()
+                .filter(|t| matches!(t.state, TrialState::Running | TrialState::Waiting))
+                .collect();
+            if held.is_empty() {
+                return Ok(());
+            }
+            let since = *waiting_since.get_or_insert_with(Instant::now);
+            if let Some(max) = max_wait.filter(|m| since.elapsed() > *m) {
+                return Err(format!(
+                    "waited the --max-wait of {} s for trials other workers hold",
+                    max.as_secs_f64()
+                )
+                .into());
+            }
+            if last_note.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                last_note = Some(Instant::now());
+                let who: Vec<String> = held
+                    .iter()
+                    .map(|t| match t.state {
+                        TrialState::Waiting => format!("trial {} (waiting)", t.number),
+                        _ => format!(
+                            "trial {} ({})",
+                            t.number,
+                            t.worker.as_deref().unwrap_or("unknown worker")
+                        ),
+                    })
+                    .collect();
+                eprintln!(
+                    "waiting for {} unfinished trials other workers hold: {} (a lease ends {} s after its last heartbeat; {:.0}s waited)",
+                    held.len(),
+                    who.join(", "),
+                    self.cfg.lease_seconds,
+                    since.elapsed().as_secs_f64()
+                );
+            }
+            // Not past --max-wait: the search stops on time.
+            let left = max_wait.map_or(poll, |m| m.saturating_sub(since.elapsed()));
+            std::thread::sleep(poll.min(left + Duration::from_millis(1)));
+        }
     }
-    Ok(())
+
+    /// Runs `workers` local worker threads on the study until no trial is waiting, printing a
+    /// line per finished or abandoned trial with the running count and the best value so far;
+    /// returns the count of finished trials.
+    fn run(&self, already: usize) -> Res<usize> {
+        let (total, workers) = (self.total, self.workers);
+        let started = Instant::now();
+        let progress = Arc::new(Mutex::new((already, f64::INFINITY)));
+        let result: Vec<Result<(), String>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let progress = progress.clone();
+                    sc.spawn(move || -> Result<(), String> {
+                        let mut st = open_store(self.storage).map_err(|e| e.to_string())?;
+                        let report = |o: &TrialOutcome| {
+                            let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+                            if !o.abandoned {
+                                p.0 += 1;
+                            }
+                            if let Some(v) = o.value.filter(|_| o.state == TrialState::Complete) {
+                                p.1 = p.1.min(v);
+                            }
+                            let what = match (o.state, &o.reason) {
+                                (_, Some(r)) if o.abandoned => format!("abandoned: {r}"),
+                                (TrialState::Fail, Some(r)) => format!("failed: {}", r.lines().next().unwrap_or("")),
+                                (s, _) => format!(
+                                    "{} val_rmse {:.5}",
+                                    s.optuna_name().to_lowercase(),
+                                    o.value.unwrap_or(f64::NAN)
+                                ),
+                            };
+                            eprintln!(
+                                "[{:>4}/{total}] trial {:>3} {what} ({} epochs, {:.1}s) | running {} | best {:.5} | {:.0}s elapsed",
+                                p.0,
+                                o.number,
+                                o.epochs,
+                                o.seconds,
+                                total.saturating_sub(p.0).min(workers),
+                                p.1,
+                                started.elapsed().as_secs_f64()
+                            );
+                        };
+                        run_worker(st.as_mut(), self.study, self.cfg, self.data, &worker_id(w), report)
+                            .map_err(|e| format!("worker {w}: {e}"))?;
+                        Ok(())
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|_| Err("a worker panicked".into())))
+                .collect()
+        });
+        let errors: Vec<String> = result.into_iter().filter_map(Result::err).collect();
+        if !errors.is_empty() {
+            return Err(errors.join("; ").into());
+        }
+        let finished = progress.lock().unwrap_or_else(|e| e.into_inner()).0;
+        Ok(finished)
+    }
 }
 
 /// Arguments of `ode worker`.
@@ -282,7 +406,15 @@ pub fn worker(args: &WorkerArgs) -> Res<()> {
         args.storage,
         trials.len()
     );
-    run_pool(&cfg, &data, &args.storage, study, workers, already, trials.len())
+    let pool = Pool {
+        cfg: &cfg,
+        data: &data,
+        storage: &args.storage,
+        study,
+        workers,
+        total: trials.len(),
+    };
+    pool.run(already).map(|_| ())
 }
 
 /// A parameter value as a person writes it (strings without TOML quotes).
@@ -383,6 +515,7 @@ fn trial_json(t: &TrialRecord) -> serde_json::Value {
         "state": t.state.optuna_name(),
         "value": t.value,
         "attempt": t.attempt,
+        "worker": t.worker,
         "params": t.params.iter().map(|(k, v)| (k.clone(), serde_json::to_value(v).unwrap_or_default())).collect::<serde_json::Map<_, _>>(),
         "intermediate_values": t.intermediate.iter().map(|(k, v)| (k.to_string(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
         "user_attrs": t.user_attrs,

@@ -180,26 +180,66 @@ fn search_errors_are_clear() {
     );
 }
 
+/// Every trial of a study as `ode study export` gives it (empty if it cannot be read yet).
+fn export(storage: &str, study: &str) -> Vec<serde_json::Value> {
+    let (ok, out, _) = ode(&["study", "export", "--storage", storage, "--study", study]);
+    if !ok {
+        return Vec::new();
+    }
+    serde_json::from_str::<serde_json::Value>(&out)
+        .map(|v| v.as_array().cloned().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+/// Whether the stored worker id names process `pid`.
+fn held_by(t: &serde_json::Value, pid: u32) -> bool {
+    t["worker"]
+        .as_str()
+        .is_some_and(|w| w.split(';').any(|f| f == format!("pid={pid}")))
+}
+
+/// Polls the study until a trial held by process `pid` is mid-way (RUNNING with at least one
+/// epoch reported, so a kill now hits it with epochs to go) and `done` trials are complete;
+/// returns that trial's number.
+fn wait_mid_trial(storage: &str, study: &str, pid: u32, done: usize) -> u64 {
+    let start = std::time::Instant::now();
+    loop {
+        let rows = export(storage, study);
+        let complete = rows.iter().filter(|r| r["state"] == "COMPLETE").count();
+        let mid = rows.iter().find(|r| {
+            r["state"] == "RUNNING"
+                && held_by(r, pid)
+                && r["intermediate_values"].as_object().is_some_and(|v| !v.is_empty())
+        });
+        if let (Some(t), true) = (mid, complete >= done) {
+            return t["number"].as_u64().unwrap();
+        }
+        assert!(start.elapsed().as_secs() < 180, "no trial got mid-way: {rows:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
-fn kill_9_mid_search_then_resume_keeps_every_finished_trial() {
+fn kill_9_mid_trial_then_resume_reruns_exactly_that_trial_at_once_despite_an_hour_lease() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite:{}", dir.path().join("s.db").display());
-    let args = vec![
+    let mut args = vec![
         "search",
         "--dataset",
         "five-channel",
         "--strategy",
         "random",
         "--trials",
-        "8",
+        "5",
         "--storage",
         &db,
         "--study",
         "k",
         "--workers",
         "1",
+        // Only the crash recovery can hand the killed trial on: its lease outlives the test.
         "--lease-seconds",
-        "1",
+        "3600",
         "--best-config",
         "/dev/null",
         "--rows",
@@ -211,7 +251,7 @@ fn kill_9_mid_search_then_resume_keeps_every_finished_trial() {
         "--horizon",
         "4",
         "--epochs",
-        "6",
+        "12",
         "--solver",
         "dopri5",
     ];
@@ -220,61 +260,112 @@ fn kill_9_mid_search_then_resume_keeps_every_finished_trial() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait until at least two trials have finished, then kill the search mid-trial.
-    let show = || -> Vec<serde_json::Value> {
-        let (ok, out, _) = ode(&["study", "show", "--storage", &db, "--study", "k", "--json"]);
-        if !ok {
-            return Vec::new();
-        }
-        serde_json::from_str::<serde_json::Value>(&out)
-            .map(|v| v.as_array().cloned().unwrap_or_default())
-            .unwrap_or_default()
-    };
-    let start = std::time::Instant::now();
-    loop {
-        let done = show().iter().filter(|r| r["state"] == "COMPLETE").count();
-        if done >= 2 || start.elapsed().as_secs() > 120 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let killed = wait_mid_trial(&db, "k", child.id(), 1);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    let before = show();
+    let before = export(&db, "k");
+    let running: Vec<&serde_json::Value> = before.iter().filter(|r| r["state"] == "RUNNING").collect();
+    assert!(
+        running.len() == 1 && running[0]["number"] == killed && running[0]["attempt"] == 1,
+        "the kill hit trial {killed} while it ran: {before:?}"
+    );
     let finished: Vec<(u64, f64)> = before
         .iter()
         .filter(|r| r["state"] == "COMPLETE")
         .map(|r| (r["number"].as_u64().unwrap(), r["value"].as_f64().unwrap()))
         .collect();
-    assert!(finished.len() >= 2, "{before:?}");
-    if finished.len() == 8 {
-        eprintln!("the search finished before the kill; the resume below is then a no-op");
-    }
-    // Let the killed trial's lease expire, then resume.
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let (ok, _, err) = ode(&args);
+    assert!(!finished.is_empty(), "{before:?}");
+    // Resume at once. Were the dead trial left to its lease, this search would wait for it and
+    // stop after --max-wait with a provisional result and an error.
+    args.extend(["--max-wait", "20"]);
+    let (ok, out, err) = ode(&args);
     assert!(ok, "{err}");
-    let after = show();
-    assert_eq!(after.len(), 8);
-    assert!(after.iter().all(|r| r["state"] == "COMPLETE"), "{after:?}");
-    for (n, v) in &finished {
-        let r = after.iter().find(|r| r["number"].as_u64() == Some(*n)).unwrap();
-        assert_eq!(r["value"].as_f64(), Some(*v), "finished trial {n} was kept as it was");
+    assert!(
+        !out.contains("PROVISIONAL") && out.contains("5 complete, 0 pruned, 0 failed, 0 running, 0 waiting"),
+        "{out}"
+    );
+    let after = export(&db, "k");
+    assert_eq!(after.len(), 5);
+    for r in &after {
+        let n = r["number"].as_u64().unwrap();
+        assert_eq!(r["state"], "COMPLETE", "{after:?}");
+        let want = if n == killed { 2 } else { 1 };
+        assert_eq!(
+            r["attempt"], want,
+            "trial {n}: only the killed trial runs again: {after:?}"
+        );
+        if let Some((_, v)) = finished.iter().find(|(m, _)| *m == n) {
+            assert_eq!(r["value"].as_f64(), Some(*v), "finished trial {n} was kept as it was");
+        }
     }
-    // Nothing ran twice to completion: finished trials were not re-claimed.
-    let (ok, out, _) = ode(&["study", "export", "--storage", &db, "--study", "k", "--format", "json"]);
-    assert!(ok);
-    let trials: serde_json::Value = serde_json::from_str(&out).unwrap();
-    for t in trials.as_array().unwrap() {
-        let n = t["number"].as_u64().unwrap();
-        let completions = trials
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|u| u["number"].as_u64() == Some(n))
-            .count();
-        assert_eq!(completions, 1);
-    }
+}
+
+#[test]
+fn search_waits_for_a_trial_another_worker_holds_or_stops_with_a_provisional_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let space = dir.path().join("space.toml");
+    std::fs::write(&space, SPACE).unwrap();
+    let db = format!("sqlite:{}", dir.path().join("s.db").display());
+    // One trial that trains until its 4 s time limit, whatever the machine's speed.
+    let mut args = vec![
+        "search",
+        "--dataset",
+        "five-channel",
+        "--space",
+        space.to_str().unwrap(),
+        "--trials",
+        "1",
+        "--storage",
+        &db,
+        "--study",
+        "w",
+        "--workers",
+        "0",
+        "--best-config",
+        "/dev/null",
+        "--trial-timeout",
+        "4",
+    ];
+    args.extend(SMALL);
+    *args.last_mut().unwrap() = "100000";
+    let (ok, _, err) = ode(&args);
+    assert!(ok && err.contains("enqueued only"), "{err}");
+    let mut other = Command::new(env!("CARGO_BIN_EXE_ode"))
+        .args(["worker", "--storage", &db, "--study", "w", "--workers", "1"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_mid_trial(&db, "w", other.id(), 0);
+    // Nothing left to claim: with a short --max-wait the search stops, provisionally.
+    let workers = args.iter().position(|a| *a == "--workers").unwrap();
+    args[workers + 1] = "1";
+    let mut stopping = args.clone();
+    stopping.extend(["--max-wait", "0.3"]);
+    let (ok, out, err) = ode(&stopping);
+    assert!(!ok, "{out}\n{err}");
+    assert!(out.contains("PROVISIONAL") && out.contains("1 trials left"), "{out}");
+    assert!(
+        out.contains("0 complete, 0 pruned, 0 failed, 1 running, 0 waiting"),
+        "{out}"
+    );
+    assert!(
+        err.contains("waiting for 1 unfinished trials other workers hold: trial 0 (ode1;")
+            && err.contains("1 trials left (1 running, 0 waiting)")
+            && err.contains("provisional"),
+        "{err}"
+    );
+    // Without it, the search waits for the other worker's trial and then reports the study.
+    let (ok, out, err) = ode(&args);
+    assert!(ok, "{err}");
+    assert!(err.contains("waiting for 1 unfinished trials"), "{err}");
+    assert!(
+        !out.contains("PROVISIONAL") && out.contains("0 complete, 0 pruned, 1 failed, 0 running, 0 waiting"),
+        "{out}"
+    );
+    assert!(other.wait().unwrap().success());
+    let t = &export(&db, "w")[0];
+    let why = t["user_attrs"]["fail_reason"].as_str().unwrap();
+    assert!(why.contains("exceeded the per-trial time limit of 4 s"), "{why}");
 }
 
 /// The PostgreSQL server CI starts (`ODE_POSTGRES_URL`), or `None` (the test then skips loudly,
@@ -320,8 +411,9 @@ fn four_worker_processes_share_a_postgres_study_and_a_killed_workers_trial_is_re
         &study,
         "--workers",
         "0",
+        // Only the crash recovery can hand the killed worker's trial on in time.
         "--lease-seconds",
-        "2",
+        "3600",
         "--rows",
         "600",
         "--hidden-dim",
@@ -345,37 +437,27 @@ fn four_worker_processes_share_a_postgres_study_and_a_killed_workers_trial_is_re
             .unwrap()
     };
     let mut workers: Vec<_> = (0..4).map(|_| spawn()).collect();
-    // Kill one worker once all four are mid-trial, so the killed one surely holds a trial.
-    let export = || -> Vec<serde_json::Value> {
-        let (ok, out, _) = ode(&["study", "export", "--storage", &url, "--study", &study]);
-        if !ok {
-            return Vec::new();
-        }
-        serde_json::from_str::<serde_json::Value>(&out)
-            .map(|v| v.as_array().cloned().unwrap_or_default())
-            .unwrap_or_default()
-    };
-    let start = std::time::Instant::now();
-    while export().iter().filter(|t| t["state"] == "RUNNING").count() < 4 && start.elapsed().as_secs() < 60 {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
+    // Kill one worker in the middle of a trial (one epoch reported, epochs to go).
+    let victim = workers[0].id();
+    let killed = wait_mid_trial(&url, &study, victim, 0);
     workers[0].kill().unwrap();
     workers[0].wait().unwrap();
     for w in workers.iter_mut().skip(1) {
         assert!(w.wait().unwrap().success());
     }
-    // The killed worker's trial (if it held one) is handed on once its lease has expired.
-    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // The survivors took the dead worker's trial over at once (same machine, dead process),
+    // not after its lease; a late worker finds nothing left.
     let (ok, _, err) = ode(&["worker", "--storage", &url, "--study", &study, "--workers", "2"]);
     assert!(ok, "{err}");
-    let trials = export();
+    let trials = export(&url, &study);
     assert_eq!(trials.len(), 12);
     assert!(trials.iter().all(|t| t["state"] == "COMPLETE"), "{trials:?}");
-    // No trial claimed twice except the one taken from the killed worker, re-run after its lease.
-    let twice: Vec<&serde_json::Value> = trials.iter().filter(|t| t["attempt"].as_u64() != Some(1)).collect();
-    assert!(
-        twice.len() == 1 && twice[0]["attempt"] == 2,
-        "exactly the killed worker's trial ran twice: {twice:?}"
-    );
+    for t in &trials {
+        let want = if t["number"] == killed { 2 } else { 1 };
+        assert_eq!(
+            t["attempt"], want,
+            "only the killed worker's trial {killed} ran twice: {trials:?}"
+        );
+    }
     args.clear();
 }

@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         lease_seconds: 120.0,
         max_attempts: 3,
         threads_per_trial: 2,
+        trial_timeout: None,
     };
     let mut store = MemoryStore::new();
     let study = enqueue_study(&mut store, &cfg)?;

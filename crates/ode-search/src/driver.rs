@@ -2,14 +2,16 @@
 //! asynchronous successive halving, and read back the leaderboard.
 
 use crate::space::{Distribution, SearchSpace, to_run_config};
-use crate::store::{ParamDistribution, StoreError, StudyStore, TrialRecord, TrialState};
+use crate::store::{Claimed, ParamDistribution, StoreError, StudyStore, TrialRecord, TrialState};
 use crate::strategy::{grid, random_trial};
 use ode_train::data::{DataConfig, Dataset};
 use ode_train::{MemoryTracker, NeuralOdeModel, RunConfig, Trainer};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// How a study chooses and stops trials.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,11 +50,17 @@ pub struct SearchConfig {
     /// Study seed: trial `k`'s parameters and training seed derive from it and `k`.
     pub seed: u64,
     /// Seconds without a heartbeat after which a running trial is handed to another worker.
+    /// Workers renew the lease every eighth of it while their trial makes progress (see
+    /// [`run_worker`]), so it must well exceed the longest single batch or validation round.
     pub lease_seconds: f64,
     /// Claims after which a trial whose workers keep dying is failed.
     pub max_attempts: u32,
     /// Training threads per trial.
     pub threads_per_trial: usize,
+    /// Wall-clock limit of one attempt at a trial (dataset, model and training), checked at
+    /// every batch and validation round: a trial over it is finished as `Fail` with a
+    /// `fail_reason` naming the limit. `None`: no limit.
+    pub trial_timeout: Option<Duration>,
 }
 
 /// Builds the dataset a trial trains on, from its data settings.
@@ -71,8 +79,11 @@ pub struct TrialOutcome {
     pub epochs: usize,
     /// Seconds of training.
     pub seconds: f64,
-    /// Why it failed.
+    /// Why it failed, or why it was abandoned.
     pub reason: Option<String>,
+    /// The worker lost the trial's lease (a write was fenced: another worker claimed it, or
+    /// it finished) and left it to its new holder; `state` is then `Running`.
+    pub abandoned: bool,
 }
 
 fn store_dist(d: &Distribution) -> Option<ParamDistribution> {
@@ -148,6 +159,7 @@ pub fn save_definition(
         "seed": cfg.seed,
         "lease_seconds": cfg.lease_seconds,
         "max_attempts": cfg.max_attempts,
+        "trial_timeout_seconds": cfg.trial_timeout.map(|t| t.as_secs_f64()),
         "data": data,
     });
     store.set_study_attr(study, DEFINITION_KEY, &def)
@@ -193,6 +205,15 @@ pub fn load_definition(
             lease_seconds: get("lease_seconds")?.as_f64().ok_or("lease_seconds is not a number")?,
             max_attempts: get("max_attempts")?.as_u64().ok_or("max_attempts is not a number")? as u32,
             threads_per_trial,
+            // Absent from definitions saved before the limit existed: no limit.
+            trial_timeout: match def.get("trial_timeout_seconds") {
+                None | Some(serde_json::Value::Null) => None,
+                Some(v) => Some(
+                    v.as_f64()
+                        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                        .ok_or("trial_timeout_seconds is not a non-negative number of seconds")?,
+                ),
+            },
         },
         get("data")?.clone(),
     ))
@@ -222,6 +243,14 @@ pub fn asha_prunes(epoch: usize, value: f64, others: &[f64], reduction_factor: u
 }
 
 /// Claims trials of `study` until none is waiting, training each; returns what happened to each.
+///
+/// While a trial makes progress (the dataset is being built, batches and validation rounds
+/// advance) the worker renews its lease every eighth of `lease_seconds` (so within a quarter
+/// of it even when a batch or validation round takes another eighth); a trial that
+/// stops progressing stops renewing it, so its lease expires and another worker takes it over.
+/// A worker whose write is refused because it lost the lease ([`StoreError::Fenced`]) abandons
+/// that trial (reported with `abandoned`) and claims the next; only other store failures end
+/// the worker with an error.
 pub fn run_worker<S: StudyStore + ?Sized>(
     store: &mut S,
     study: i64,
@@ -233,45 +262,23 @@ pub fn run_worker<S: StudyStore + ?Sized>(
     let mut outcomes = Vec::new();
     while let Some(claim) = store.claim(study, worker, cfg.lease_seconds, cfg.max_attempts)? {
         let started = Instant::now();
-        let (id, attempt, number) = (claim.trial_id, claim.attempt, claim.number);
         let cell = RefCell::new(&mut *store);
-        let result = run_trial(&cell, study, cfg, data, id, attempt, number, &claim.params);
+        let result = run_trial(&cell, study, cfg, data, &claim, started);
         let store = cell.into_inner();
-        let seconds = started.elapsed().as_secs_f64();
-        let outcome = match result {
-            Ok((state, value, epochs, train_seconds, nfe)) => {
-                store.set_attr(id, attempt, "train_seconds", &train_seconds.into())?;
-                store.set_attr(id, attempt, "nfe_forward", &nfe.0.into())?;
-                store.set_attr(id, attempt, "nfe_backward", &nfe.1.into())?;
-                store.set_attr(id, attempt, "epochs", &epochs.into())?;
-                store.finish(
-                    id,
-                    attempt,
-                    state,
-                    if state == TrialState::Complete { value } else { None },
-                )?;
-                TrialOutcome {
-                    number,
-                    state,
-                    value,
-                    epochs,
-                    seconds,
-                    reason: None,
-                }
-            }
-            Err(TrialError::Store(e)) => return Err(e),
-            Err(TrialError::Failed(reason)) => {
-                store.set_attr(id, attempt, "fail_reason", &reason.clone().into())?;
-                store.finish(id, attempt, TrialState::Fail, None)?;
-                TrialOutcome {
-                    number,
-                    state: TrialState::Fail,
-                    value: None,
-                    epochs: 0,
-                    seconds,
-                    reason: Some(reason),
-                }
-            }
+        let outcome = match record(store, &claim, result, started) {
+            Ok(o) => o,
+            Err(e @ StoreError::Fenced { .. }) => TrialOutcome {
+                number: claim.number,
+                state: TrialState::Running,
+                value: None,
+                epochs: 0,
+                seconds: started.elapsed().as_secs_f64(),
+                reason: Some(format!(
+                    "lost its lease ({e}); left to the worker that now holds or finished it"
+                )),
+                abandoned: true,
+            },
+            Err(e) => return Err(e),
         };
         on_outcome(&outcome);
         outcomes.push(outcome);
@@ -279,37 +286,177 @@ pub fn run_worker<S: StudyStore + ?Sized>(
     Ok(outcomes)
 }
 
+/// Writes a trial's result to the store (attributes, then its final state).
+fn record<S: StudyStore + ?Sized>(
+    store: &mut S,
+    claim: &Claimed,
+    result: Result<TrialResult, TrialError>,
+    started: Instant,
+) -> Result<TrialOutcome, StoreError> {
+    let (id, attempt) = (claim.trial_id, claim.attempt);
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok((state, value, epochs, train_seconds, nfe)) => {
+            store.set_attr(id, attempt, "train_seconds", &train_seconds.into())?;
+            store.set_attr(id, attempt, "nfe_forward", &nfe.0.into())?;
+            store.set_attr(id, attempt, "nfe_backward", &nfe.1.into())?;
+            store.set_attr(id, attempt, "epochs", &epochs.into())?;
+            let stored = if state == TrialState::Complete { value } else { None };
+            store.finish(id, attempt, state, stored)?;
+            Ok(TrialOutcome {
+                number: claim.number,
+                state,
+                value,
+                epochs,
+                seconds,
+                reason: None,
+                abandoned: false,
+            })
+        }
+        Err(TrialError::Store(e)) => Err(e),
+        Err(TrialError::Failed { reason, epochs }) => {
+            store.set_attr(id, attempt, "fail_reason", &reason.clone().into())?;
+            store.finish(id, attempt, TrialState::Fail, None)?;
+            Ok(TrialOutcome {
+                number: claim.number,
+                state: TrialState::Fail,
+                value: None,
+                epochs,
+                seconds,
+                reason: Some(reason),
+                abandoned: false,
+            })
+        }
+    }
+}
+
 enum TrialError {
     Store(StoreError),
-    Failed(String),
+    Failed {
+        /// Why, for the `fail_reason` attribute.
+        reason: String,
+        /// Epochs trained before the failure.
+        epochs: usize,
+    },
+}
+
+impl TrialError {
+    fn failed(reason: String) -> Self {
+        TrialError::Failed { reason, epochs: 0 }
+    }
 }
 
 type TrialResult = (TrialState, Option<f64>, usize, f64, (f64, f64));
 
-#[allow(clippy::too_many_arguments)]
+/// When a trial renews its lease, and whether it has run out of time.
+struct Pacer {
+    /// An eighth of the lease: at most this long between heartbeats while progress is reported
+    /// (plus the time of one progress step).
+    every: Duration,
+    last: Instant,
+    started: Instant,
+    limit: Option<Duration>,
+}
+
+impl Pacer {
+    fn new(cfg: &SearchConfig, started: Instant) -> Self {
+        Self {
+            every: Duration::try_from_secs_f64(cfg.lease_seconds / 8.0).unwrap_or(Duration::ZERO),
+            last: started,
+            started,
+            limit: cfg.trial_timeout,
+        }
+    }
+
+    /// The failure of a trial over its time limit, if it is.
+    fn over_limit(&self, epochs: usize) -> Option<TrialError> {
+        let limit = self.limit.filter(|l| self.started.elapsed() > *l)?;
+        Some(TrialError::Failed {
+            reason: format!(
+                "exceeded the per-trial time limit of {} s (trial_timeout, `ode search --trial-timeout`) \
+                 after {epochs} complete epochs",
+                limit.as_secs_f64()
+            ),
+            epochs,
+        })
+    }
+
+    /// Renews the lease if an eighth of it has passed since the last renewal.
+    fn beat_if_due<S: StudyStore + ?Sized>(
+        &mut self,
+        store: &RefCell<&mut S>,
+        claim: &Claimed,
+    ) -> Result<(), StoreError> {
+        if self.last.elapsed() >= self.every {
+            store.borrow_mut().heartbeat(claim.trial_id, claim.attempt)?;
+            self.last = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// A progress step: fails over the limit, else renews the lease when due.
+    fn tick<S: StudyStore + ?Sized>(&mut self, store: &RefCell<&mut S>, claim: &Claimed) -> Result<(), TrialError> {
+        if let Some(e) = self.over_limit(0) {
+            return Err(e);
+        }
+        self.beat_if_due(store, claim).map_err(TrialError::Store)
+    }
+}
+
+/// Builds the trial's dataset on a helper thread while this one renews the lease (the build
+/// is one step over an in-memory table, with no progress of its own to report; the trial's
+/// time limit, if any, bounds it). A build still running when the limit passes is left to
+/// finish on its own, its result unused.
+fn build_dataset<S: StudyStore + ?Sized>(
+    store: &RefCell<&mut S>,
+    data: &DataFn,
+    dc: &DataConfig,
+    pacer: &mut Pacer,
+    claim: &Claimed,
+) -> Result<Dataset, TrialError> {
+    let (tx, rx) = mpsc::channel();
+    let (data, dc) = (data.clone(), dc.clone());
+    std::thread::Builder::new()
+        .name("ode-search-data".into())
+        .spawn(move || {
+            let _ = tx.send(data(&dc));
+        })
+        .map_err(|e| TrialError::failed(format!("data: cannot start a thread to build the dataset: {e}")))?;
+    loop {
+        match rx.recv_timeout(pacer.every.max(Duration::from_millis(1))) {
+            Ok(built) => return built.map_err(|e| TrialError::failed(format!("data: {e}"))),
+            Err(mpsc::RecvTimeoutError::Timeout) => pacer.tick(store, claim)?,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err(TrialError::failed("data: building the dataset panicked".into()));
+            }
+        }
+    }
+}
+
 fn run_trial<S: StudyStore + ?Sized>(
     store: &RefCell<&mut S>,
     study: i64,
     cfg: &SearchConfig,
     data: &DataFn,
-    id: i64,
-    attempt: u32,
-    number: u64,
-    params: &crate::strategy::Params,
+    claim: &Claimed,
+    started: Instant,
 ) -> Result<TrialResult, TrialError> {
-    let searched = to_run_config(params).map_err(|e| TrialError::Failed(format!("bad configuration: {e}")))?;
+    let (id, attempt) = (claim.trial_id, claim.attempt);
+    let searched = to_run_config(&claim.params).map_err(|e| TrialError::failed(format!("bad configuration: {e}")))?;
     let mut run = cfg.base.clone().merged(&searched);
-    run.seed = Some(trial_seed(cfg, number));
+    run.seed = Some(trial_seed(cfg, claim.number));
     run.threads = Some(cfg.threads_per_trial.max(1));
     let r = run.resolve(None);
-    let ds = data(&r.data).map_err(|e| TrialError::Failed(format!("data: {e}")))?;
+    let mut pacer = Pacer::new(cfg, started);
+    let ds = build_dataset(store, data, &r.data, &mut pacer, claim)?;
+    pacer.tick(store, claim)?;
     let mut mc = r.model.clone();
     mc.input_dim = ds.input_dim();
     mc.output_dim = ds.output_dim();
     mc.context_len = ds.context_len;
     mc.horizon = ds.horizon;
     let model =
-        NeuralOdeModel::seeded(mc, r.train.seed).map_err(|e| TrialError::Failed(format!("bad configuration: {e}")))?;
+        NeuralOdeModel::seeded(mc, r.train.seed).map_err(|e| TrialError::failed(format!("bad configuration: {e}")))?;
     let mut tracker = MemoryTracker::default();
     let store_err: RefCell<Option<StoreError>> = RefCell::new(None);
     let keep = |res: Result<(), StoreError>| {
@@ -317,18 +464,32 @@ fn run_trial<S: StudyStore + ?Sized>(
             store_err.borrow_mut().get_or_insert(e);
         }
     };
+    let (pacer, epochs_done) = (RefCell::new(pacer), std::cell::Cell::new(0usize));
+    let timed_out: RefCell<Option<TrialError>> = RefCell::new(None);
     let history = {
         let trainer = Trainer::new(model, r.train.clone(), &mut tracker)
-            .map_err(|e| TrialError::Failed(format!("bad configuration: {e}")))?;
+            .map_err(|e| TrialError::failed(format!("bad configuration: {e}")))?;
+        pacer.borrow_mut().tick(store, claim)?;
         let mut trainer = trainer
-            .on_batch_end(|_, batch, _, _| {
-                if batch % 32 == 0 {
-                    keep(store.borrow_mut().heartbeat(id, attempt));
+            .on_progress(|_| {
+                let mut p = pacer.borrow_mut();
+                if let Some(e) = p.over_limit(epochs_done.get()) {
+                    *timed_out.borrow_mut() = Some(e);
+                    return ControlFlow::Break(());
+                }
+                match p.beat_if_due(store, claim) {
+                    Ok(()) => ControlFlow::Continue(()),
+                    Err(e) => {
+                        keep(Err(e));
+                        ControlFlow::Break(())
+                    }
                 }
             })
             .stop_when(|epoch, m| {
+                epochs_done.set(epoch);
                 keep(store.borrow_mut().report(id, attempt, epoch as u64, m.val_rmse));
                 keep(store.borrow_mut().heartbeat(id, attempt));
+                pacer.borrow_mut().last = Instant::now();
                 if store_err.borrow().is_some() {
                     return true;
                 }
@@ -358,7 +519,13 @@ fn run_trial<S: StudyStore + ?Sized>(
     if let Some(e) = store_err.into_inner() {
         return Err(TrialError::Store(e));
     }
-    let h = history.map_err(|e| TrialError::Failed(e.to_string()))?;
+    if let Some(e) = timed_out.into_inner() {
+        return Err(e);
+    }
+    let h = history.map_err(|e| TrialError::Failed {
+        reason: e.to_string(),
+        epochs: epochs_done.get(),
+    })?;
     let state = if h.stopped_by_callback {
         TrialState::Pruned
     } else {

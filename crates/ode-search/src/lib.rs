@@ -11,6 +11,7 @@ pub mod space;
 pub mod sqlite;
 pub mod store;
 pub mod strategy;
+pub mod worker_id;
 
 pub use driver::{SearchConfig, Strategy, enqueue_study, leaderboard, run_worker};
 pub use memory::MemoryStore;

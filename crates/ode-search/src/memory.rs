@@ -90,6 +90,7 @@ impl StudyStore for MemoryStore {
                         intermediate: BTreeMap::new(),
                         user_attrs: BTreeMap::new(),
                         attempt: 0,
+                        worker: None,
                     },
                     None,
                 ));
@@ -101,7 +102,7 @@ impl StudyStore for MemoryStore {
     fn claim(
         &mut self,
         study: i64,
-        _worker: &str,
+        worker: &str,
         lease_seconds: f64,
         max_attempts: u32,
     ) -> Result<Option<Claimed>, StoreError> {
@@ -130,6 +131,7 @@ impl StudyStore for MemoryStore {
                 .min_by_key(|t| t.1.number)?;
             next.1.state = TrialState::Running;
             next.1.attempt += 1;
+            next.1.worker = Some(worker.to_string());
             next.2 = Some(Instant::now());
             Some(Claimed {
                 trial_id: next.1.trial_id,

@@ -35,7 +35,7 @@ use crate::sqlite::{
     decode_param, encode_params, finish_value, intermediate_repr, json_to_toml, local_now, parse_state, python_json,
     stored_to_value, value_repr,
 };
-use crate::store::{Claimed, ParamDistribution, StoreError, StudyStore, TrialRecord, TrialState};
+use crate::store::{Claimed, ParamDistribution, StoreError, StudyStore, TrialRecord, TrialState, orphaned};
 use crate::strategy::Params;
 use postgres::{Client, GenericClient, IsolationLevel, Transaction};
 use std::collections::{BTreeMap, HashMap};
@@ -360,6 +360,26 @@ fn read_attempt(c: &mut impl GenericClient, loc: &str, trial_id: i32) -> Result<
     }
 }
 
+/// `(trial id, worker id JSON)` of the `RUNNING` trials of `study`, or of the trial `trial`
+/// (then in any state), for [`orphaned`].
+fn worker_rows(
+    c: &mut impl GenericClient,
+    loc: &str,
+    study: Option<i32>,
+    trial: Option<i32>,
+) -> Result<Vec<(i32, String)>, StoreError> {
+    let rows = c
+        .query(
+            "SELECT t.trial_id, a.value_json FROM trials t JOIN trial_system_attributes a \
+             ON a.trial_id = t.trial_id AND a.key = $1 \
+             WHERE ($2::int IS NULL OR (t.study_id = $2 AND t.state = 'RUNNING')) \
+             AND ($3::int IS NULL OR t.trial_id = $3)",
+            &[&WORKER_ATTR, &study, &trial],
+        )
+        .map_err(|e| db_err(loc, e))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 fn study_id(c: &mut impl GenericClient, loc: &str, study: i64, lock: &str) -> Result<i32, StoreError> {
     let id = int4(loc, "study id", study)?;
     let found = c
@@ -516,8 +536,9 @@ impl StudyStore for PostgresStore {
         let db = |e| db_err(&loc, e);
         let mut tx = self.client.transaction().map_err(db)?;
         let study = study_id(&mut tx, &loc, study, "")?;
-        // 1. Trials whose worker stopped renewing its lease go back to the queue (or fail).
-        //    Rows another transaction holds (a claim, or the worker writing) are skipped.
+        // 1. Trials whose worker stopped renewing its lease, or whose worker was a process of
+        //    this machine that has died, go back to the queue (or fail). Rows another
+        //    transaction holds (a claim, or the worker writing) are skipped.
         let expired = format!(
             "FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id \
              WHERE t.state = 'RUNNING' AND h.heartbeat < {UTC_NOW} - make_interval(secs => $2)"
@@ -533,6 +554,7 @@ impl StudyStore for PostgresStore {
             .iter()
             .map(|r| r.get(0))
             .collect();
+        let mut lost = Vec::with_capacity(stale.len());
         for trial_id in stale {
             // Now that the row is locked, no heartbeat can come in: check the latest one.
             let still = tx
@@ -541,9 +563,27 @@ impl StudyStore for PostgresStore {
                     &[&trial_id, &lease_seconds],
                 )
                 .map_err(db)?;
-            if still.is_none() {
+            if still.is_some() {
+                lost.push(trial_id);
+            }
+        }
+        let held_by_dead = orphaned(worker_rows(&mut tx, &loc, Some(study), None)?);
+        for trial_id in held_by_dead {
+            if lost.contains(&trial_id) {
                 continue;
             }
+            let locked = tx
+                .query_opt(
+                    "SELECT 1 FROM trials WHERE trial_id = $1 AND state = 'RUNNING' FOR UPDATE SKIP LOCKED",
+                    &[&trial_id],
+                )
+                .map_err(db)?;
+            // Once the row is locked no claim can change its worker: read the worker again.
+            if locked.is_some() && !orphaned(worker_rows(&mut tx, &loc, None, Some(trial_id))?).is_empty() {
+                lost.push(trial_id);
+            }
+        }
+        for trial_id in lost {
             let attempt = read_attempt(&mut tx, &loc, trial_id)?;
             if attempt >= max_attempts {
                 tx.execute(
@@ -729,6 +769,7 @@ impl StudyStore for PostgresStore {
                 intermediate: BTreeMap::new(),
                 user_attrs: BTreeMap::new(),
                 attempt: 0,
+                worker: None,
             });
         }
 
@@ -797,8 +838,8 @@ impl StudyStore for PostgresStore {
             .query(
                 "SELECT a.trial_id, a.key, a.value_json FROM trial_system_attributes a \
                  JOIN trials t ON t.trial_id = a.trial_id WHERE t.study_id = $1 \
-                 AND a.key IN ($2, 'fixed_params')",
-                &[&study, &ATTEMPT_ATTR],
+                 AND a.key IN ($2, $3, 'fixed_params')",
+                &[&study, &ATTEMPT_ATTR, &WORKER_ATTR],
             )
             .map_err(db)?
         {
@@ -809,6 +850,8 @@ impl StudyStore for PostgresStore {
                     .trim()
                     .parse()
                     .map_err(|_| bad(&loc, format!("trial {trial_id}: bad {ATTEMPT_ATTR} value {json}")))?;
+            } else if key == WORKER_ATTR {
+                out[i].worker = serde_json::from_str(&json).ok();
             } else if out[i].params.is_empty() {
                 // A trial Optuna's `enqueue_trial` made: its parameters are only here.
                 add_fixed(&mut out[i].params, &json);

@@ -36,7 +36,9 @@
 //! * Leases: the heartbeat is the `trial_heartbeats` row (UTC, as Optuna's own heartbeat), set by
 //!   [`claim`] and [`heartbeat`]. The fencing attempt and the worker id are the trial system
 //!   attributes [`ATTEMPT_ATTR`] and [`WORKER_ATTR`]. A `RUNNING` trial without a heartbeat row
-//!   (one an Optuna worker runs without heartbeats) is never re-queued.
+//!   (one an Optuna worker runs without heartbeats) is never re-queued for its lease; one whose
+//!   worker id names a dead process of this machine ([`crate::worker_id`]) is re-queued by the
+//!   next claim whatever its heartbeat.
 //!
 //! # Fencing
 //!
@@ -57,7 +59,7 @@
 //! [`claim`]: StudyStore::claim
 //! [`heartbeat`]: StudyStore::heartbeat
 
-use crate::store::{Claimed, ParamDistribution, StoreError, StudyStore, TrialRecord, TrialState};
+use crate::store::{Claimed, ParamDistribution, StoreError, StudyStore, TrialRecord, TrialState, orphaned};
 use crate::strategy::Params;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::Serialize;
@@ -562,8 +564,9 @@ impl StudyStore for SqliteStore {
         let db = |e| db_err(&loc, e);
         let tx = self.write_tx()?;
         study_exists(&tx, &loc, study)?;
-        // 1. Trials whose worker stopped renewing its lease go back to the queue (or fail).
-        let stale: Vec<i64> = tx
+        // 1. Trials whose worker stopped renewing its lease, or whose worker was a process of
+        //    this machine that has died, go back to the queue (or fail).
+        let mut stale: Vec<i64> = tx
             .prepare(
                 "SELECT t.trial_id FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id \
                  WHERE t.study_id = ?1 AND t.state = 'RUNNING' \
@@ -574,6 +577,21 @@ impl StudyStore for SqliteStore {
                     .collect()
             })
             .map_err(db)?;
+        let held: Vec<(i64, String)> = tx
+            .prepare(
+                "SELECT t.trial_id, a.value_json FROM trials t JOIN trial_system_attributes a \
+                 ON a.trial_id = t.trial_id AND a.\"key\" = ?2 WHERE t.study_id = ?1 AND t.state = 'RUNNING'",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![study, WORKER_ATTR], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect()
+            })
+            .map_err(db)?;
+        for id in orphaned(held) {
+            if !stale.contains(&id) {
+                stale.push(id);
+            }
+        }
         for trial_id in stale {
             let attempt = read_attempt(&tx, &loc, trial_id)?;
             if attempt >= max_attempts {
@@ -748,6 +766,7 @@ impl StudyStore for SqliteStore {
                 intermediate: BTreeMap::new(),
                 user_attrs: BTreeMap::new(),
                 attempt: 0,
+                worker: None,
             });
         }
 
@@ -822,11 +841,13 @@ impl StudyStore for SqliteStore {
             .prepare(
                 "SELECT a.trial_id, a.\"key\", a.value_json FROM trial_system_attributes a \
                  JOIN trials t ON t.trial_id = a.trial_id WHERE t.study_id = ?1 \
-                 AND a.\"key\" IN (?2, 'fixed_params')",
+                 AND a.\"key\" IN (?2, ?3, 'fixed_params')",
             )
             .and_then(|mut s| {
-                s.query_map(params![study, ATTEMPT_ATTR], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect()
+                s.query_map(params![study, ATTEMPT_ATTR, WORKER_ATTR], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect()
             })
             .map_err(db)?;
         for (trial_id, key, json) in sys_rows {
@@ -836,6 +857,8 @@ impl StudyStore for SqliteStore {
                     .trim()
                     .parse()
                     .map_err(|_| bad(&loc, format!("trial {trial_id}: bad {ATTEMPT_ATTR} value {json}")))?;
+            } else if key == WORKER_ATTR {
+                out[i].worker = serde_json::from_str(&json).ok();
             } else if out[i].params.is_empty() {
                 // A trial Optuna's `enqueue_trial` made: its parameters are only here.
                 if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(&json) {

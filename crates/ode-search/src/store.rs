@@ -97,6 +97,8 @@ pub struct TrialRecord {
     pub user_attrs: BTreeMap<String, serde_json::Value>,
     /// Claims so far.
     pub attempt: u32,
+    /// Id of the worker that claimed the trial last (see [`crate::worker_id`]), if any.
+    pub worker: Option<String>,
 }
 
 /// Store failures.
@@ -143,7 +145,9 @@ pub trait StudyStore: Send {
         dists: &BTreeMap<String, ParamDistribution>,
     ) -> Result<(), StoreError>;
     /// Atomically claims the lowest-numbered `WAITING` trial, first re-queueing `RUNNING` trials
-    /// whose heartbeat is older than `lease_seconds` (or failing them after `max_attempts`).
+    /// whose heartbeat is older than `lease_seconds`, or whose worker id names a process of this
+    /// machine that no longer exists ([`crate::worker_id::worker_is_dead`]), or failing them
+    /// after `max_attempts`.
     fn claim(
         &mut self,
         study: i64,
@@ -166,4 +170,14 @@ pub trait StudyStore: Send {
     fn set_study_attr(&mut self, study: i64, key: &str, value: &serde_json::Value) -> Result<(), StoreError>;
     /// The study's attributes.
     fn study_attrs(&mut self, study: i64) -> Result<BTreeMap<String, serde_json::Value>, StoreError>;
+}
+
+/// The trials among `held` (trial id, the stored JSON of its worker's id) whose worker was a
+/// process of this machine that no longer exists ([`crate::worker_id::worker_is_dead`]): the
+/// stores' claims re-queue them at once instead of waiting for their leases to expire.
+pub(crate) fn orphaned<I>(held: Vec<(I, String)>) -> Vec<I> {
+    held.into_iter()
+        .filter(|(_, json)| serde_json::from_str::<String>(json).is_ok_and(|w| crate::worker_id::worker_is_dead(&w)))
+        .map(|(id, _)| id)
+        .collect()
 }

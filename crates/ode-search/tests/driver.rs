@@ -28,6 +28,7 @@ fn config(space: &str, strategy: Strategy, epochs: usize) -> SearchConfig {
         lease_seconds: 600.0,
         max_attempts: 3,
         threads_per_trial: 1,
+        trial_timeout: None,
     }
 }
 
@@ -176,7 +177,7 @@ fn a_failing_trial_is_recorded_and_the_study_goes_on() {
 #[test]
 fn the_study_definition_round_trips_through_the_store() {
     use ode_search::driver::{load_definition, save_definition};
-    let cfg = config(
+    let mut cfg = config(
         "[params.latent_dim]\nchoices = [4, 8]\n",
         Strategy::Asha {
             trials: 7,
@@ -185,6 +186,7 @@ fn the_study_definition_round_trips_through_the_store() {
         },
         4,
     );
+    cfg.trial_timeout = Some(std::time::Duration::from_millis(12_500));
     let mut store = MemoryStore::new();
     let study = enqueue_study(&mut store, &cfg).unwrap();
     save_definition(
@@ -199,6 +201,7 @@ fn the_study_definition_round_trips_through_the_store() {
     assert_eq!(back.space, cfg.space);
     assert_eq!(back.base, cfg.base);
     assert_eq!((back.seed, back.max_attempts), (cfg.seed, cfg.max_attempts));
+    assert_eq!(back.trial_timeout, cfg.trial_timeout);
     assert_eq!(data["dataset"], "five-channel");
     let other = store.open_study("other").unwrap();
     assert!(

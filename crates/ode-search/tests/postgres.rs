@@ -755,3 +755,14 @@ fn optuna_loads_the_study_we_write() {
     assert_eq!(t[&4].intermediate, BTreeMap::from([(0, 0.125)]));
     assert!(s.claim(study, "w", 60.0, 3).unwrap().is_none());
 }
+
+#[path = "common/recovery.rs"]
+mod recovery;
+
+#[test]
+fn a_dead_local_workers_trial_is_requeued_without_waiting_for_its_lease() {
+    let Some(db) = Db::fresh("a_dead_local_workers_trial_is_requeued_without_waiting_for_its_lease") else {
+        return;
+    };
+    recovery::dead_workers_trials_are_requeued_at_once(|| db.store());
+}

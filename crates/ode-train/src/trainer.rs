@@ -12,6 +12,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::Instant;
 use thiserror::Error;
@@ -100,7 +101,8 @@ pub struct History {
     pub best: Option<(usize, f64)>,
     /// Whether early stopping ended the run.
     pub stopped_early: bool,
-    /// Whether the `stop_when` callback ended the run (a search pruned the trial).
+    /// Whether a callback ended the run: `stop_when` after an epoch (a search pruned the
+    /// trial), or `on_progress` in the middle of one (that partial epoch is not in `epochs`).
     pub stopped_by_callback: bool,
 }
 
@@ -244,8 +246,34 @@ struct Lane {
 }
 
 type BatchCallback<'a> = Box<dyn FnMut(usize, usize, usize, f64) + 'a>;
+type ProgressCallback<'a> = Box<dyn FnMut(Progress) -> ControlFlow<()> + 'a>;
 type StopCallback<'a> = Box<dyn FnMut(usize, &EpochMetrics) -> bool + 'a>;
 type EpochCallback<'a> = Box<dyn FnMut(usize, &EpochMetrics, &mut dyn Tracker) + 'a>;
+
+/// How far [`Trainer::fit`] has got when it calls the [`Trainer::on_progress`] callback: a
+/// search renews its trial's lease on these events, so they come at least once per batch and
+/// once per validation round (one `eval_batch_size` chunk per thread).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Training batch `batch` (1-based) of `batches` of `epoch` is done.
+    Batch {
+        /// The epoch (1-based).
+        epoch: usize,
+        /// Batches done in this epoch.
+        batch: usize,
+        /// Batches per epoch.
+        batches: usize,
+    },
+    /// `done` of the `total` validation windows of `epoch` are evaluated.
+    Validation {
+        /// The epoch (1-based).
+        epoch: usize,
+        /// Windows evaluated so far.
+        done: usize,
+        /// Validation windows.
+        total: usize,
+    },
+}
 
 /// Trains a [`NeuralOdeModel`] on windows of a [`crate::data::Dataset`]'s splits.
 ///
@@ -274,6 +302,7 @@ pub struct Trainer<'a> {
     lanes: Vec<Lane>,
     target_std: Vec<f64>,
     progress: Option<BatchCallback<'a>>,
+    on_progress: Option<ProgressCallback<'a>>,
 }
 
 impl<'a> Trainer<'a> {
@@ -353,6 +382,7 @@ impl<'a> Trainer<'a> {
             lanes,
             target_std: Vec::new(),
             progress: None,
+            on_progress: None,
         })
     }
 
@@ -372,6 +402,15 @@ impl<'a> Trainer<'a> {
     /// Calls `f(epoch, batch, batches, running_loss)` after every batch (progress bars).
     pub fn on_batch_end(mut self, f: impl FnMut(usize, usize, usize, f64) + 'a) -> Self {
         self.progress = Some(Box::new(f));
+        self
+    }
+
+    /// Calls `f(progress)` after every training batch and every validation round; when it
+    /// returns `Break`, training ends at once, without finishing the epoch, and `fit` returns
+    /// the history so far with `stopped_by_callback` set. A search worker renews its lease here
+    /// (so a trial that stops making progress loses it) and enforces its time limit.
+    pub fn on_progress(mut self, f: impl FnMut(Progress) -> ControlFlow<()> + 'a) -> Self {
+        self.on_progress = Some(Box::new(f));
         self
     }
 
@@ -473,52 +512,99 @@ impl<'a> Trainer<'a> {
 
     /// Validation: RMSE (normalised) and per-target RMSE in data units, on the thread pool.
     pub fn evaluate(&mut self, split: &Split) -> Result<(f64, Vec<f64>), OdeError> {
+        let mut acc = vec![vec![0.0f64; self.model.config().outputs()]; self.lanes.len()];
+        let mut round = 0;
+        while self.eval_round(split, round, &mut acc)? {
+            round += 1;
+        }
+        Ok(self.eval_finish(split, &acc))
+    }
+
+    /// Validation round `round` of [`Self::evaluate`]: lane `i` adds the squared errors of chunk
+    /// `round · lanes + i` (`eval_batch_size` windows) to `acc[i]`, so every lane sums its
+    /// chunks in the same order whether or not the rounds are interleaved with callbacks.
+    /// Returns whether windows are left for another round.
+    fn eval_round(&mut self, split: &Split, round: usize, acc: &mut [Vec<f64>]) -> Result<bool, OdeError> {
         let c = self.model.config().clone();
         let (cw, tw, o) = (c.context_len * c.input_dim, c.horizon * c.outputs(), c.outputs());
         let n = split.num_windows();
         let chunk = self.config.eval_batch_size.max(1);
         let lanes_n = self.lanes.len();
-        let mut per_target = vec![0.0f64; o];
         let model = &self.model;
         let lanes = &mut self.lanes;
-        let results: Vec<Result<Vec<f64>, OdeError>> = self.pool.install(|| {
+        let results: Vec<Result<(), OdeError>> = self.pool.install(|| {
             lanes
                 .par_iter_mut()
+                .zip(acc.par_iter_mut())
                 .enumerate()
-                .map(|(i, lane)| {
-                    let mut acc = vec![0.0f64; o];
-                    let mut ctx = vec![0.0f32; chunk * cw];
-                    let mut tgt = vec![0.0f32; chunk * tw];
-                    let mut pred = vec![0.0f32; chunk * tw];
-                    let mut start = i * chunk;
-                    while start < n {
-                        let idx: Vec<usize> = (start..(start + chunk).min(n)).collect();
-                        let m = idx.len();
-                        split.fill_batch(&idx, &mut ctx[..m * cw], &mut tgt[..m * tw]);
-                        model.predict_into(&mut lane.ws, &ctx[..m * cw], &mut pred[..m * tw])?;
-                        for (k, (p, t)) in pred[..m * tw].iter().zip(&tgt[..m * tw]).enumerate() {
-                            let e = (*p - *t) as f64;
-                            acc[k % o] += e * e;
-                        }
-                        start += chunk * lanes_n;
+                .map(|(i, (lane, acc))| {
+                    let start = (round * lanes_n + i) * chunk;
+                    if start >= n {
+                        return Ok(());
                     }
-                    Ok(acc)
+                    let m = chunk.min(n - start);
+                    let idx: Vec<usize> = (start..start + m).collect();
+                    let (mut ctx, mut tgt, mut pred) =
+                        (vec![0.0f32; m * cw], vec![0.0f32; m * tw], vec![0.0f32; m * tw]);
+                    split.fill_batch(&idx, &mut ctx, &mut tgt);
+                    model.predict_into(&mut lane.ws, &ctx, &mut pred)?;
+                    for (k, (p, t)) in pred.iter().zip(&tgt).enumerate() {
+                        let e = (*p - *t) as f64;
+                        acc[k % o] += e * e;
+                    }
+                    Ok(())
                 })
                 .collect()
         });
-        for r in results {
-            for (a, v) in per_target.iter_mut().zip(r?) {
+        results.into_iter().collect::<Result<(), _>>()?;
+        Ok((round + 1) * lanes_n * chunk < n)
+    }
+
+    /// The validation RMSE (normalised) and per-target RMSE in data units from the lanes'
+    /// squared-error sums.
+    fn eval_finish(&self, split: &Split, acc: &[Vec<f64>]) -> (f64, Vec<f64>) {
+        let c = self.model.config();
+        let o = c.outputs();
+        let mut per_target = vec![0.0f64; o];
+        for lane in acc {
+            for (a, v) in per_target.iter_mut().zip(lane) {
                 *a += v;
             }
         }
-        let count = (n * c.horizon) as f64;
+        let count = (split.num_windows() * c.horizon) as f64;
         let rmse = (per_target.iter().sum::<f64>() / (count * o as f64)).sqrt();
         let data_units = per_target
             .iter()
             .enumerate()
             .map(|(j, s)| (s / count).sqrt() * self.target_std.get(j).copied().unwrap_or(1.0))
             .collect();
-        Ok((rmse, data_units))
+        (rmse, data_units)
+    }
+
+    /// Validation inside `fit`: [`Self::evaluate`] with the `on_progress` callback after every
+    /// round; `None` when the callback asked to stop.
+    fn validate(&mut self, val: &Split, epoch: usize) -> Result<Option<(f64, Vec<f64>)>, OdeError> {
+        let mut acc = vec![vec![0.0f64; self.model.config().outputs()]; self.lanes.len()];
+        let chunk = self.config.eval_batch_size.max(1) * self.lanes.len();
+        let mut round = 0;
+        loop {
+            let more = self.eval_round(val, round, &mut acc)?;
+            round += 1;
+            if let Some(p) = self.on_progress.as_mut() {
+                let done = (round * chunk).min(val.num_windows());
+                let at = Progress::Validation {
+                    epoch,
+                    done,
+                    total: val.num_windows(),
+                };
+                if p(at).is_break() {
+                    return Ok(None);
+                }
+            }
+            if !more {
+                return Ok(Some(self.eval_finish(val, &acc)));
+            }
+        }
     }
 
     /// Trains for the configured epochs (or until early stopping) and returns the history.
@@ -663,10 +749,21 @@ impl<'a> Trainer<'a> {
                 if let Some(p) = self.progress.as_mut() {
                     p(epoch, bi + 1, batches, loss_sum / seen as f64);
                 }
+                if let Some(p) = self.on_progress.as_mut() {
+                    let at = Progress::Batch {
+                        epoch,
+                        batch: bi + 1,
+                        batches,
+                    };
+                    if p(at).is_break() {
+                        history.stopped_by_callback = true;
+                        return Ok(history);
+                    }
+                }
             }
             m.train_loss = loss_sum / seen.max(1) as f64;
             m.train_seconds = train_secs;
-            let (rmse, units) = self.evaluate(val).map_err(|source| TrainError::Solver {
+            let validated = self.validate(val, epoch).map_err(|source| TrainError::Solver {
                 epoch,
                 batch: 0,
                 cause: watch.cause(
@@ -676,6 +773,10 @@ impl<'a> Trainer<'a> {
                 source,
                 saved: self.saved_note(),
             })?;
+            let Some((rmse, units)) = validated else {
+                history.stopped_by_callback = true;
+                return Ok(history);
+            };
             m.val_rmse = rmse;
             m.val_rmse_data_units = units;
             m.seconds = epoch_start.elapsed().as_secs_f64();

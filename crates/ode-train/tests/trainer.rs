@@ -390,3 +390,66 @@ fn forecaster_works_in_data_units() {
     }
     assert!(f.forecast(&data_ctx[1..]).is_err());
 }
+
+#[test]
+fn on_progress_follows_batches_and_validation_rounds_and_can_stop_mid_epoch() {
+    use ode_train::trainer::Progress;
+    use std::ops::ControlFlow;
+    let ds = dataset(40);
+    // Three threads, validation chunks of 5: rounds of 15 validation windows.
+    let tc = TrainConfig {
+        epochs: 2,
+        batch_size: 16,
+        eval_batch_size: 5,
+        threads: Some(3),
+        ..TrainConfig::default()
+    };
+    let plain = train(&ds, "rk4", tc.clone());
+    let run = |stop_at: Option<Progress>| {
+        let model = NeuralOdeModel::seeded(model_config(&ds, "rk4"), tc.seed).unwrap();
+        let mut tracker = MemoryTracker::default();
+        let mut seen = Vec::new();
+        let h = {
+            let mut t = Trainer::new(model, tc.clone(), &mut tracker).unwrap().on_progress(|p| {
+                seen.push(p);
+                if Some(p) == stop_at {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+            t.fit(&ds.train, &ds.val).unwrap()
+        };
+        (h, seen)
+    };
+    assert!(ds.val.num_windows() > 15, "several validation rounds");
+    let (h, seen) = run(None);
+    // The rounds do not change validation: the same history as without the callback.
+    assert_eq!(h.val_rmse(), plain.val_rmse());
+    assert!(!h.stopped_by_callback);
+    let epoch = |e: usize| {
+        let mut v: Vec<Progress> = (1..=3)
+            .map(|b| Progress::Batch {
+                epoch: e,
+                batch: b,
+                batches: 3,
+            })
+            .collect();
+        let n = ds.val.num_windows();
+        v.extend((1..=n.div_ceil(15)).map(|r| Progress::Validation {
+            epoch: e,
+            done: (15 * r).min(n),
+            total: n,
+        }));
+        v
+    };
+    assert_eq!(seen, [epoch(1), epoch(2)].concat());
+    // Stopping in the middle of training or of validation ends the run there.
+    for stop in [epoch(2)[1], epoch(1)[4]] {
+        let (h, seen) = run(Some(stop));
+        assert!(h.stopped_by_callback, "{stop:?}");
+        assert_eq!(seen.last(), Some(&stop));
+        let (Progress::Batch { epoch: e, .. } | Progress::Validation { epoch: e, .. }) = stop;
+        assert_eq!(h.epochs.len(), e - 1, "the interrupted epoch is not recorded");
+    }
+}
