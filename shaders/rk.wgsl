@@ -147,17 +147,32 @@ fn next_step(t: f32, goal: f32, proposal: f32) -> Step {
     } else if (flag(F_STEP_SIZE)) {
         h = c.dir * abs(c.step_size);
     }
+    var capped = false;
     if (flag(F_MAX_STEP) && abs(h) > abs(c.max_step)) {
         h = c.dir * abs(c.max_step);
+        capped = true;
+    }
+    // A step shrunk below the resolution and short of the goal (repeated rejections) fails.
+    let floor = max(c.min_step, abs(t) * 1.1920929e-7 * 4.0);
+    if (adaptive && abs(h) < floor && abs(h) < abs(remaining)) {
+        return Step(h, false);
     }
     // Land exactly on goal when the step reaches it or would end within SNAP_ULPS ulps of it
-    // (short or past): a sliver left behind is never an underflow.
-    let gap = max(abs(t), abs(goal)) * 1.1920929e-7 * SNAP_ULPS;
-    if (abs(h) >= abs(remaining) || abs(remaining - h) <= gap) {
+    // (short or past): a sliver left behind is never an underflow. A step capped by max_step
+    // is not stretched: it leaves what it leaves, or two halves when that would be a sliver.
+    if (abs(h) >= abs(remaining)) {
         return Step(remaining, true);
     }
-    let floor = max(c.min_step, abs(t) * 1.1920929e-7 * 4.0);
-    if (adaptive && (abs(h) < floor || t + h == t)) {
+    let left = abs(remaining - h);
+    if (left <= max(abs(t), abs(goal)) * 1.1920929e-7 * SNAP_ULPS) {
+        if (!capped) {
+            return Step(remaining, true);
+        }
+        if (left < floor) {
+            return Step(remaining * 0.5, true);
+        }
+    }
+    if (adaptive && t + h == t) {
         return Step(h, false);
     }
     return Step(h, true);

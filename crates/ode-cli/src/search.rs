@@ -174,8 +174,14 @@ pub fn search(args: &SearchArgs) -> Res<()> {
     );
     if args.workers == Some(0) {
         eprintln!(
-            "enqueued only (--workers 0); run `ode worker --storage {} --study {}` on any machine",
-            args.storage, args.study
+            "enqueued only (--workers 0); run `ode worker --storage {} --study {}` on any machine{}",
+            args.storage,
+            args.study,
+            if args.storage.has_password() {
+                " (the password is masked here: give it in the URL, PGPASSWORD or ~/.pgpass)"
+            } else {
+                ""
+            }
         );
         return Ok(());
     }

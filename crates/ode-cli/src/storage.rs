@@ -18,6 +18,14 @@ impl FromStr for StorageUrl {
     }
 }
 
+impl StorageUrl {
+    /// Whether the URL carries a password that messages mask (so a command shown to be copied
+    /// must get the password some other way).
+    pub fn has_password(&self) -> bool {
+        shown(&self.0) != self.0
+    }
+}
+
 impl Deref for StorageUrl {
     type Target = str;
 
@@ -58,6 +66,8 @@ mod tests {
         assert_eq!(&*u, "postgresql://ode:hunter2@h/db");
         assert_eq!(u.to_string(), "postgresql://ode:***@h/db");
         assert!(!format!("{u:?}").contains("hunter2"));
+        assert!(u.has_password());
+        assert!(!"postgresql://ode@h/db".parse::<StorageUrl>().unwrap().has_password());
         assert_eq!(shown("sqlite:runs/x.db"), "sqlite:runs/x.db");
         assert_eq!(shown("postgre://ode:hunter2@h/db"), "postgre://ode:***@h/db");
     }

@@ -373,7 +373,9 @@ impl<T: Scalar> SolveOptions<T> {
     ///
     /// A step that reaches `target`, or would end within round-off of it ([`snap_gap`]), lands
     /// on it exactly; landing is never an error, however short the remaining sliver. Otherwise
-    /// `Err((h, floor))` when an adaptive step is below `min_step` or the resolution of `t`.
+    /// `Err((h, floor))` when an adaptive step is below `min_step` or the resolution of `t`, or
+    /// when the controller has shrunk it below that and below what remains (repeated rejections
+    /// right before the target, which landing must not retry forever).
     pub(crate) fn next_step(&self, adaptive: bool, t: T, target: T, proposal: T, dir: T) -> Result<T, (T, T)> {
         let remaining = target - t;
         let mut h = if adaptive {
@@ -383,17 +385,33 @@ impl<T: Scalar> SolveOptions<T> {
         } else {
             remaining
         };
+        let mut capped = false;
         if let Some(mx) = self.max_step {
             if h.abs() > mx.abs() {
                 h = dir * mx.abs();
+                capped = true;
             }
         }
+        let floor = self.min_step.max(t.abs() * T::epsilon() * T::c(4.0));
+        if adaptive && h.abs() < floor && h.abs() < remaining.abs() {
+            return Err((h, floor));
+        }
         // The relative test keeps f64 behaviour as before; the ulp test is what fires in f32.
-        if h.abs() >= remaining.abs() * T::c(1.0 - 1e-12) || (remaining - h).abs() <= snap_gap(t, target) {
+        if h.abs() >= remaining.abs() * T::c(1.0 - 1e-12) {
             return Ok(remaining);
         }
-        let floor = self.min_step.max(t.abs() * T::epsilon() * T::c(4.0));
-        if adaptive && (h.abs() < floor || t + h == t) {
+        let left = (remaining - h).abs();
+        if left <= snap_gap(t, target) {
+            if !capped {
+                return Ok(remaining);
+            }
+            // A step capped by `max_step` is not stretched past the cap: it leaves what it
+            // leaves, or, when that would be a sliver, two halves of what remains.
+            if left < floor {
+                return Ok(remaining / T::c(2.0));
+            }
+        }
+        if adaptive && t + h == t {
             return Err((h, floor));
         }
         Ok(h)
@@ -454,6 +472,53 @@ mod tests {
     #[test]
     fn steps_near_the_target_land_on_it_in_f64() {
         every_gap::<f64>();
+    }
+
+    #[test]
+    fn capped_steps_are_not_stretched_past_max_step() {
+        // At t = 1000 in f32 the snap gap (3.8e-3) is wider than max_step.
+        let opts = SolveOptions::<f32>::default().max_step(1e-3);
+        let (t, target) = (1000.0f32, 1000.004f32);
+        let h = opts.next_step(true, t, target, 1.0, 1.0).unwrap();
+        assert!(h <= 1e-3 * (1.0 + 1e-6), "step {h} exceeds max_step");
+        // A capped step that would leave a sliver below the resolution splits what remains.
+        let target = 1000.0f32 + 1e-3 + 2.0 * 6.1035156e-5;
+        let h = opts.next_step(true, t, target, 1.0, 1.0).unwrap();
+        assert_eq!(h, (target - t) / 2.0);
+        let t1 = t + h;
+        assert_eq!(
+            opts.next_step(true, t1, target, 1.0, 1.0),
+            Ok(target - t1),
+            "then lands"
+        );
+    }
+
+    #[test]
+    fn repeated_rejections_before_the_target_still_underflow() {
+        let opts = SolveOptions::<f32>::default();
+        // 20 ulps before the target, a proposal shrunk to 1 ulp is an underflow, not a landing.
+        let target = 1.5f32;
+        let t = target.ulps(-20);
+        assert!(opts.next_step(true, t, target, target.ulps(-19) - t, 1.0).is_err());
+        assert_eq!(
+            opts.next_step(true, t, target, 1e-9, 1.0),
+            Err((1e-9, t * f32::EPSILON * 4.0))
+        );
+        // A proposal at least as long as what remains lands, however short that is.
+        assert_eq!(opts.next_step(true, t, target, 1.0, 1.0), Ok(target - t));
+    }
+
+    #[test]
+    fn steps_towards_zero_land_on_it() {
+        for (t0, dir) in [(1.2f32, -1.0f32), (-0.45, 1.0)] {
+            let opts = SolveOptions::<f32>::default();
+            for k in 1..=64 {
+                // Start k ulps (of t0's scale) short of 0, and aim at 0 from there.
+                let t = -dir * k as f32 * t0.abs() * f32::EPSILON / 8.0;
+                let h = opts.next_step(true, t, 0.0, dir * 0.1, dir).unwrap();
+                assert_eq!(t + h, 0.0, "from {t}");
+            }
+        }
     }
 
     #[test]

@@ -572,9 +572,19 @@ pub fn redact(url: &str) -> String {
         .filter(|&i| i > 0 && url[..i].chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)));
     if let Some(i) = scheme_end {
         let (scheme, rest) = url.split_at(i + 3);
-        // As the postgres crate reads it: credentials end at the first '@', the password
-        // starts after their first ':'.
-        let (creds, tail) = match rest.find('@') {
+        // As the postgres crate reads it, credentials end at the first '@' (so a '/' or '?' in
+        // the password stays masked); a raw '@' in the password (which should be
+        // percent-encoded) leaves more '@'s before the host's end: mask up to the last of them.
+        // The password starts after the first ':' of the credentials.
+        let mut end = rest.find('@');
+        while let Some(at) = end {
+            let host_end = rest[at + 1..].find(['/', '?']).map_or(rest.len(), |i| at + 1 + i);
+            match rest[at + 1..host_end].rfind('@') {
+                Some(i) => end = Some(at + 1 + i),
+                None => break,
+            }
+        }
+        let (creds, tail) = match end {
             Some(at) => (&rest[..at], &rest[at..]),
             None => ("", rest),
         };
@@ -628,6 +638,12 @@ mod tests {
         assert_eq!(redact("host=h user=u password=p"), "host=h user=u password=***");
         // A '/' or '?' in the password (the postgres crate reads up to the first '@').
         assert_eq!(redact("postgres://u:pa/ss?x@h/db"), "postgres://u:***@h/db");
+        // A raw '@' in the password.
+        assert_eq!(redact("postgresql://u:p@ss@h/db"), "postgresql://u:***@h/db");
+        assert_eq!(
+            redact("postgresql://u:a@b@c@h:5432/db?x=1"),
+            "postgresql://u:***@h:5432/db?x=1"
+        );
         assert_eq!(
             redact("postgresql://h/db?sslmode=require&password=secret&x=1"),
             "postgresql://h/db?sslmode=require&password=***&x=1"

@@ -19,3 +19,4 @@ pub use forecast::Forecaster;
 pub use model::{Device, LossStats, ModelConfig, NeuralOdeModel, Preset, TENSOR_NAMES, Workspace};
 pub use tracker::{JsonlTracker, MemoryTracker, Tracker};
 pub use trainer::{Adam, EpochMetrics, History, TrainConfig, TrainError, Trainer, clip_grad_norm};
+pub use update_watch::LargeUpdate;

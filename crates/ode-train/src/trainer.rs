@@ -5,7 +5,7 @@ use crate::checkpoint::{self, CheckpointError, CheckpointMeta, OptimState};
 use crate::data::{DataError, Split};
 use crate::model::{Device, LossStats, NeuralOdeModel, Workspace};
 use crate::tracker::Tracker;
-use crate::update_watch::UpdateWatch;
+use crate::update_watch::{LargeUpdate, UpdateWatch, solver_failure_message};
 use ode_core::{OdeError, StepMode};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -140,7 +140,7 @@ pub enum TrainError {
         saved: String,
     },
     /// The ODE solver failed (step-size underflow, step budget, …).
-    #[error("solver failed at epoch {epoch}, batch {batch}: {source}{cause}{saved}")]
+    #[error("solver failed at epoch {epoch}, batch {batch}: {}{saved}", solver_failure_message(source, cause.as_ref()))]
     Solver {
         /// Epoch (from 1).
         epoch: usize,
@@ -148,9 +148,9 @@ pub enum TrainError {
         batch: usize,
         /// The solver's error.
         source: OdeError,
-        /// The likely cause the trainer knows of (a large parameter update just before), with
-        /// its remedy; empty when there is none.
-        cause: String,
+        /// The likely cause the trainer knows of: a large parameter update just before a
+        /// step-size underflow.
+        cause: Option<LargeUpdate>,
         /// Where the best checkpoint so far is, if any.
         saved: String,
     },
@@ -449,6 +449,28 @@ impl<'a> Trainer<'a> {
         self.model
     }
 
+    /// The training error for a failed solve of `batch` (0: validation) of `epoch`: a
+    /// non-finite state during training, or a solver failure with its likely cause.
+    fn solver_error(&self, e: OdeError, epoch: usize, batch: usize, watch: &UpdateWatch) -> TrainError {
+        let saved = self.saved_note();
+        match e {
+            OdeError::NonFinite { .. } if batch > 0 => TrainError::NonFinite {
+                what: "state",
+                epoch,
+                batch,
+                detail: e.to_string(),
+                saved,
+            },
+            source => TrainError::Solver {
+                epoch,
+                batch,
+                cause: watch.cause(&source, self.config.gradient_clip),
+                source,
+                saved,
+            },
+        }
+    }
+
     fn saved_note(&self) -> String {
         match (&self.checkpoint, self.best) {
             (Some(c), Some((e, v))) => {
@@ -676,6 +698,7 @@ impl<'a> Trainer<'a> {
                     order.shuffle(&mut rng);
                 }
             }
+            watch.new_epoch();
             let mut m = EpochMetrics {
                 epoch,
                 ..EpochMetrics::default()
@@ -687,28 +710,7 @@ impl<'a> Trainer<'a> {
                 let t0 = Instant::now();
                 let st = self
                     .batch_grad(&ctx[..rows * cw], &tgt[..rows * tw], rows, &mut grad)
-                    .map_err(|e| {
-                        let saved = self.saved_note();
-                        match e {
-                            OdeError::NonFinite { .. } => TrainError::NonFinite {
-                                what: "state",
-                                epoch,
-                                batch: bi + 1,
-                                detail: e.to_string(),
-                                saved,
-                            },
-                            source => TrainError::Solver {
-                                epoch,
-                                batch: bi + 1,
-                                cause: watch.cause(
-                                    self.config.gradient_clip,
-                                    matches!(source, OdeError::StepSizeUnderflow { .. }),
-                                ),
-                                source,
-                                saved,
-                            },
-                        }
-                    })?;
+                    .map_err(|e| self.solver_error(e, epoch, bi + 1, &watch))?;
                 if !st.loss.is_finite() {
                     return Err(TrainError::NonFinite {
                         what: "loss",
@@ -763,16 +765,9 @@ impl<'a> Trainer<'a> {
             }
             m.train_loss = loss_sum / seen.max(1) as f64;
             m.train_seconds = train_secs;
-            let validated = self.validate(val, epoch).map_err(|source| TrainError::Solver {
-                epoch,
-                batch: 0,
-                cause: watch.cause(
-                    self.config.gradient_clip,
-                    matches!(source, OdeError::StepSizeUnderflow { .. }),
-                ),
-                source,
-                saved: self.saved_note(),
-            })?;
+            let validated = self
+                .validate(val, epoch)
+                .map_err(|e| self.solver_error(e, epoch, 0, &watch))?;
             let Some((rmse, units)) = validated else {
                 history.stopped_by_callback = true;
                 return Ok(history);
