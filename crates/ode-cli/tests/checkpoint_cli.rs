@@ -312,4 +312,22 @@ fn rows_out_of_time_order_are_refused_or_sorted_on_request() {
     assert!(ok, "{err}");
     let written = std::fs::read_to_string(out.join("config.toml")).unwrap();
     assert!(written.contains("sort_time = true"), "{written}");
+    // Times the reader cannot order (labels, or dates in another form) are not checked, and
+    // the user is told so.
+    let labels = dir.path().join("labels.csv");
+    let text: String = std::iter::once("date,a,b\n".to_string())
+        .chain((0..120).map(|i| {
+            format!(
+                "07/{:02}/2020 {:02}h,{},{}\n",
+                1 + i / 24,
+                i % 24,
+                (i as f64 * 0.3).sin(),
+                i % 7
+            )
+        }))
+        .collect();
+    std::fs::write(&labels, text).unwrap();
+    let (ok, err) = train_tiny(&out, labels.to_str().unwrap(), "0", &[]);
+    assert!(ok, "{err}");
+    assert_mentions(&err, &["warning", "time column 'date'", "cannot be checked"]);
 }

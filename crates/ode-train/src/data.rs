@@ -423,7 +423,7 @@ fn time_key(cell: &str) -> Option<(TimeKind, f64)> {
 }
 
 /// Checks that `times` increase strictly. A column whose first cell is neither a number nor a
-/// date holds labels and is not checked. With `sort`, returns the row order that sorts the
+/// date holds labels and is not checked (with a warning). With `sort`, returns the row order that sorts the
 /// times (stable) and warns on stderr; duplicated times are an error either way.
 fn check_time_order(
     file: &str,
@@ -433,6 +433,13 @@ fn check_time_order(
     sort: bool,
 ) -> Result<Option<Vec<usize>>, DataError> {
     let Some((kind, _)) = times.first().and_then(|t| time_key(t)) else {
+        if let Some(first) = times.first() {
+            eprintln!(
+                "warning: {file}: time column '{column}' starts with '{first}', neither a number nor a date \
+                 such as 2016-07-01 00:00:00, so the rows' time order cannot be checked; make sure the file \
+                 is sorted by time"
+            );
+        }
         return Ok(None);
     };
     let mut keys = Vec::with_capacity(times.len());

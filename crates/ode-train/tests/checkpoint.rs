@@ -435,3 +435,76 @@ fn weights_only_files_load_from_their_tensor_shapes() {
         .to_string();
     assert_mentions(&e, &["tensor 'func.2.weight' has shape [3, 2]", "[3, 3]"]);
 }
+
+/// A checkpoint and its optimiser file as saved together: (checkpoint bytes, optimiser bytes).
+fn saved_pair() -> &'static (Vec<u8>, Vec<u8>) {
+    static PAIR: std::sync::OnceLock<(Vec<u8>, Vec<u8>)> = std::sync::OnceLock::new();
+    PAIR.get_or_init(|| {
+        let (model, meta) = small();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.safetensors");
+        save_epoch(&path, &model, &meta, 3);
+        let optim = std::fs::read(checkpoint::optim_path(&path)).unwrap();
+        (std::fs::read(&path).unwrap(), optim)
+    })
+}
+
+/// `good` with up to five bytes overwritten (half of them in the JSON header) and maybe cut.
+fn damaged(good: &[u8], edits: &[(bool, prop::sample::Index, u8)], cut: Option<prop::sample::Index>) -> Vec<u8> {
+    let header_len = (8 + u64::from_le_bytes(good[..8].try_into().unwrap()) as usize).min(good.len());
+    let mut bytes = good.to_vec();
+    for (in_header, at, value) in edits {
+        let i = if *in_header {
+            at.index(header_len)
+        } else {
+            at.index(bytes.len())
+        };
+        bytes[i] = *value;
+    }
+    if let Some(c) = cut {
+        bytes.truncate(c.index(bytes.len()));
+    }
+    bytes
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    /// A damaged optimiser file next to a good checkpoint: resuming gets an error or a state
+    /// that fits the model, never a panic.
+    #[test]
+    fn damaged_optimiser_files_never_panic(
+        edits in prop::collection::vec((any::<bool>(), any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        cut in prop::option::of(any::<prop::sample::Index>()),
+    ) {
+        let (ckpt, optim) = saved_pair();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.safetensors");
+        std::fs::write(&path, ckpt).unwrap();
+        std::fs::write(checkpoint::optim_path(&path), damaged(optim, &edits, cut)).unwrap();
+        let (model, _) = checkpoint::load(&path).unwrap();
+        if let Ok(state) = checkpoint::load_optim(&path, &model) {
+            prop_assert_eq!(state.exp_avg.len(), model.num_params());
+            prop_assert_eq!(state.exp_avg_sq.len(), model.num_params());
+        }
+    }
+
+    /// A damaged file read as a weights-only checkpoint (as `ode diagnose` does for PyTorch
+    /// files): an error or a valid model, never a panic.
+    #[test]
+    fn damaged_weights_only_files_never_panic(
+        edits in prop::collection::vec((any::<bool>(), any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        cut in prop::option::of(any::<prop::sample::Index>()),
+    ) {
+        let (ckpt, _) = saved_pair();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.safetensors");
+        std::fs::write(&path, damaged(ckpt, &edits, cut)).unwrap();
+        let base = small().0.config().clone();
+        let _ = checkpoint::has_config(&path);
+        if let Ok((model, _)) = checkpoint::load_weights_only(&path, &base, None) {
+            prop_assert!(model.config().validate().is_ok());
+            prop_assert_eq!(model.num_params(), NeuralOdeModel::<f32>::param_count(model.config()));
+        }
+    }
+}
