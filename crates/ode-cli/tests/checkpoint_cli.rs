@@ -1,22 +1,12 @@
 //! `ode predict` / `ode diagnose` with weights-only files (PyTorch's), `ode train --resume`
 //! with an optimiser file that does not belong to the checkpoint, and time columns out of order.
 
+mod common;
+use common::ode;
+
 use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::Command;
-
-fn ode(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ode"))
-        .args(args)
-        .output()
-        .expect("run ode");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn assert_mentions(msg: &str, parts: &[&str]) {
     for p in parts {

@@ -1,18 +1,7 @@
 //! End-to-end runs of the `ode` binary.
 
-use std::process::Command;
-
-fn ode(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ode"))
-        .args(args)
-        .output()
-        .expect("run ode");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::ode;
 
 #[test]
 fn solve_prints_a_table_and_statistics() {

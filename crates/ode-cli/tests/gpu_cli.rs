@@ -1,20 +1,10 @@
 //! `ode solve --device gpu` and `ode train --device gpu` end to end (skipped loudly without a
 //! GPU adapter, failing when `ODE_REQUIRE_GPU=1`).
 
-use ode_tests::gpu_or_skip;
-use std::process::Command;
+mod common;
+use common::ode;
 
-fn ode(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ode"))
-        .args(args)
-        .output()
-        .expect("run ode");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use ode_tests::gpu_or_skip;
 
 #[test]
 fn solve_on_the_gpu_matches_the_cpu() {

@@ -1,18 +1,9 @@
 //! End-to-end runs of `ode search`, `ode worker` and `ode study` on a SQLite store.
 
-use std::process::Command;
+mod common;
+use common::ode;
 
-fn ode(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ode"))
-        .args(args)
-        .output()
-        .expect("run ode");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use std::process::Command;
 
 const SPACE: &str = "[params.latent_dim]\nchoices = [4, 8]\n[params.solver]\nchoices = [\"euler\", \"rk4\"]\n";
 const SMALL: [&str; 10] = [

@@ -3,19 +3,8 @@
 //! epoch 4 on ETTh1 with "step size underflow at t = 1.0000001", and these two dopri5 searches
 //! (study seeds 2 and 5) each lost a trial the same way. Both tests failed on that code.
 
-use std::process::Command;
-
-fn ode(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ode"))
-        .args(args)
-        .output()
-        .expect("run ode");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+mod common;
+use common::ode;
 
 /// The guide's default configuration on every ETTh1 training window for 10 epochs.
 #[test]

@@ -1,19 +1,9 @@
 //! End-to-end runs of `ode train`, `ode predict`, `ode diagnose` and `ode data generate`.
 
-use std::path::Path;
-use std::process::Command;
+mod common;
+use common::ode;
 
-fn ode(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ode"))
-        .args(args)
-        .output()
-        .expect("run ode");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use std::path::Path;
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()

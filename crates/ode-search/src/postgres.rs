@@ -891,18 +891,3 @@ impl StudyStore for PostgresStore {
             .collect())
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_redacted() {
-        assert_eq!(
-            redact("postgresql://ode:secret@127.0.0.1/db?options=-c"),
-            "postgresql://ode:***@127.0.0.1/db?options=-c"
-        );
-        assert_eq!(redact("postgresql://ode@host/db"), "postgresql://ode@host/db");
-        assert_eq!(redact("host=h user=u password=p"), "host=h user=u password=***");
-    }
-}

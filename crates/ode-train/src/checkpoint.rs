@@ -338,20 +338,7 @@ fn expected_shapes(c: &ModelConfig) -> Result<Vec<(&'static str, Vec<usize>)>, S
     let cols = ctx
         .checked_mul(d)
         .ok_or_else(|| format!("config's context_len {ctx} × input_dim {d} overflows"))?;
-    let shapes = [
-        vec![m, cols],
-        vec![m],
-        vec![l, m],
-        vec![l],
-        vec![m, l],
-        vec![m],
-        vec![m, m],
-        vec![m],
-        vec![l, m],
-        vec![l],
-        vec![o, l],
-        vec![o],
-    ];
+    let shapes = crate::model::tensor_shapes(o, l, m, cols);
     Ok(crate::TENSOR_NAMES.iter().copied().zip(shapes).collect())
 }
 

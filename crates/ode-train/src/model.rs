@@ -319,21 +319,7 @@ impl<T: Scalar> NeuralOdeModel<T> {
     }
 
     fn layout(c: &ModelConfig) -> Vec<(&'static str, Vec<usize>, usize)> {
-        let (d, o, l, m, ctx) = (c.input_dim, c.outputs(), c.latent_dim, c.hidden_dim, c.context_len);
-        let shapes = [
-            vec![m, ctx * d],
-            vec![m],
-            vec![l, m],
-            vec![l],
-            vec![m, l],
-            vec![m],
-            vec![m, m],
-            vec![m],
-            vec![l, m],
-            vec![l],
-            vec![o, l],
-            vec![o],
-        ];
+        let shapes = tensor_shapes(c.outputs(), c.latent_dim, c.hidden_dim, c.context_len * c.input_dim);
         let mut off = 0;
         TENSOR_NAMES
             .iter()
@@ -901,4 +887,23 @@ impl<T: Scalar> NeuralOdeModel<T> {
         ws.gh = dh;
         Ok(st)
     }
+}
+
+/// The shapes of the contract's tensors, in [`TENSOR_NAMES`] order, for `o` targets, latent
+/// size `l`, hidden size `m` and `cols` = context length × features encoder inputs.
+pub(crate) fn tensor_shapes(o: usize, l: usize, m: usize, cols: usize) -> [Vec<usize>; 12] {
+    [
+        vec![m, cols],
+        vec![m],
+        vec![l, m],
+        vec![l],
+        vec![m, l],
+        vec![m],
+        vec![m, m],
+        vec![m],
+        vec![l, m],
+        vec![l],
+        vec![o, l],
+        vec![o],
+    ]
 }
