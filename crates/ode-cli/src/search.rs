@@ -342,8 +342,13 @@ impl Pool<'_> {
                                     o.value.unwrap_or(f64::NAN)
                                 ),
                             };
+                            let rerun = if o.attempt > 1 {
+                                format!(", attempt {}: re-run after an earlier run's worker died or lost its lease", o.attempt)
+                            } else {
+                                String::new()
+                            };
                             eprintln!(
-                                "[{:>4}/{total}] trial {:>3} {what} ({} epochs, {:.1}s) | running {} | best {:.5} | {:.0}s elapsed",
+                                "[{:>4}/{total}] trial {:>3} {what} ({} epochs, {:.1}s{rerun}) | running {} | best {:.5} | {:.0}s elapsed",
                                 p.0,
                                 o.number,
                                 o.epochs,

@@ -275,6 +275,12 @@ fn kill_9_mid_trial_then_resume_reruns_exactly_that_trial_at_once_despite_an_hou
         !out.contains("PROVISIONAL") && out.contains("5 complete, 0 pruned, 0 failed, 0 running, 0 waiting"),
         "{out}"
     );
+    // The progress line says the trial was run again, and why.
+    assert!(
+        err.lines()
+            .any(|l| l.contains(&format!("trial {killed:>3} complete")) && l.contains("attempt 2: re-run")),
+        "{err}"
+    );
     let after = export(&db, "k");
     assert_eq!(after.len(), 5);
     for r in &after {

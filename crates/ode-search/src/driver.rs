@@ -84,6 +84,9 @@ pub struct TrialOutcome {
     /// The worker lost the trial's lease (a write was fenced: another worker claimed it, or
     /// it finished) and left it to its new holder; `state` is then `Running`.
     pub abandoned: bool,
+    /// The claim this run held: above 1 when an earlier run of the trial died with its worker
+    /// or lost its lease.
+    pub attempt: u32,
 }
 
 fn store_dist(d: &Distribution) -> Option<ParamDistribution> {
@@ -277,6 +280,7 @@ pub fn run_worker<S: StudyStore + ?Sized>(
                     "lost its lease ({e}); left to the worker that now holds or finished it"
                 )),
                 abandoned: true,
+                attempt: claim.attempt,
             },
             Err(e) => return Err(e),
         };
@@ -311,6 +315,7 @@ fn record<S: StudyStore + ?Sized>(
                 seconds,
                 reason: None,
                 abandoned: false,
+                attempt,
             })
         }
         Err(TrialError::Store(e)) => Err(e),
@@ -325,6 +330,7 @@ fn record<S: StudyStore + ?Sized>(
                 seconds,
                 reason: Some(reason),
                 abandoned: false,
+                attempt,
             })
         }
     }
