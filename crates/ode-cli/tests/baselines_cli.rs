@@ -210,3 +210,75 @@ fn a_season_longer_than_the_context_is_refused() {
     assert!(!ok);
     assert!(err.contains("season") && err.contains("context_len = 8"), "{err}");
 }
+
+#[test]
+fn search_records_skill_and_warns_when_the_best_trial_loses_to_persistence() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("walk.csv");
+    random_walk_csv(&csv);
+    let space = dir.path().join("space.toml");
+    std::fs::write(&space, "[params.latent_dim]\nchoices = [4, 6]\n").unwrap();
+    let db = format!("sqlite:{}", dir.path().join("s.db").display());
+    let best = dir.path().join("best.toml");
+    let (ok, out, err) = ode(&[
+        "search",
+        "--data",
+        csv.to_str().unwrap(),
+        "--space",
+        space.to_str().unwrap(),
+        "--strategy",
+        "grid",
+        "--storage",
+        &db,
+        "--study",
+        "w",
+        "--best-config",
+        best.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--learning-rate",
+        "1e-12",
+        "--hidden-dim",
+        "8",
+        "--context-len",
+        "8",
+        "--horizon",
+        "4",
+    ]);
+    assert!(ok, "{err}");
+    let header = out.lines().find(|l| l.contains("val_rmse")).unwrap();
+    assert!(header.contains("skill"), "{out}");
+    assert!(out.contains("skill = 1 - val_rmse / persistence"), "{out}");
+    let (ok, json, _) = ode(&["study", "show", "--storage", &db, "--study", "w", "--json"]);
+    assert!(ok);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let top = &rows[0];
+    let attrs = &top["user_attrs"];
+    let (value, persistence, skill) = (
+        top["value"].as_f64().unwrap(),
+        attrs["baseline_persistence"].as_f64().unwrap(),
+        attrs["skill"].as_f64().unwrap(),
+    );
+    assert!((skill - (1.0 - value / persistence)).abs() < 1e-12);
+    // The condition really holds: the best (untrained) trial is far worse than persistence.
+    assert!(value > 2.0 * persistence, "{value} vs {persistence}");
+    for k in [
+        "baseline_window_mean",
+        "baseline_linear_ar",
+        "baseline_linear_ar_lambda",
+    ] {
+        assert!(attrs[k].as_f64().is_some(), "{k} missing: {attrs}");
+    }
+    let number = top["number"].as_u64().unwrap();
+    let w = err
+        .lines()
+        .find(|l| l.contains("does not beat persistence"))
+        .unwrap_or_else(|| panic!("no warning: {err}"));
+    assert!(
+        w.contains(&format!("the best trial (#{number})")) && w.contains("--context-len"),
+        "{w}"
+    );
+    // The table of `ode study show` has the skill column, with this trial's skill.
+    let (ok, table, _) = ode(&["study", "show", "--storage", &db, "--study", "w"]);
+    assert!(ok && table.contains(&format!("{skill:+.3}")), "{table}");
+}
