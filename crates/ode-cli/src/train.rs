@@ -189,6 +189,7 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     };
     let written = RunConfig {
         sort_time: run.sort_time,
+        season: run.season,
         ..RunConfig::from_resolved(&resolved)
     };
     std::fs::write(args.out.join("config.toml"), written.to_toml())?;

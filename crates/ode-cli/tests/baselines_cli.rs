@@ -71,6 +71,11 @@ fn train_prints_baselines_and_skill_and_records_them() {
     assert_eq!(epoch_lines.len(), 2, "{err}");
     assert!(epoch_lines.iter().all(|l| l.contains(" skill ")), "{epoch_lines:?}");
 
+    let written = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        written.contains("season = 4"),
+        "the written config keeps the season:\n{written}"
+    );
     let s = json(&out.join("summary.json"));
     let b = &s["baselines"];
     assert_eq!(b["windows"], 19);

@@ -627,5 +627,9 @@ pub fn best_config_toml(cfg: &SearchConfig, trials: &[TrialRecord]) -> Option<St
         .find(|e| e.trial.state == TrialState::Complete)?;
     let mut run = cfg.base.clone().merged(&to_run_config(&best.trial.params).ok()?);
     run.seed = Some(trial_seed(cfg, best.trial.number));
-    Some(RunConfig::from_resolved(&run.resolve(None)).to_toml())
+    let written = RunConfig {
+        season: run.season,
+        ..RunConfig::from_resolved(&run.resolve(None))
+    };
+    Some(written.to_toml())
 }

@@ -236,4 +236,6 @@ fn trials_carry_their_baselines_and_skill() {
         let want = 1.0 - t.value.unwrap() / b.persistence().unwrap();
         assert!((skill - want).abs() < 1e-12, "{skill} vs {want}");
     }
+    let best = best_config_toml(&cfg, &trials).unwrap();
+    assert!(best.contains("season = 4"), "the best config keeps the season:\n{best}");
 }
