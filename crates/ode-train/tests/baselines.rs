@@ -299,3 +299,57 @@ fn baselines_serialise_with_snake_case_names() {
     let back: baselines::Baselines = serde_json::from_value(v).unwrap();
     assert_eq!(back, b);
 }
+
+#[test]
+fn the_trainer_logs_baselines_and_skill_without_changing_validation() {
+    use ode_train::{MemoryTracker, ModelConfig, NeuralOdeModel, TrainConfig, Trainer};
+    let table = ode_train::generate::generate("lotka-volterra", 200, 0, 0.01).unwrap();
+    let cfg = DataConfig {
+        context_len: 8,
+        horizon: 4,
+        ..DataConfig::default()
+    };
+    let ds = Dataset::from_table(&table, &cfg, "lv").unwrap();
+    let mc = ModelConfig {
+        input_dim: ds.input_dim(),
+        output_dim: ds.output_dim(),
+        latent_dim: 4,
+        hidden_dim: 8,
+        context_len: 8,
+        horizon: 4,
+        solver: "euler".into(),
+        ..ModelConfig::default()
+    };
+    let tc = TrainConfig {
+        epochs: 2,
+        threads: Some(1),
+        ..TrainConfig::default()
+    };
+    let b = baselines::for_dataset(&ds, None).unwrap();
+    let run = |with: bool| {
+        let mut tracker = MemoryTracker::default();
+        let model = NeuralOdeModel::seeded(mc.clone(), 0).unwrap();
+        let mut trainer = Trainer::new(model, tc.clone(), &mut tracker).unwrap();
+        if with {
+            trainer = trainer.with_baselines(b.clone());
+        }
+        let h = trainer.fit(&ds.train, &ds.val).unwrap();
+        drop(trainer);
+        (h, tracker)
+    };
+    let (plain, plain_tracker) = run(false);
+    let (scored, tracker) = run(true);
+    assert_eq!(plain.val_rmse(), scored.val_rmse(), "baselines change nothing else");
+    assert!(plain.epochs.iter().all(|e| e.skill.is_none()));
+    assert!(!plain_tracker.metrics.contains_key("skill"));
+    let p = b.persistence().unwrap();
+    assert_eq!(tracker.metrics["baseline_persistence"], vec![(0, p)]);
+    assert_eq!(tracker.metrics["baseline_linear_ar_lambda"], vec![(0, b.ridge_lambda)]);
+    let skills = &tracker.metrics["skill"];
+    assert_eq!(skills.len(), 2);
+    for (e, (step, s)) in scored.epochs.iter().zip(skills) {
+        assert_eq!(*step, e.epoch);
+        assert!((s - (1.0 - e.val_rmse / p)).abs() < 1e-12);
+        assert_eq!(e.skill, Some(*s));
+    }
+}
