@@ -229,6 +229,7 @@ fn report_study(cfg: &SearchConfig, trials: &[TrialRecord], stopped: Option<Stri
     } else {
         println!("no trial completed; no {provisional}best configuration");
     }
+    warn_if_best_trial_loses_to_persistence(trials);
     match stopped {
         Some(why) => Err(format!(
             "the search stopped before the study finished: {why}; {left} trials left ({running} running, \
@@ -428,6 +429,29 @@ pub fn worker(args: &WorkerArgs) -> Res<()> {
     pool.run(already).map(|_| ())
 }
 
+/// A trial's numeric user attribute.
+fn attr(t: &TrialRecord, name: &str) -> Option<f64> {
+    t.user_attrs.get(name).and_then(|v| v.as_f64())
+}
+
+/// Warns (on stderr) when the best complete trial does not beat persistence.
+fn warn_if_best_trial_loses_to_persistence(trials: &[TrialRecord]) {
+    let Some(best) = leaderboard(trials)
+        .into_iter()
+        .find(|e| e.trial.state == TrialState::Complete)
+    else {
+        return;
+    };
+    let t = &best.trial;
+    let (Some(value), Some(persistence)) = (t.value, attr(t, "baseline_persistence")) else {
+        return;
+    };
+    let what = format!("the best trial (#{})", t.number);
+    if let Some(w) = ode_train::baselines::persistence_warning(&what, value, persistence, attr(t, "skill")) {
+        eprintln!("{w}");
+    }
+}
+
 /// A parameter value as a person writes it (strings without TOML quotes).
 fn text(v: &toml::Value) -> String {
     match v {
@@ -449,19 +473,24 @@ fn fmt_params(t: &TrialRecord) -> String {
 pub fn print_leaderboard(trials: &[TrialRecord], top: usize) {
     let board = leaderboard(trials);
     println!(
-        "{:>5} {:>9} {:>10} {:>8}  {:<1} params",
-        "trial", "state", "val_rmse", "train_s", ""
+        "{:>5} {:>9} {:>10} {:>7} {:>8}  {:<1} params",
+        "trial", "state", "val_rmse", "skill", "train_s", ""
     );
     for e in board.iter().filter(|e| e.trial.state == TrialState::Complete).take(top) {
+        let skill = attr(&e.trial, "skill").map_or("-".to_string(), |s| format!("{s:+.3}"));
         println!(
-            "{:>5} {:>9} {:>10.5} {:>8.2}  {:<1} {}",
+            "{:>5} {:>9} {:>10.5} {:>7} {:>8.2}  {:<1} {}",
             e.trial.number,
             "complete",
             e.trial.value.unwrap_or(f64::NAN),
+            skill,
             e.train_seconds.unwrap_or(f64::NAN),
             if e.pareto { "*" } else { "" },
             fmt_params(&e.trial)
         );
+    }
+    if let Some(p) = board.first().and_then(|e| attr(&e.trial, "baseline_persistence")) {
+        println!("skill = 1 - val_rmse / persistence ({p:.5} on the validation windows)");
     }
     let count = |s: TrialState| trials.iter().filter(|t| t.state == s).count();
     println!(

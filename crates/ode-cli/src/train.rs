@@ -2,6 +2,7 @@
 
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use ode_train::Baselines;
 use ode_train::checkpoint::{self, CheckpointMeta};
 use ode_train::data::{DataConfig, Dataset, ReadOptions, Split, Table};
 use ode_train::trainer::CheckpointTarget;
@@ -128,6 +129,10 @@ pub struct Summary {
     pub train_loss_history: Vec<f64>,
     /// The error that stopped training, if any.
     pub error: Option<String>,
+    /// The baselines on the validation windows.
+    pub baselines: Option<Baselines>,
+    /// The best epoch's skill against persistence, `1 − best_val_rmse / rmse_persistence`.
+    pub skill: Option<f64>,
 }
 
 fn preset(p: &Option<String>) -> Res<Option<Preset>> {
@@ -184,6 +189,7 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     };
     let written = RunConfig {
         sort_time: run.sort_time,
+        season: run.season,
         ..RunConfig::from_resolved(&resolved)
     };
     std::fs::write(args.out.join("config.toml"), written.to_toml())?;
@@ -207,6 +213,8 @@ pub fn train(args: &TrainArgs) -> Res<()> {
             "backprop"
         }
     );
+    let baselines = ode_train::baselines::for_dataset(&ds, run.season)?;
+    eprintln!("{}", baselines.summary_line());
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {
@@ -233,6 +241,7 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     }
     let mut trainer = Trainer::new(model, train_cfg, &mut tracker)?
         .with_checkpoint(CheckpointTarget { path: ckpt.clone(), meta })
+        .with_baselines(baselines.clone())
         .on_batch_end(move |epoch, batch, batches, loss| {
             if batch == 1 {
                 b2.reset();
@@ -245,8 +254,8 @@ pub fn train(args: &TrainArgs) -> Res<()> {
         .on_epoch_end(move |epoch, m, _| {
             if !quiet {
                 eprintln!(
-                    "epoch {epoch:>3}: train_loss {:.5}  val_rmse {:.5}  nfe fwd {:.0} bwd {:.0}  steps {:.0}+{:.0} rejected  {:.2}s",
-                    m.train_loss, m.val_rmse, m.nfe_forward, m.nfe_backward, m.accepted_steps, m.rejected_steps, m.seconds
+                    "epoch {epoch:>3}: train_loss {:.5}  val_rmse {:.5}{}  nfe fwd {:.0} bwd {:.0}  steps {:.0}+{:.0} rejected  {:.2}s",
+                    m.train_loss, m.val_rmse, skill_note(m.skill), m.nfe_forward, m.nfe_backward, m.accepted_steps, m.rejected_steps, m.seconds
                 );
             }
         });
@@ -278,6 +287,8 @@ pub fn train(args: &TrainArgs) -> Res<()> {
         val_rmse_history: history.val_rmse(),
         train_loss_history: history.epochs.iter().map(|e| e.train_loss).collect(),
         error: error.as_ref().map(|e| e.to_string()),
+        skill: best_skill(&history, &baselines),
+        baselines: Some(baselines),
     };
     std::fs::write(args.out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
     if let Some(e) = error {
@@ -290,7 +301,35 @@ pub fn train(args: &TrainArgs) -> Res<()> {
         summary.train_seconds_per_epoch,
         ckpt.display()
     );
+    warn_if_not_beating_persistence(&summary);
     Ok(())
+}
+
+/// ` skill +0.38` for the epoch line, or nothing without baselines.
+fn skill_note(skill: Option<f64>) -> String {
+    skill.map(|s| format!("  skill {s:+.3}")).unwrap_or_default()
+}
+
+/// The best epoch's skill against persistence.
+fn best_skill(history: &ode_train::History, baselines: &Baselines) -> Option<f64> {
+    let (epoch, rmse) = history.best?;
+    match history.epochs.iter().find(|e| e.epoch == epoch) {
+        Some(e) => e.skill,
+        // The best epoch came before a resume: its per-target errors are not at hand.
+        None if baselines.targets_not_features.is_empty() => baselines.skill(rmse, &[]),
+        None => None,
+    }
+}
+
+/// Ends the run with a warning when the best model does not beat persistence.
+fn warn_if_not_beating_persistence(summary: &Summary) {
+    let (Some(b), Some(rmse)) = (&summary.baselines, summary.best_val_rmse) else {
+        return;
+    };
+    let what = format!("the best model (epoch {})", summary.best_epoch.unwrap_or(0));
+    if let Some(w) = b.persistence_warning(&what, rmse, summary.skill) {
+        eprintln!("{w}");
+    }
 }
 
 /// What `ode predict` and `ode diagnose` assume for a weights-only checkpoint (a safetensors

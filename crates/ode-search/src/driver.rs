@@ -5,7 +5,7 @@ use crate::space::{Distribution, SearchSpace, to_run_config};
 use crate::store::{Claimed, ParamDistribution, StoreError, StudyStore, TrialRecord, TrialState};
 use crate::strategy::{grid, random_trial};
 use ode_train::data::{DataConfig, Dataset};
-use ode_train::{MemoryTracker, NeuralOdeModel, RunConfig, Trainer};
+use ode_train::{Baselines, History, MemoryTracker, NeuralOdeModel, RunConfig, Trainer};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -300,8 +300,11 @@ fn record<S: StudyStore + ?Sized>(
     let (id, attempt) = (claim.trial_id, claim.attempt);
     let seconds = started.elapsed().as_secs_f64();
     match result {
-        Ok((state, value, epochs, train_seconds, nfe)) => {
+        Ok((state, value, epochs, train_seconds, nfe, scores)) => {
             store.set_attr(id, attempt, "train_seconds", &train_seconds.into())?;
+            for (name, v) in scores {
+                store.set_attr(id, attempt, &name, &v.into())?;
+            }
             store.set_attr(id, attempt, "nfe_forward", &nfe.0.into())?;
             store.set_attr(id, attempt, "nfe_backward", &nfe.1.into())?;
             store.set_attr(id, attempt, "epochs", &epochs.into())?;
@@ -352,7 +355,27 @@ impl TrialError {
     }
 }
 
-type TrialResult = (TrialState, Option<f64>, usize, f64, (f64, f64));
+/// State, best value, epochs, training seconds, NFE (forward, backward), and the baseline
+/// attributes ([`baseline_attrs`]).
+type TrialResult = (TrialState, Option<f64>, usize, f64, (f64, f64), Vec<(String, f64)>);
+
+/// The trial attributes of its baselines and skill: `baseline_<name>` per baseline
+/// (normalised RMSE on the validation windows), `baseline_linear_ar_lambda`, and `skill`, the
+/// best epoch's skill against persistence (when there is one).
+pub fn baseline_attrs(b: &Baselines, h: &History) -> Vec<(String, f64)> {
+    let mut out: Vec<(String, f64)> = b
+        .scores
+        .iter()
+        .map(|s| (format!("baseline_{}", s.baseline.key()), s.rmse))
+        .collect();
+    out.push(("baseline_linear_ar_lambda".into(), b.ridge_lambda));
+    let best = h.best.and_then(|(epoch, _)| h.epochs.iter().find(|e| e.epoch == epoch));
+    if let Some(skill) = best.and_then(|e| e.skill) {
+        out.push(("skill".into(), skill));
+    }
+    out.retain(|(_, v)| v.is_finite());
+    out
+}
 
 /// When a trial renews its lease, and whether it has run out of time.
 struct Pacer {
@@ -456,6 +479,9 @@ fn run_trial<S: StudyStore + ?Sized>(
     let mut pacer = Pacer::new(cfg, started);
     let ds = build_dataset(store, data, &r.data, &mut pacer, claim)?;
     pacer.tick(store, claim)?;
+    let baselines = ode_train::baselines::for_dataset(&ds, run.season)
+        .map_err(|e| TrialError::failed(format!("bad configuration: {e}")))?;
+    pacer.tick(store, claim)?;
     let mut mc = r.model.clone();
     mc.input_dim = ds.input_dim();
     mc.output_dim = ds.output_dim();
@@ -474,7 +500,8 @@ fn run_trial<S: StudyStore + ?Sized>(
     let timed_out: RefCell<Option<TrialError>> = RefCell::new(None);
     let history = {
         let trainer = Trainer::new(model, r.train.clone(), &mut tracker)
-            .map_err(|e| TrialError::failed(format!("bad configuration: {e}")))?;
+            .map_err(|e| TrialError::failed(format!("bad configuration: {e}")))?
+            .with_baselines(baselines.clone());
         pacer.borrow_mut().tick(store, claim)?;
         let mut trainer = trainer
             .on_progress(|_| {
@@ -542,7 +569,8 @@ fn run_trial<S: StudyStore + ?Sized>(
         h.epochs.iter().map(|e| e.nfe_forward).sum(),
         h.epochs.iter().map(|e| e.nfe_backward).sum(),
     );
-    Ok((state, h.best_val_rmse(), h.epochs.len(), train_seconds, nfe))
+    let scores = baseline_attrs(&baselines, &h);
+    Ok((state, h.best_val_rmse(), h.epochs.len(), train_seconds, nfe, scores))
 }
 
 /// A row of the leaderboard.
@@ -605,5 +633,9 @@ pub fn best_config_toml(cfg: &SearchConfig, trials: &[TrialRecord]) -> Option<St
         .find(|e| e.trial.state == TrialState::Complete)?;
     let mut run = cfg.base.clone().merged(&to_run_config(&best.trial.params).ok()?);
     run.seed = Some(trial_seed(cfg, best.trial.number));
-    Some(RunConfig::from_resolved(&run.resolve(None)).to_toml())
+    let written = RunConfig {
+        season: run.season,
+        ..RunConfig::from_resolved(&run.resolve(None))
+    };
+    Some(written.to_toml())
 }

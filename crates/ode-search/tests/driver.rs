@@ -210,3 +210,32 @@ fn the_study_definition_round_trips_through_the_store() {
             .contains("no saved definition")
     );
 }
+
+#[test]
+fn trials_carry_their_baselines_and_skill() {
+    let mut cfg = config("[params.latent_dim]\nchoices = [4, 8]\n", Strategy::Grid, 2);
+    cfg.base.season = Some(4);
+    let mut store = MemoryStore::new();
+    let study = enqueue_study(&mut store, &cfg).unwrap();
+    run_worker(&mut store, study, &cfg, &data(), "w0", |_| {}).unwrap();
+    // The baselines of the trials' data, computed here on their own.
+    let ds = data()(&cfg.base.resolve(None).data).unwrap();
+    let b = ode_train::baselines::for_dataset(&ds, Some(4)).unwrap();
+    assert_eq!(b.windows, 16, "the capped validation windows");
+    let trials = store.trials(study).unwrap();
+    assert_eq!(trials.len(), 2);
+    for t in &trials {
+        let attr = |k: &str| t.user_attrs.get(k).and_then(|v| v.as_f64());
+        for s in &b.scores {
+            let got = attr(&format!("baseline_{}", s.baseline.key()));
+            assert_eq!(got, Some(s.rmse), "{:?} of trial {}", s.baseline, t.number);
+        }
+        assert!(attr("baseline_seasonal_naive").is_some());
+        assert_eq!(attr("baseline_linear_ar_lambda"), Some(b.ridge_lambda));
+        let skill = attr("skill").expect("skill");
+        let want = 1.0 - t.value.unwrap() / b.persistence().unwrap();
+        assert!((skill - want).abs() < 1e-12, "{skill} vs {want}");
+    }
+    let best = best_config_toml(&cfg, &trials).unwrap();
+    assert!(best.contains("season = 4"), "the best config keeps the season:\n{best}");
+}

@@ -100,6 +100,10 @@ pub struct RunConfig {
     /// Use only the first N validation windows.
     #[cfg_attr(feature = "cli", arg(long))]
     pub max_val_windows: Option<usize>,
+    /// Season in rows for the seasonal naive baseline (1 ≤ season ≤ context_len; default:
+    /// no seasonal baseline).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub season: Option<usize>,
     /// Sort a CSV file's rows by its time column (with a warning) instead of refusing rows out
     /// of time order. A configuration-file key only (`sort_time = true`); the command line's
     /// flag is `--sort-time`, next to `--data`.
@@ -187,6 +191,7 @@ impl RunConfig {
             test_frac,
             max_train_windows,
             max_val_windows,
+            season,
             sort_time
         );
         self
@@ -279,6 +284,7 @@ impl RunConfig {
             test_frac: Some(r.data.test_frac),
             max_train_windows: r.data.max_train_windows,
             max_val_windows: r.data.max_val_windows,
+            season: None,
             sort_time: None,
         }
     }

@@ -3,6 +3,7 @@
 /// The GPU backend (and through it the CPU reference) this crate trains on.
 pub use ode_gpu as gpu;
 
+pub mod baselines;
 pub mod checkpoint;
 pub mod config;
 pub mod data;
@@ -14,6 +15,7 @@ pub mod tracker;
 pub mod trainer;
 mod update_watch;
 
+pub use baselines::{Baseline, Baselines};
 pub use config::{Resolved, RunConfig};
 pub use forecast::Forecaster;
 pub use model::{Device, LossStats, ModelConfig, NeuralOdeModel, Preset, TENSOR_NAMES, Workspace};

@@ -1,6 +1,7 @@
 //! The training loop: shuffled mini-batches split across threads, Adam with global-norm
 //! clipping, validation RMSE, early stopping, best-checkpoint saving and a clear stop on NaN.
 
+use crate::baselines::Baselines;
 use crate::checkpoint::{self, CheckpointError, CheckpointMeta, OptimState};
 use crate::data::{DataError, Split};
 use crate::model::{Device, LossStats, NeuralOdeModel, Workspace};
@@ -90,6 +91,10 @@ pub struct EpochMetrics {
     pub train_seconds: f64,
     /// Wall time of the whole epoch.
     pub seconds: f64,
+    /// Skill against persistence, `1 − val_rmse / rmse_persistence`, when the trainer was
+    /// given baselines ([`Trainer::with_baselines`]) with a persistence score.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skill: Option<f64>,
 }
 
 /// The per-epoch record of a `fit`.
@@ -303,6 +308,7 @@ pub struct Trainer<'a> {
     target_std: Vec<f64>,
     progress: Option<BatchCallback<'a>>,
     on_progress: Option<ProgressCallback<'a>>,
+    baselines: Option<Baselines>,
 }
 
 impl<'a> Trainer<'a> {
@@ -383,6 +389,7 @@ impl<'a> Trainer<'a> {
             target_std: Vec::new(),
             progress: None,
             on_progress: None,
+            baselines: None,
         })
     }
 
@@ -420,6 +427,43 @@ impl<'a> Trainer<'a> {
         self.target_std = target.meta.target_scaler().std;
         self.checkpoint = Some(target);
         self
+    }
+
+    /// Scores every epoch against `baselines` (computed on the same validation windows, see
+    /// [`crate::baselines::compute`]): `fit` logs them once as step-0 metrics
+    /// (`baseline_persistence`, …, `baseline_linear_ar_lambda`) and each epoch's `skill`.
+    pub fn with_baselines(mut self, baselines: Baselines) -> Self {
+        self.baselines = Some(baselines);
+        self
+    }
+
+    /// The baselines given with [`Self::with_baselines`].
+    pub fn baselines(&self) -> Option<&Baselines> {
+        self.baselines.as_ref()
+    }
+
+    /// Logs the baselines as step-0 metrics (at the start of a fresh run only).
+    fn log_baselines(&mut self) {
+        let Some(b) = &self.baselines else { return };
+        if self.start_epoch > 0 {
+            return;
+        }
+        for s in &b.scores {
+            self.tracker
+                .log_metric(&format!("baseline_{}", s.baseline.key()), s.rmse, 0);
+        }
+        self.tracker.log_metric("baseline_linear_ar_lambda", b.ridge_lambda, 0);
+    }
+
+    /// The epoch's skill against persistence (see [`Baselines::skill`]), logged as `skill`.
+    fn score_skill(&mut self, m: &mut EpochMetrics) {
+        m.skill = self
+            .baselines
+            .as_ref()
+            .and_then(|b| b.skill(m.val_rmse, &m.val_rmse_data_units));
+        if let Some(s) = m.skill {
+            self.tracker.log_metric("skill", s, m.epoch);
+        }
     }
 
     /// Continues from a saved optimiser state (epoch counter and Adam moments).
@@ -663,6 +707,7 @@ impl<'a> Trainer<'a> {
         ] {
             self.tracker.log_param(k, &v);
         }
+        self.log_baselines();
         let (cw, tw) = (c.context_len * c.input_dim, c.horizon * c.outputs());
         let bs = self.config.batch_size;
         let mut ctx = vec![0.0f32; bs * cw];
@@ -806,6 +851,7 @@ impl<'a> Trainer<'a> {
             ] {
                 self.tracker.log_metric(k, v, epoch);
             }
+            self.score_skill(&mut m);
             if let Some(cb) = self.on_epoch_end.as_mut() {
                 cb(epoch, &m, &mut *self.tracker);
             }

@@ -1,0 +1,289 @@
+//! `ode train` reports the baselines, the model's skill against persistence, and warns when the
+//! best model does not beat persistence.
+
+mod common;
+use common::ode;
+
+use std::path::Path;
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The metric lines of a metrics.jsonl file.
+fn metrics(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("metric").is_some())
+        .collect()
+}
+
+const SMALL: [&str; 10] = [
+    "--latent-dim",
+    "8",
+    "--hidden-dim",
+    "16",
+    "--context-len",
+    "8",
+    "--horizon",
+    "4",
+    "--rows",
+    "300",
+];
+
+#[test]
+fn train_prints_baselines_and_skill_and_records_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "lotka-volterra",
+        "--epochs",
+        "2",
+        "--out",
+        o,
+        "--season",
+        "4",
+    ];
+    args.extend(SMALL);
+    let (ok, _, err) = ode(&args);
+    assert!(ok, "{err}");
+    // 300 rows: 300 - 210 - 60 = 30 validation rows, 30 - 8 - 4 + 1 = 19 windows.
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("baselines on 19 val windows:"))
+        .unwrap_or_else(|| panic!("no baselines line: {err}"));
+    for name in [
+        "persistence",
+        "window mean",
+        "seasonal naive",
+        "(season 4)",
+        "linear AR",
+        "(λ ",
+    ] {
+        assert!(line.contains(name), "{line}");
+    }
+    let epoch_lines: Vec<&str> = err.lines().filter(|l| l.starts_with("epoch ")).collect();
+    assert_eq!(epoch_lines.len(), 2, "{err}");
+    assert!(epoch_lines.iter().all(|l| l.contains(" skill ")), "{epoch_lines:?}");
+
+    let written = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        written.contains("season = 4"),
+        "the written config keeps the season:\n{written}"
+    );
+    let s = json(&out.join("summary.json"));
+    let b = &s["baselines"];
+    assert_eq!(b["windows"], 19);
+    assert_eq!(b["season"], 4);
+    let scores = b["scores"].as_array().unwrap();
+    let names: Vec<&str> = scores.iter().map(|s| s["baseline"].as_str().unwrap()).collect();
+    assert_eq!(names, ["persistence", "window_mean", "seasonal_naive", "linear_ar"]);
+    let persistence = scores[0]["rmse"].as_f64().unwrap();
+    assert!(persistence > 0.0);
+    assert_eq!(scores[0]["rmse_data_units"].as_array().unwrap().len(), 2);
+    assert!(b["ridge_lambda"].as_f64().unwrap() > 0.0);
+    let best = s["best_val_rmse"].as_f64().unwrap();
+    let skill = s["skill"].as_f64().unwrap();
+    assert!(
+        (skill - (1.0 - best / persistence)).abs() < 1e-9,
+        "{skill} vs {best} / {persistence}"
+    );
+    // The best epoch's line shows the same skill.
+    let best_epoch = s["best_epoch"].as_u64().unwrap();
+    let shown = format!("skill {skill:+.3}");
+    assert!(
+        epoch_lines[best_epoch as usize - 1].contains(&shown),
+        "{shown} not in {epoch_lines:?}"
+    );
+    // The warning comes exactly when the best model does not beat persistence.
+    assert_eq!(err.contains("does not beat persistence"), skill <= 0.0, "{err}");
+
+    let m = metrics(&out.join("metrics.jsonl"));
+    let at = |name: &str, step: u64| {
+        m.iter()
+            .find(|v| v["metric"] == name && v["step"] == step)
+            .and_then(|v| v["value"].as_f64())
+    };
+    assert_eq!(at("baseline_persistence", 0), Some(persistence));
+    for name in [
+        "baseline_window_mean",
+        "baseline_seasonal_naive",
+        "baseline_linear_ar",
+        "baseline_linear_ar_lambda",
+    ] {
+        assert!(at(name, 0).is_some(), "{name} missing");
+    }
+    for epoch in 1..=2 {
+        let (v, sk) = (at("val_rmse", epoch).unwrap(), at("skill", epoch).unwrap());
+        assert!((sk - (1.0 - v / persistence)).abs() < 1e-9, "epoch {epoch}");
+    }
+}
+
+/// A random walk with small steps: persistence is nearly perfect there, and the validation
+/// rows wander outside the training range.
+fn random_walk_csv(path: &Path) {
+    let mut state = 12345u64;
+    let mut x = 0.0f64;
+    let mut text = String::from("t,x\n");
+    for t in 0..400 {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+        x += u - 0.3; // drifts up by 0.2 a row on average
+        text.push_str(&format!("{t},{x}\n"));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn warns_when_the_best_model_does_not_beat_persistence() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("walk.csv");
+    random_walk_csv(&csv);
+    let out = dir.path().join("run");
+    let args = [
+        "train",
+        "--data",
+        csv.to_str().unwrap(),
+        "--epochs",
+        "1",
+        // Effectively no training (0 is refused): the model stays at its initialisation.
+        "--learning-rate",
+        "1e-12",
+        "--latent-dim",
+        "4",
+        "--hidden-dim",
+        "8",
+        "--context-len",
+        "8",
+        "--horizon",
+        "4",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    let (ok, _, err) = ode(&args);
+    assert!(ok, "{err}");
+    let s = json(&out.join("summary.json"));
+    let (best, persistence) = (
+        s["best_val_rmse"].as_f64().unwrap(),
+        s["baselines"]["scores"][0]["rmse"].as_f64().unwrap(),
+    );
+    // The condition really holds: the untrained model is far worse than persistence.
+    assert!(best > 2.0 * persistence, "model {best}, persistence {persistence}");
+    assert!(s["skill"].as_f64().unwrap() < 0.0);
+    let w = err
+        .lines()
+        .find(|l| l.contains("does not beat persistence"))
+        .unwrap_or_else(|| panic!("no warning: {err}"));
+    for hint in [
+        "--context-len",
+        "latent_dim",
+        "dopri5",
+        "rtol/atol",
+        "its own context (planned",
+    ] {
+        assert!(w.contains(hint), "{hint} not in {w}");
+    }
+    // The warning ends the run's output.
+    assert!(err.trim_end().ends_with(w.trim_end()), "{err}");
+}
+
+#[test]
+fn a_season_longer_than_the_context_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "spiral",
+        "--epochs",
+        "1",
+        "--season",
+        "9",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend(SMALL);
+    let (ok, _, err) = ode(&args);
+    assert!(!ok);
+    assert!(err.contains("season") && err.contains("context_len = 8"), "{err}");
+}
+
+#[test]
+fn search_records_skill_and_warns_when_the_best_trial_loses_to_persistence() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("walk.csv");
+    random_walk_csv(&csv);
+    let space = dir.path().join("space.toml");
+    std::fs::write(&space, "[params.latent_dim]\nchoices = [4, 6]\n").unwrap();
+    let db = format!("sqlite:{}", dir.path().join("s.db").display());
+    let best = dir.path().join("best.toml");
+    let (ok, out, err) = ode(&[
+        "search",
+        "--data",
+        csv.to_str().unwrap(),
+        "--space",
+        space.to_str().unwrap(),
+        "--strategy",
+        "grid",
+        "--storage",
+        &db,
+        "--study",
+        "w",
+        "--best-config",
+        best.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--learning-rate",
+        "1e-12",
+        "--hidden-dim",
+        "8",
+        "--context-len",
+        "8",
+        "--horizon",
+        "4",
+    ]);
+    assert!(ok, "{err}");
+    let header = out.lines().find(|l| l.contains("val_rmse")).unwrap();
+    assert!(header.contains("skill"), "{out}");
+    assert!(out.contains("skill = 1 - val_rmse / persistence"), "{out}");
+    let (ok, json, _) = ode(&["study", "show", "--storage", &db, "--study", "w", "--json"]);
+    assert!(ok);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let top = &rows[0];
+    let attrs = &top["user_attrs"];
+    let (value, persistence, skill) = (
+        top["value"].as_f64().unwrap(),
+        attrs["baseline_persistence"].as_f64().unwrap(),
+        attrs["skill"].as_f64().unwrap(),
+    );
+    assert!((skill - (1.0 - value / persistence)).abs() < 1e-12);
+    // The condition really holds: the best (untrained) trial is far worse than persistence.
+    assert!(value > 2.0 * persistence, "{value} vs {persistence}");
+    for k in [
+        "baseline_window_mean",
+        "baseline_linear_ar",
+        "baseline_linear_ar_lambda",
+    ] {
+        assert!(attrs[k].as_f64().is_some(), "{k} missing: {attrs}");
+    }
+    let number = top["number"].as_u64().unwrap();
+    let w = err
+        .lines()
+        .find(|l| l.contains("does not beat persistence"))
+        .unwrap_or_else(|| panic!("no warning: {err}"));
+    assert!(
+        w.contains(&format!("the best trial (#{number})")) && w.contains("--context-len"),
+        "{w}"
+    );
+    // The table of `ode study show` has the skill column, with this trial's skill.
+    let (ok, table, _) = ode(&["study", "show", "--storage", &db, "--study", "w"]);
+    assert!(ok && table.contains(&format!("{skill:+.3}")), "{table}");
+}
