@@ -2,13 +2,9 @@
 //! best model does not beat persistence.
 
 mod common;
-use common::ode;
+use common::{SMALL, json, ode};
 
 use std::path::Path;
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 /// The metric lines of a metrics.jsonl file.
 fn metrics(path: &Path) -> Vec<serde_json::Value> {
@@ -19,19 +15,6 @@ fn metrics(path: &Path) -> Vec<serde_json::Value> {
         .filter(|v| v.get("metric").is_some())
         .collect()
 }
-
-const SMALL: [&str; 10] = [
-    "--latent-dim",
-    "8",
-    "--hidden-dim",
-    "16",
-    "--context-len",
-    "8",
-    "--horizon",
-    "4",
-    "--rows",
-    "300",
-];
 
 #[test]
 fn train_prints_baselines_and_skill_and_records_them() {

@@ -1,26 +1,7 @@
 //! End-to-end runs of `ode train`, `ode predict`, `ode diagnose` and `ode data generate`.
 
 mod common;
-use common::ode;
-
-use std::path::Path;
-
-fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-const SMALL: [&str; 10] = [
-    "--latent-dim",
-    "8",
-    "--hidden-dim",
-    "16",
-    "--context-len",
-    "8",
-    "--horizon",
-    "4",
-    "--rows",
-    "300",
-];
+use common::{SMALL, json, ode};
 
 #[test]
 fn train_writes_checkpoint_metrics_summary_and_config() {
