@@ -434,6 +434,90 @@ fn read_params(c: &mut impl GenericClient, loc: &str, trial_id: i32) -> Result<P
     Ok(params)
 }
 
+/// The RUNNING trials of `study` that lost their worker: the lease expired, or the worker was a
+/// process of this machine that has died. Rows another transaction holds (a claim, or the
+/// worker writing) are skipped; the rows returned are locked by `tx`.
+fn lost_trials(tx: &mut Transaction<'_>, loc: &str, study: i32, lease_seconds: f64) -> Result<Vec<i32>, StoreError> {
+    let db = |e| db_err(loc, e);
+    let expired = format!(
+        "FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id \
+         WHERE t.state = 'RUNNING' AND h.heartbeat < {UTC_NOW} - make_interval(secs => $2)"
+    );
+    let stale: Vec<i32> = tx
+        .query(
+            &format!("SELECT t.trial_id {expired} AND t.study_id = $1 ORDER BY t.trial_id FOR UPDATE OF t SKIP LOCKED"),
+            &[&study, &lease_seconds],
+        )
+        .map_err(db)?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut lost = Vec::with_capacity(stale.len());
+    for trial_id in stale {
+        // Now that the row is locked, no heartbeat can come in: check the latest one.
+        let still = tx
+            .query_opt(
+                &format!("SELECT 1 {expired} AND t.trial_id = $1"),
+                &[&trial_id, &lease_seconds],
+            )
+            .map_err(db)?;
+        if still.is_some() {
+            lost.push(trial_id);
+        }
+    }
+    let held_by_dead = orphaned(worker_rows(tx, loc, Some(study), None)?);
+    for trial_id in held_by_dead {
+        if lost.contains(&trial_id) {
+            continue;
+        }
+        let locked = tx
+            .query_opt(
+                "SELECT 1 FROM trials WHERE trial_id = $1 AND state = 'RUNNING' FOR UPDATE SKIP LOCKED",
+                &[&trial_id],
+            )
+            .map_err(db)?;
+        // Once the row is locked no claim can change its worker: read the worker again.
+        if locked.is_some() && !orphaned(worker_rows(tx, loc, None, Some(trial_id))?).is_empty() {
+            lost.push(trial_id);
+        }
+    }
+    Ok(lost)
+}
+
+/// Puts each `lost` trial back in the queue, or fails it (with the reason) once it has lost
+/// its worker `max_attempts` times.
+fn requeue_or_fail(tx: &mut Transaction<'_>, loc: &str, lost: Vec<i32>, max_attempts: u32) -> Result<(), StoreError> {
+    let db = |e| db_err(loc, e);
+    for trial_id in lost {
+        let attempt = read_attempt(tx, loc, trial_id)?;
+        if attempt >= max_attempts {
+            tx.execute(
+                "UPDATE trials SET state = 'FAIL', datetime_complete = $2::text::timestamp WHERE trial_id = $1",
+                &[&trial_id, &local_now()],
+            )
+            .map_err(db)?;
+            tx.execute("DELETE FROM trial_values WHERE trial_id = $1", &[&trial_id])
+                .map_err(db)?;
+            let reason = serde_json::Value::from(format!("lost its worker {attempt} times"));
+            upsert_attr(
+                tx,
+                loc,
+                "trial_user_attributes",
+                trial_id,
+                FAIL_REASON_ATTR,
+                &python_json(&reason),
+            )?;
+        } else {
+            tx.execute(
+                "UPDATE trials SET state = 'WAITING', datetime_start = NULL WHERE trial_id = $1",
+                &[&trial_id],
+            )
+            .map_err(db)?;
+        }
+    }
+    Ok(())
+}
+
 impl StudyStore for PostgresStore {
     fn open_study(&mut self, name: &str) -> Result<i64, StoreError> {
         let loc = self.location.clone();
@@ -537,79 +621,9 @@ impl StudyStore for PostgresStore {
         let mut tx = self.client.transaction().map_err(db)?;
         let study = study_id(&mut tx, &loc, study, "")?;
         // 1. Trials whose worker stopped renewing its lease, or whose worker was a process of
-        //    this machine that has died, go back to the queue (or fail). Rows another
-        //    transaction holds (a claim, or the worker writing) are skipped.
-        let expired = format!(
-            "FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id \
-             WHERE t.state = 'RUNNING' AND h.heartbeat < {UTC_NOW} - make_interval(secs => $2)"
-        );
-        let stale: Vec<i32> = tx
-            .query(
-                &format!(
-                    "SELECT t.trial_id {expired} AND t.study_id = $1 ORDER BY t.trial_id FOR UPDATE OF t SKIP LOCKED"
-                ),
-                &[&study, &lease_seconds],
-            )
-            .map_err(db)?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
-        let mut lost = Vec::with_capacity(stale.len());
-        for trial_id in stale {
-            // Now that the row is locked, no heartbeat can come in: check the latest one.
-            let still = tx
-                .query_opt(
-                    &format!("SELECT 1 {expired} AND t.trial_id = $1"),
-                    &[&trial_id, &lease_seconds],
-                )
-                .map_err(db)?;
-            if still.is_some() {
-                lost.push(trial_id);
-            }
-        }
-        let held_by_dead = orphaned(worker_rows(&mut tx, &loc, Some(study), None)?);
-        for trial_id in held_by_dead {
-            if lost.contains(&trial_id) {
-                continue;
-            }
-            let locked = tx
-                .query_opt(
-                    "SELECT 1 FROM trials WHERE trial_id = $1 AND state = 'RUNNING' FOR UPDATE SKIP LOCKED",
-                    &[&trial_id],
-                )
-                .map_err(db)?;
-            // Once the row is locked no claim can change its worker: read the worker again.
-            if locked.is_some() && !orphaned(worker_rows(&mut tx, &loc, None, Some(trial_id))?).is_empty() {
-                lost.push(trial_id);
-            }
-        }
-        for trial_id in lost {
-            let attempt = read_attempt(&mut tx, &loc, trial_id)?;
-            if attempt >= max_attempts {
-                tx.execute(
-                    "UPDATE trials SET state = 'FAIL', datetime_complete = $2::text::timestamp WHERE trial_id = $1",
-                    &[&trial_id, &local_now()],
-                )
-                .map_err(db)?;
-                tx.execute("DELETE FROM trial_values WHERE trial_id = $1", &[&trial_id])
-                    .map_err(db)?;
-                let reason = serde_json::Value::from(format!("lost its worker {attempt} times"));
-                upsert_attr(
-                    &mut tx,
-                    &loc,
-                    "trial_user_attributes",
-                    trial_id,
-                    FAIL_REASON_ATTR,
-                    &python_json(&reason),
-                )?;
-            } else {
-                tx.execute(
-                    "UPDATE trials SET state = 'WAITING', datetime_start = NULL WHERE trial_id = $1",
-                    &[&trial_id],
-                )
-                .map_err(db)?;
-            }
-        }
+        //    this machine that has died, go back to the queue (or fail).
+        let lost = lost_trials(&mut tx, &loc, study, lease_seconds)?;
+        requeue_or_fail(&mut tx, &loc, lost, max_attempts)?;
         // 2. The lowest-numbered waiting trial no other transaction holds.
         let next = tx
             .query_opt(
