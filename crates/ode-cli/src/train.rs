@@ -6,7 +6,7 @@ use ode_train::Baselines;
 use ode_train::checkpoint::{self, CheckpointMeta};
 use ode_train::data::{DataConfig, Dataset, ReadOptions, Split, Table};
 use ode_train::trainer::CheckpointTarget;
-use ode_train::{JsonlTracker, ModelConfig, NeuralOdeModel, Preset, RunConfig, TENSOR_NAMES, Trainer, Workspace};
+use ode_train::{JsonlTracker, ModelConfig, NeuralOdeModel, Preset, RunConfig, Trainer, Workspace};
 use serde::Serialize;
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -156,10 +156,7 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     let (table, source) = data_args.table()?;
     let ds = Dataset::from_table(&table, &resolved.data, &source)?;
     let mut mc = resolved.model.clone();
-    mc.input_dim = ds.input_dim();
-    mc.output_dim = ds.output_dim();
-    mc.context_len = ds.context_len;
-    mc.horizon = ds.horizon;
+    mc.fit_to_dataset(&ds)?;
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let ckpt = args.out.join("checkpoint.safetensors");
     let mut state = None;
@@ -727,8 +724,8 @@ pub fn diagnose(args: &DiagnoseArgs) -> Res<()> {
     let st = model.loss_and_grad(&mut ws, &ctx, &tgt, rows * tw, &mut grad)?;
     let per = rows as f64;
     let mut gradients = serde_json::Map::new();
-    for name in TENSOR_NAMES {
-        let r = model.tensor_range(name).expect("layout");
+    for (name, shape, off) in model.tensors() {
+        let r = *off..off + shape.iter().product::<usize>();
         gradients.insert(
             name.to_string(),
             serde_json::json!(grad[r].iter().map(|g| *g as f64).collect::<Vec<_>>()),

@@ -483,10 +483,8 @@ fn run_trial<S: StudyStore + ?Sized>(
         .map_err(|e| TrialError::failed(format!("bad configuration: {e}")))?;
     pacer.tick(store, claim)?;
     let mut mc = r.model.clone();
-    mc.input_dim = ds.input_dim();
-    mc.output_dim = ds.output_dim();
-    mc.context_len = ds.context_len;
-    mc.horizon = ds.horizon;
+    mc.fit_to_dataset(&ds)
+        .map_err(|e| TrialError::failed(format!("bad configuration: {e}")))?;
     let model =
         NeuralOdeModel::seeded(mc, r.train.seed).map_err(|e| TrialError::failed(format!("bad configuration: {e}")))?;
     let mut tracker = MemoryTracker::default();

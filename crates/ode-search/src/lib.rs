@@ -19,4 +19,4 @@ pub use postgres::PostgresStore;
 pub use space::{Distribution, SearchSpace, SpaceError};
 pub use sqlite::SqliteStore;
 pub use store::{StudyStore, TrialState};
-pub use strategy::{Params, grid, random_trial};
+pub use strategy::{Params, drop_inactive, grid, random_trial};

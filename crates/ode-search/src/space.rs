@@ -142,7 +142,9 @@ impl SearchSpace {
     /// The tuning guide's space: latent {16, 32, 64}, hidden {32, 64, 128}, solver {euler, rk4,
     /// dopri5}, (rtol, atol) ∈ {(1e-3, 1e-4), (1e-4, 1e-5), (1e-5, 1e-6)}, learning rate
     /// log-uniform in [1e-4, 1e-3] (2 grid points), batch size {16, 32}, gradient clip in
-    /// [0.5, 2.0] (2 grid points).
+    /// [0.5, 2.0] (2 grid points), and normalization {global, window} (per-window
+    /// normalisation for series that trend out of the training range). The tolerances are
+    /// conditional: only adaptive solvers (dopri5) get them.
     pub fn guide_default() -> Self {
         let ints = |v: &[i64]| Distribution::Categorical(v.iter().map(|&x| Value::Integer(x)).collect());
         let pair = |a: f64, b: f64| Value::Array(vec![Value::Float(a), Value::Float(b)]);
@@ -172,6 +174,10 @@ impl SearchSpace {
             },
         );
         params.insert("batch_size".into(), ints(&[16, 32]));
+        params.insert(
+            "normalization".into(),
+            Distribution::Categorical(vec![Value::String("global".into()), Value::String("window".into())]),
+        );
         params.insert(
             "gradient_clip".into(),
             Distribution::Float {

@@ -1,5 +1,7 @@
 //! Which configurations a study tries: the full grid in a fixed order, or seeded random draws
 //! where trial `k` depends only on the study seed and `k` (not on how many workers ran).
+//! Conditional parameters (tolerances of fixed-step solvers, `revin` without window
+//! normalisation) are left out of the trials where they do not apply.
 
 use crate::space::{Distribution, SearchSpace, SpaceError};
 use rand::{Rng, SeedableRng};
@@ -54,7 +56,33 @@ pub fn grid(space: &SearchSpace) -> Result<Vec<Params>, SpaceError> {
         }
         out = next;
     }
+    // Points that differ only in inactive parameters are the same configuration: keep the first.
+    let mut seen = std::collections::BTreeSet::new();
+    out.iter_mut().for_each(drop_inactive);
+    out.retain(|p| seen.insert(format!("{p:?}")));
     Ok(out)
+}
+
+/// Parameters that only exist under a condition on another, as Optuna's define-by-run spaces
+/// do: the tolerances only for adaptive solvers, `revin` only with `normalization = window`.
+/// A trial whose condition fails has no value (and, in the study store, no row) for them.
+pub fn drop_inactive(p: &mut Params) {
+    let fixed_step = p
+        .get("solver")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse::<ode_train::gpu::core::Method>().ok())
+        .is_some_and(|m| !m.tableau().is_adaptive());
+    if fixed_step {
+        for name in [crate::space::TOLERANCES, "rtol", "atol", "adjoint_rtol", "adjoint_atol"] {
+            p.remove(name);
+        }
+    }
+    if p.get("normalization")
+        .and_then(Value::as_str)
+        .is_some_and(|n| n != "window")
+    {
+        p.remove("revin");
+    }
 }
 
 /// Trial `k` of a random study with `study_seed`: its parameter values and its training seed.
@@ -90,5 +118,7 @@ pub fn random_trial(space: &SearchSpace, study_seed: u64, k: u64) -> (Params, u6
         };
         p.insert(name.clone(), v);
     }
+    // Dropped after drawing, so every trial's other values are what they were without conditions.
+    drop_inactive(&mut p);
     (p, rng.random::<u64>() >> 11)
 }

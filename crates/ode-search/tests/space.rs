@@ -29,14 +29,18 @@ step = 32
 fn grid_enumerates_the_full_product_in_a_fixed_order() {
     let space = SearchSpace::from_toml(SPACE, "test").unwrap();
     let g = grid(&space).unwrap();
-    // epochs 1 × hidden 4 × latent 2 × lr 3 × solver 2 × tolerances 2
-    assert_eq!(g.len(), 4 * 2 * 3 * 2 * 2);
+    // epochs 1 × hidden 4 × latent 2 × lr 3 × (euler without tolerances + dopri5 × tolerances 2):
+    // the tolerances are conditional on an adaptive solver.
+    assert_eq!(g.len(), 4 * 2 * 3 * (1 + 2));
     let distinct: BTreeSet<String> = g.iter().map(|p| format!("{p:?}")).collect();
     assert_eq!(distinct.len(), g.len(), "no configuration twice");
     // Names in order; the last (tolerances) varies fastest.
     assert_eq!(g[0]["hidden_dim"], Value::Integer(32));
-    assert_eq!(g[0][TOLERANCES], g[2][TOLERANCES]);
-    assert_ne!(g[0][TOLERANCES], g[1][TOLERANCES]);
+    assert_eq!(g[0]["solver"], Value::String("euler".into()));
+    assert!(!g[0].contains_key(TOLERANCES), "euler has no tolerances");
+    assert_eq!(g[1]["solver"], g[2]["solver"]);
+    assert_ne!(g[1][TOLERANCES], g[2][TOLERANCES]);
+    assert_eq!(g[1][TOLERANCES], g[4][TOLERANCES]);
     let lrs: BTreeSet<String> = g.iter().map(|p| p["learning_rate"].to_string()).collect();
     assert_eq!(lrs.len(), 3);
     let lr: Vec<f64> = g.iter().map(|p| p["learning_rate"].as_float().unwrap()).collect();
@@ -50,7 +54,10 @@ fn grid_enumerates_the_full_product_in_a_fixed_order() {
         let rc = to_run_config(p).unwrap();
         let r = rc.resolve(None);
         assert_eq!(r.train.epochs, 3);
-        assert!(r.model.rtol == 1e-3 || r.model.rtol == 1e-5);
+        assert_eq!(p.contains_key(TOLERANCES), r.model.solver == "dopri5");
+        if r.model.solver == "dopri5" {
+            assert!(r.model.rtol == 1e-3 || r.model.rtol == 1e-5);
+        }
     }
 }
 
@@ -66,11 +73,14 @@ fn guide_default_space_matches_the_tuning_guide() {
             "hidden_dim",
             "latent_dim",
             "learning_rate",
+            "normalization",
             "solver",
             "tolerances"
         ]
     );
-    assert_eq!(grid(&s).unwrap().len(), 2 * 2 * 3 * 3 * 2 * 3 * 3);
+    // batch 2 × clip 2 × hidden 3 × latent 3 × lr 2 × normalization 2 × (euler, rk4 without
+    // tolerances + dopri5 × 3 tolerance pairs).
+    assert_eq!(grid(&s).unwrap().len(), 2 * 2 * 3 * 3 * 2 * 2 * (2 + 3));
     for k in 0..50 {
         let (p, _) = random_trial(&s, 7, k);
         let lr = p["learning_rate"].as_float().unwrap();
@@ -167,4 +177,38 @@ fn spaces_round_trip_through_toml() {
         let back = SearchSpace::from_toml(&space.to_toml(), "round trip").unwrap();
         assert_eq!(back, space);
     }
+}
+
+#[test]
+fn conditional_parameters_are_only_drawn_where_they_apply() {
+    let space = SearchSpace::from_toml(
+        "[params.solver]\nchoices = [\"euler\", \"rk4\", \"dopri5\"]\n\
+         [params.tolerances]\nchoices = [[1e-3, 1e-4], [1e-5, 1e-6]]\n\
+         [params.normalization]\nchoices = [\"global\", \"window\"]\n\
+         [params.revin]\nchoices = [false, true]\n\
+         [params.latent_dim]\nchoices = [8, 16, 32]\n",
+        "test",
+    )
+    .unwrap();
+    let mut kinds = BTreeSet::new();
+    for k in 0..200 {
+        let (p, _) = random_trial(&space, 11, k);
+        let adaptive = p["solver"].as_str() == Some("dopri5");
+        let window = p["normalization"].as_str() == Some("window");
+        assert_eq!(p.contains_key(TOLERANCES), adaptive, "trial {k}: {p:?}");
+        assert_eq!(p.contains_key("revin"), window, "trial {k}: {p:?}");
+        kinds.insert((adaptive, window));
+        let r = to_run_config(&p).unwrap().resolve(None);
+        r.model.validate().unwrap();
+    }
+    assert_eq!(kinds.len(), 4, "every combination drawn");
+    for k in 0..20 {
+        assert_eq!(
+            random_trial(&space, 11, k),
+            random_trial(&space, 11, k),
+            "deterministic"
+        );
+    }
+    // Grid: euler 1 + rk4 1 + dopri5 2, times global 1 + window 2, times latent 3.
+    assert_eq!(grid(&space).unwrap().len(), (1 + 1 + 2) * (1 + 2) * 3);
 }

@@ -8,7 +8,7 @@
 
 use ode_search::sqlite::{ALEMBIC_REVISION, ATTEMPT_ATTR, OPTUNA_SCHEMA_VERSION, OPTUNA_VERSION, WORKER_ATTR};
 use ode_search::store::{ParamDistribution, StoreError, StudyStore, TrialState};
-use ode_search::{Params, SqliteStore};
+use ode_search::{Params, SqliteStore, drop_inactive};
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -108,6 +108,8 @@ fn params(k: usize) -> Params {
         p.insert(name.clone(), v);
     }
     p.insert("epochs".into(), Value::Integer(5));
+    // Conditional parameters, as the strategies draw them: fixed-step solvers have no tolerances.
+    drop_inactive(&mut p);
     p
 }
 
@@ -248,10 +250,24 @@ fn params_of_every_distribution_kind_round_trip() {
         )
         .unwrap()
     };
+    let rows_of = |name: &str, number: i64| -> i64 {
+        conn.query_row(
+            "SELECT COUNT(*) FROM trial_params p JOIN trials t ON t.trial_id = p.trial_id \
+             WHERE t.number = ?1 AND p.param_name = ?2",
+            rusqlite::params![number, name],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
     assert_eq!(
-        row("tolerances", 1),
+        rows_of("tolerances", 1),
+        0,
+        "rk4's trial has no row for a conditional parameter"
+    );
+    assert_eq!(
+        row("tolerances", 2),
         (
-            1.0,
+            2.0,
             r#"{"name": "CategoricalDistribution", "attributes": {"choices": ["[0.001, 0.0001]", "[0.0001, 0.00001]", "[0.00001, 0.000001]"]}}"#
                 .into()
         )
@@ -298,7 +314,7 @@ fn params_of_every_distribution_kind_round_trip() {
         )
         .unwrap();
     let fixed: serde_json::Value = serde_json::from_str(&fixed).unwrap();
-    assert_eq!(fixed["tolerances"], serde_json::json!("[0.0001, 0.00001]"));
+    assert_eq!(fixed.get("tolerances"), None, "rk4's trial has no tolerances");
     assert_eq!(fixed["features"], serde_json::json!("[\"x\", \"y\"]"));
     assert_eq!(fixed["hidden_dim"], serde_json::json!(64));
 }
@@ -943,7 +959,11 @@ fn optuna_loads_the_study_we_write() {
         assert_eq!(t["intermediate"], inter, "trial {k}");
         assert_eq!(t["params"], want_params(k), "trial {k}");
     }
-    assert_eq!(trials[0]["params"]["tolerances"], "[0.001, 0.0001]");
+    assert_eq!(trials[2]["params"]["tolerances"], "[0.00001, 0.000001]");
+    assert!(
+        trials[0]["params"].get("tolerances").is_none(),
+        "euler has no tolerances"
+    );
     assert_eq!(trials[0]["user_attrs"], serde_json::json!({"train_seconds": 1.5}));
     assert_eq!(
         trials[2]["user_attrs"],

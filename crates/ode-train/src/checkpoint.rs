@@ -321,10 +321,10 @@ fn read_tensor(st: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result<Vec<
     Ok(v)
 }
 
-/// The tensor shapes a model of configuration `c` has, in [`crate::TENSOR_NAMES`] order, with
+/// The tensor shapes a model of configuration `c` has, in its layout's order, with
 /// overflow-checked arithmetic (a corrupt configuration must not panic or allocate wildly).
 fn expected_shapes(c: &ModelConfig) -> Result<Vec<(&'static str, Vec<usize>)>, String> {
-    let (d, o, l, m, ctx) = (c.input_dim, c.outputs(), c.latent_dim, c.hidden_dim, c.context_len);
+    let (d, l, m, ctx) = (c.input_dim, c.latent_dim, c.hidden_dim, c.context_len);
     for (name, v) in [
         ("input_dim", d),
         ("latent_dim", l),
@@ -335,11 +335,20 @@ fn expected_shapes(c: &ModelConfig) -> Result<Vec<(&'static str, Vec<usize>)>, S
             return Err(format!("config has {name} = 0; it must be at least 1"));
         }
     }
-    let cols = ctx
-        .checked_mul(d)
-        .ok_or_else(|| format!("config's context_len {ctx} × input_dim {d} overflows"))?;
-    let shapes = crate::model::tensor_shapes(o, l, m, cols);
-    Ok(crate::TENSOR_NAMES.iter().copied().zip(shapes).collect())
+    ctx.checked_mul(d)
+        .and_then(|cols| cols.checked_mul(m))
+        .ok_or_else(|| format!("config's context_len {ctx} × input_dim {d} × hidden_dim {m} overflows"))?;
+    m.checked_mul(m.max(l))
+        .and_then(|n| n.checked_mul(8))
+        .ok_or_else(|| format!("config's hidden_dim {m} × latent_dim {l} overflows"))?;
+    Ok(NeuralOdeModel::<f32>::layout(c)
+        .into_iter()
+        .map(|(name, shape, _)| (name, shape))
+        .collect())
+}
+
+fn names_of(shapes: &[(&'static str, Vec<usize>)]) -> String {
+    shapes.iter().map(|s| s.0).collect::<Vec<_>>().join(", ")
 }
 
 /// Reads every tensor of a model whose shapes are `shapes`: exactly those tensors (no missing,
@@ -348,8 +357,8 @@ fn read_params(st: &SafeTensors<'_>, shapes: &[(&'static str, Vec<usize>)], why:
     for (name, shape) in shapes {
         let t = st.tensor(name).map_err(|_| {
             format!(
-                "tensor '{name}' is missing; a checkpoint holds exactly the tensors {}",
-                crate::TENSOR_NAMES.join(", ")
+                "tensor '{name}' is missing; a checkpoint of this configuration holds exactly the tensors {}",
+                names_of(shapes)
             )
         })?;
         if t.shape() != shape.as_slice() {
@@ -361,8 +370,8 @@ fn read_params(st: &SafeTensors<'_>, shapes: &[(&'static str, Vec<usize>)], why:
     }
     if let Some(extra) = st.names().into_iter().find(|n| !shapes.iter().any(|(s, _)| s == n)) {
         return Err(format!(
-            "unexpected tensor '{extra}'; a checkpoint holds exactly the tensors {}",
-            crate::TENSOR_NAMES.join(", ")
+            "unexpected tensor '{extra}'; a checkpoint of this configuration holds exactly the tensors {}",
+            names_of(shapes)
         ));
     }
     let mut flat = Vec::new();

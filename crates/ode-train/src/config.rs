@@ -5,6 +5,7 @@
 use crate::data::DataConfig;
 use crate::model::{Device, ModelConfig, Preset};
 use crate::trainer::TrainConfig;
+use crate::window_norm::Normalization;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -100,6 +101,13 @@ pub struct RunConfig {
     /// Use only the first N validation windows.
     #[cfg_attr(feature = "cli", arg(long))]
     pub max_val_windows: Option<usize>,
+    /// Normalisation of each window: global (the reference model's z-scores; default) or
+    /// window (shifted by its last value, scaled by its own std; targets must be features).
+    #[cfg_attr(feature = "cli", arg(long, value_enum))]
+    pub normalization: Option<Normalization>,
+    /// Learnable per-feature affine (revin.weight, revin.bias) of window normalisation.
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub revin: Option<bool>,
     /// Season in rows for the seasonal naive baseline (1 ≤ season ≤ context_len; default:
     /// no seasonal baseline).
     #[cfg_attr(feature = "cli", arg(long))]
@@ -174,6 +182,8 @@ impl RunConfig {
             adjoint_atol,
             step_size,
             max_num_steps,
+            normalization,
+            revin,
             learning_rate,
             batch_size,
             gradient_clip,
@@ -221,6 +231,8 @@ impl RunConfig {
         set!(m.step_mode);
         set!(m.adjoint_norm);
         set!(m.max_num_steps);
+        set!(m.normalization);
+        set!(m.revin);
         set!(m.context_len);
         set!(m.horizon);
         set!(m.dt);
@@ -267,6 +279,8 @@ impl RunConfig {
             adjoint_atol: r.model.adjoint_atol,
             step_size: r.model.step_size,
             max_num_steps: Some(r.model.max_num_steps),
+            normalization: Some(r.model.normalization),
+            revin: Some(r.model.revin),
             learning_rate: Some(r.train.learning_rate),
             batch_size: Some(r.train.batch_size),
             gradient_clip: Some(r.train.gradient_clip.unwrap_or(0.0)),

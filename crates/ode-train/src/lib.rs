@@ -14,11 +14,15 @@ pub mod shared_data;
 pub mod tracker;
 pub mod trainer;
 mod update_watch;
+pub mod window_norm;
 
 pub use baselines::{Baseline, Baselines};
 pub use config::{Resolved, RunConfig};
 pub use forecast::Forecaster;
-pub use model::{Device, LossStats, ModelConfig, NeuralOdeModel, Preset, TENSOR_NAMES, Workspace};
+pub use model::{
+    Device, LossStats, ModelConfig, NeuralOdeModel, Preset, REVIN_BIAS, REVIN_WEIGHT, TENSOR_NAMES, Workspace,
+};
 pub use tracker::{JsonlTracker, MemoryTracker, Tracker};
 pub use trainer::{Adam, EpochMetrics, History, TrainConfig, TrainError, Trainer, clip_grad_norm};
 pub use update_watch::LargeUpdate;
+pub use window_norm::Normalization;

@@ -1,6 +1,7 @@
 //! The reference Neural ODE forecaster: encoder → ODE in latent space → decoder, with its loss
 //! and gradients by the continuous adjoint or by backpropagation through the solver.
 
+use crate::window_norm::{Affine, Dims, Normalization, WindowPass};
 use ode_core::layers::{linear, linear_backward, transpose_weight};
 use ode_core::{AdjointNorm, AdjointSolver, Method, Mlp, OdeError, Scalar, SolveOptions, Solver, StepMode, Tape};
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,15 @@ pub struct ModelConfig {
     pub step_size: Option<f64>,
     /// Step budget per solve and sample.
     pub max_num_steps: usize,
+    /// `global` (the reference model; default) or `window` (each window shifted by its last
+    /// context value and scaled by its own std; see [`crate::window_norm`]).
+    pub normalization: Normalization,
+    /// A learnable per-feature affine (`revin.weight`, `revin.bias`) in `window` mode.
+    pub revin: bool,
+    /// Feature index of each target (`window` mode maps target `j` back with feature
+    /// `target_features[j]`'s statistics); empty means target `j` is feature `j`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub target_features: Vec<usize>,
 }
 
 impl Default for ModelConfig {
@@ -66,6 +76,9 @@ impl Default for ModelConfig {
             adjoint_atol: None,
             step_size: None,
             max_num_steps: 10_000,
+            normalization: Normalization::Global,
+            revin: false,
+            target_features: Vec::new(),
         }
     }
 }
@@ -183,6 +196,71 @@ impl ModelConfig {
         }
         self.solve_options::<f64>(false)?.validate(1)?;
         self.solve_options::<f64>(true)?.validate(1)?;
+        self.validate_normalization()
+    }
+
+    fn validate_normalization(&self) -> Result<(), OdeError> {
+        if self.revin && self.normalization != Normalization::Window {
+            return Err(OdeError::Unsupported {
+                what: "revin = true (the learnable affine of per-window normalisation) with normalization = global; \
+                       set normalization = window or revin = false",
+            });
+        }
+        if self.normalization == Normalization::Global {
+            return Ok(());
+        }
+        let tf = self.target_feature_indices();
+        if tf.len() != self.outputs() || tf.iter().any(|&f| f >= self.input_dim) {
+            return Err(OdeError::Unsupported {
+                what: "normalization = window needs every target to be one of the features (target_features \
+                       must give a feature index per target); add the targets to the features or use \
+                       normalization = global",
+            });
+        }
+        Ok(())
+    }
+
+    /// The feature index of each target: `target_features`, or target `j` = feature `j` when
+    /// that is empty.
+    pub fn target_feature_indices(&self) -> Vec<usize> {
+        if self.target_features.is_empty() {
+            (0..self.outputs()).collect()
+        } else {
+            self.target_features.clone()
+        }
+    }
+
+    /// Takes the data's shapes from `ds`: features, targets (and which feature each target
+    /// is), context length and horizon. Errors, naming the column, in `window` mode when a
+    /// target is not a feature.
+    pub fn fit_to_dataset(&mut self, ds: &crate::data::Dataset) -> Result<(), crate::data::DataError> {
+        self.input_dim = ds.input_dim();
+        self.output_dim = ds.output_dim();
+        self.context_len = ds.context_len;
+        self.horizon = ds.horizon;
+        let index = |t: &String| ds.features.iter().position(|f| f == t);
+        self.target_features = ds.targets.iter().filter_map(index).collect();
+        if self.target_features.len() != ds.targets.len() {
+            self.target_features.clear();
+            if self.normalization == Normalization::Window {
+                let missing: Vec<&str> = ds
+                    .targets
+                    .iter()
+                    .filter(|t| index(t).is_none())
+                    .map(String::as_str)
+                    .collect();
+                return Err(crate::data::DataError::InvalidConfig {
+                    name: "normalization".into(),
+                    value: "window".into(),
+                    reason: format!(
+                        "target column(s) {missing:?} of {} are not features {:?}; per-window normalisation \
+                         maps each target back with its own feature's statistics, so add them to --features \
+                         or use --normalization global",
+                        ds.source, ds.features
+                    ),
+                });
+            }
+        }
         Ok(())
     }
 
@@ -224,6 +302,11 @@ pub const TENSOR_NAMES: [&str; 12] = [
     "decoder.bias",
 ];
 
+/// Name of the learnable per-feature scale of `window` normalisation (`[D]`, init 1).
+pub const REVIN_WEIGHT: &str = "revin.weight";
+/// Name of the learnable per-feature shift of `window` normalisation (`[D]`, init 0).
+pub const REVIN_BIAS: &str = "revin.bias";
+
 /// The Neural ODE forecaster of the reference-model contract:
 /// `z0 = encoder(flatten(context))`, `dz/dt = func(z)`, `y_k = decoder(z(k·dt))`.
 ///
@@ -234,6 +317,8 @@ pub struct NeuralOdeModel<T: Scalar> {
     config: ModelConfig,
     params: Vec<T>,
     shapes: Vec<(&'static str, Vec<usize>, usize)>,
+    /// Feature index of each target (for `window` normalisation), from the configuration.
+    target_map: Vec<usize>,
     /// A process-wide unique stamp of the current parameter values, so workspaces copy the
     /// vector field's parameters only when they changed.
     stamp: u64,
@@ -270,17 +355,23 @@ impl<T: Scalar> NeuralOdeModel<T> {
         let shapes = Self::layout(&config);
         let mut params = Vec::with_capacity(shapes.iter().map(|s| s.1.iter().product::<usize>()).sum());
         for (name, shape, _) in &shapes {
-            let fan_in = if name.ends_with("weight") {
-                shape[1]
-            } else {
-                Self::bias_fan_in(&shapes, name)
-            };
-            let bound = 1.0 / (fan_in as f64).sqrt();
-            for _ in 0..shape.iter().product::<usize>() {
-                params.push(T::c((2.0 * uniform01() - 1.0) * bound));
+            let n = shape.iter().product::<usize>();
+            match *name {
+                REVIN_WEIGHT => params.extend(std::iter::repeat_n(T::one(), n)),
+                REVIN_BIAS => params.extend(std::iter::repeat_n(T::zero(), n)),
+                _ => {
+                    let fan_in = if name.ends_with("weight") {
+                        shape[1]
+                    } else {
+                        Self::bias_fan_in(&shapes, name)
+                    };
+                    let bound = 1.0 / (fan_in as f64).sqrt();
+                    params.extend((0..n).map(|_| T::c((2.0 * uniform01() - 1.0) * bound)));
+                }
             }
         }
         Ok(Self {
+            target_map: config.target_feature_indices(),
             config,
             params,
             shapes,
@@ -301,6 +392,7 @@ impl<T: Scalar> NeuralOdeModel<T> {
             });
         }
         Ok(Self {
+            target_map: config.target_feature_indices(),
             config,
             params,
             shapes,
@@ -318,16 +410,22 @@ impl<T: Scalar> NeuralOdeModel<T> {
         shapes.iter().find(|s| s.0 == w).map_or(1, |s| s.1[1])
     }
 
-    fn layout(c: &ModelConfig) -> Vec<(&'static str, Vec<usize>, usize)> {
+    /// Name, shape and offset of every tensor of a model with configuration `c`: the contract's
+    /// [`TENSOR_NAMES`], then `revin.weight` and `revin.bias` when `c.revin`.
+    pub(crate) fn layout(c: &ModelConfig) -> Vec<(&'static str, Vec<usize>, usize)> {
         let shapes = tensor_shapes(c.outputs(), c.latent_dim, c.hidden_dim, c.context_len * c.input_dim);
+        let mut named: Vec<(&'static str, Vec<usize>)> = TENSOR_NAMES.iter().copied().zip(shapes).collect();
+        if c.revin {
+            named.push((REVIN_WEIGHT, vec![c.input_dim]));
+            named.push((REVIN_BIAS, vec![c.input_dim]));
+        }
         let mut off = 0;
-        TENSOR_NAMES
-            .iter()
-            .zip(shapes)
+        named
+            .into_iter()
             .map(|(n, s)| {
                 let o = off;
                 off += s.iter().product::<usize>();
-                (*n, s, o)
+                (n, s, o)
             })
             .collect()
     }
@@ -407,6 +505,8 @@ pub struct Workspace<T: Scalar> {
     gh: Vec<T>,
     wt: Vec<T>,
     scratch: Vec<T>,
+    win: WindowPass<T>,
+    dctx: Vec<T>,
     synced: u64,
     groups: Vec<std::ops::Range<usize>>,
     gpu: Option<GpuLane>,
@@ -517,6 +617,8 @@ impl<T: Scalar> Workspace<T> {
             gh: Vec::new(),
             wt: Vec::new(),
             scratch: Vec::new(),
+            win: WindowPass::default(),
+            dctx: Vec::new(),
             synced: model.stamp,
             groups,
             gpu: None,
@@ -633,6 +735,11 @@ impl<T: Scalar> NeuralOdeModel<T> {
         let rows = ctx.len() / width;
         let p = &self.params;
         let r = |name: &str| self.tensor_range(name).expect("layout");
+        let window = c.normalization == Normalization::Window;
+        if window {
+            ws.win.normalize(ctx, self.dims(rows), self.affine());
+        }
+        let enc_in: &[T] = if window { &ws.win.ctx } else { ctx };
         fit(&mut ws.enc_h, rows * m);
         fit(&mut ws.z0, rows * l);
         dense(
@@ -640,7 +747,7 @@ impl<T: Scalar> NeuralOdeModel<T> {
             rows,
             width,
             m,
-            ctx,
+            enc_in,
             &p[r("encoder.0.weight")],
             &p[r("encoder.0.bias")],
             &mut ws.enc_h,
@@ -700,6 +807,10 @@ impl<T: Scalar> NeuralOdeModel<T> {
                 ws.pred[dst..dst + o].copy_from_slice(&ws.gh[src..src + o]);
             }
         }
+        if window {
+            ws.win
+                .map_back(&mut ws.pred, self.dims(rows), &self.target_map, self.affine());
+        }
         let ps = &report.stats.per_sample;
         let st = LossStats {
             nfe_forward: ps.iter().map(|s| s.nfe as f64).sum(),
@@ -708,6 +819,26 @@ impl<T: Scalar> NeuralOdeModel<T> {
             ..LossStats::default()
         };
         Ok((rows, st))
+    }
+
+    fn dims(&self, rows: usize) -> Dims {
+        let c = &self.config;
+        Dims {
+            rows,
+            c: c.context_len,
+            d: c.input_dim,
+            h: c.horizon,
+            o: c.outputs(),
+        }
+    }
+
+    /// The learnable affine of `window` normalisation, when the model has one.
+    fn affine(&self) -> Option<Affine<'_, T>> {
+        let (w, b) = (self.tensor_range(REVIN_WEIGHT)?, self.tensor_range(REVIN_BIAS)?);
+        Some(Affine {
+            weight: &self.params[w],
+            bias: &self.params[b],
+        })
     }
 
     /// Forecasts (normalised units, `rows × H·O` time-major) for a batch of contexts.
@@ -798,6 +929,18 @@ impl<T: Scalar> NeuralOdeModel<T> {
         }
         let r = |name: &str| self.tensor_range(name).expect("layout");
         let p = &self.params;
+        if c.normalization == Normalization::Window {
+            let n = self.dims(rows);
+            let g = &mut ws.gh[..h * rows * o];
+            match (self.affine(), self.tensor_range(REVIN_WEIGHT)) {
+                (Some(a), Some(rw)) => {
+                    let (gw, gb) = grad[rw.start..].split_at_mut(d);
+                    ws.win
+                        .map_back_grad(g, n, &self.target_map, Some((a, gw, &mut gb[..d])));
+                }
+                _ => ws.win.map_back_grad(g, n, &self.target_map, None),
+            }
+        }
         // Decoder: dW += gᵀ z, db += Σ g, dz_k = g · W (dz_0 = 0).
         fit(&mut ws.gz, (h + 1) * rows * l);
         {
@@ -869,6 +1012,11 @@ impl<T: Scalar> NeuralOdeModel<T> {
         for (g, hv) in dh.iter_mut().zip(&ws.enc_h) {
             *g = *g * (T::one() - *hv * *hv);
         }
+        let window = c.normalization == Normalization::Window;
+        let affine = self.affine().zip(self.tensor_range(REVIN_WEIGHT));
+        if affine.is_some() {
+            fit(&mut ws.dctx, rows * width);
+        }
         {
             let e0 = r("encoder.0.weight");
             let (gw, rest) = grad[e0.start..].split_at_mut(m * width);
@@ -876,13 +1024,18 @@ impl<T: Scalar> NeuralOdeModel<T> {
                 rows,
                 width,
                 m,
-                ctx,
+                if window { &ws.win.ctx } else { ctx },
                 &p[e0],
                 &dh,
                 Some((gw, &mut rest[..m])),
-                None,
+                affine.is_some().then_some(&mut ws.dctx[..]),
                 scratch(&mut ws.scratch, rows * m),
             );
+        }
+        if let Some((_, rw)) = affine {
+            let (gw, gb) = grad[rw.start..].split_at_mut(d);
+            ws.win
+                .affine_input_grad(ctx, &ws.dctx, self.dims(rows), gw, &mut gb[..d]);
         }
         ws.gh = dh;
         Ok(st)
