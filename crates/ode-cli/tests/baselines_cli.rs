@@ -170,7 +170,7 @@ fn warns_when_the_best_model_does_not_beat_persistence() {
         "latent_dim",
         "dopri5",
         "rtol/atol",
-        "its own context (planned",
+        "--normalization window",
     ] {
         assert!(w.contains(hint), "{hint} not in {w}");
     }

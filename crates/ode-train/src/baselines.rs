@@ -165,8 +165,8 @@ pub fn persistence_warning(what: &str, val_rmse: f64, persistence: f64, skill: O
     Some(format!(
         "warning: {what} does not beat persistence: val_rmse {val_rmse:.4} against {persistence:.4} for repeating \
          the last observed value (skill {skill:+.3}), so the naive forecast is at least as good. Try: a longer \
-         context (--context-len); normalising each window by its own context (planned, not available yet); the \
-         tuning guide's \"Poor accuracy\" list: increase latent_dim or hidden_dim, use dopri5, tighten rtol/atol, \
+         context (--context-len); per-window normalisation if not used yet (--normalization window; in a search \
+         space, normalization = [\"window\"]); the tuning guide's \"Poor accuracy\" list: increase latent_dim or hidden_dim, use dopri5, tighten rtol/atol, \
          train longer (--epochs)"
     ))
 }

@@ -253,3 +253,38 @@ fn revin_starts_as_the_identity_and_global_models_are_unchanged() {
     .unwrap();
     assert_eq!(&m.params()[..g.num_params()], g.params());
 }
+
+#[test]
+fn checkpoints_record_the_mode_and_the_revin_tensors() {
+    let ds = dataset(&["a", "b", "c"], &["c", "a"]);
+    let mut mc = ModelConfig {
+        normalization: Normalization::Window,
+        revin: true,
+        ..ModelConfig::default()
+    };
+    mc.fit_to_dataset(&ds).unwrap();
+    let mut m = NeuralOdeModel::<f32>::seeded(mc.clone(), 4).unwrap();
+    let rw = m.tensor_range(REVIN_WEIGHT).unwrap();
+    m.params_mut()[rw].copy_from_slice(&[0.5, 2.0, 1.5]);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("w.safetensors");
+    let meta = ode_train::checkpoint::CheckpointMeta::for_dataset(&mc, &ds);
+    ode_train::checkpoint::save(&path, &m, &meta, None).unwrap();
+    let (back, back_meta) = ode_train::checkpoint::load(&path).unwrap();
+    assert_eq!(back.params(), m.params());
+    assert_eq!(back_meta.model.normalization, Normalization::Window);
+    assert_eq!(back_meta.model.target_features, vec![2, 0]);
+    let raw = std::fs::read(&path).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&raw).unwrap();
+    let config = &header.metadata().as_ref().unwrap()["config"];
+    assert!(config.contains("\"normalization\":\"window\""), "{config}");
+    let st = safetensors::SafeTensors::deserialize(&raw).unwrap();
+    assert_eq!(st.tensor(REVIN_WEIGHT).unwrap().shape(), &[3]);
+    assert_eq!(st.tensor(REVIN_BIAS).unwrap().shape(), &[3]);
+    // Metadata that says no affine over a file that has one: the extra tensor is named.
+    let mut lying = back_meta.clone();
+    lying.model.revin = false;
+    ode_train::checkpoint::save(&path, &m, &lying, None).unwrap();
+    let e = ode_train::checkpoint::load(&path).unwrap_err().to_string();
+    assert!(e.contains("unexpected tensor 'revin."), "{e}");
+}
