@@ -156,16 +156,29 @@ pub fn evaluate_checkpoint(
         .into());
     }
     let (model, meta) = checkpoint::load(path)?;
-    let ds = dataset_of(&meta, table, source, path)?;
-    let e = score(&model, &ds, split, season)?;
+    let e = evaluate_model(&model, &meta, table, source, split, season)?;
     Ok(Evaluation {
         checkpoint: path.display().to_string(),
         ..e
     })
 }
 
+/// Scores `model` on `split` of the data `meta` describes, rebuilt from `table` (named
+/// `source`) with `meta`'s configuration and training statistics (`checkpoint` left empty).
+pub fn evaluate_model(
+    model: &NeuralOdeModel<f32>,
+    meta: &CheckpointMeta,
+    table: &Table,
+    source: &str,
+    split: EvalSplit,
+    season: Option<usize>,
+) -> Res<Evaluation> {
+    let ds = dataset_of(meta, table, source)?;
+    score(model, &ds, split, season)
+}
+
 /// The dataset `meta`'s model was trained on, rebuilt from `table` with its statistics.
-fn dataset_of(meta: &CheckpointMeta, table: &Table, source: &str, path: &Path) -> Res<Dataset> {
+fn dataset_of(meta: &CheckpointMeta, table: &Table, source: &str) -> Res<Dataset> {
     let ds = Dataset::from_table_with_scalers(
         table,
         &meta.data_config(),
@@ -176,8 +189,7 @@ fn dataset_of(meta: &CheckpointMeta, table: &Table, source: &str, path: &Path) -
     let (d, o) = (meta.feature_scaler().dim(), meta.target_scaler().dim());
     if ds.input_dim() != d || ds.output_dim() != o {
         return Err(format!(
-            "{}: the checkpoint has statistics for {d} features and {o} targets, but {source} gives {} and {}",
-            path.display(),
+            "the checkpoint has statistics for {d} features and {o} targets, but {source} gives {} and {}",
             ds.input_dim(),
             ds.output_dim()
         )
@@ -187,7 +199,7 @@ fn dataset_of(meta: &CheckpointMeta, table: &Table, source: &str, path: &Path) -
 }
 
 /// Scores `model` and the baselines on `split` of `ds` (`checkpoint` left empty).
-pub fn score(model: &NeuralOdeModel<f32>, ds: &Dataset, split: EvalSplit, season: Option<usize>) -> Res<Evaluation> {
+fn score(model: &NeuralOdeModel<f32>, ds: &Dataset, split: EvalSplit, season: Option<usize>) -> Res<Evaluation> {
     let eval = match split {
         EvalSplit::Val => &ds.val,
         EvalSplit::Test => &ds.test,
