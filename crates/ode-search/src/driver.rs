@@ -635,17 +635,16 @@ fn run_trial<S: StudyStore + ?Sized>(
         reason: e.to_string(),
         epochs: epochs_done.get(),
     })?;
-    let best = best_params.zip(h.best).map(|(p, b)| (p, trained, b));
-    trial_result(&h, &baselines, best, &ds, claim.number, threads)
+    trial_result(&h, &baselines, best_params, &trained, &ds, claim.number, threads)
 }
 
 /// What a trial that trained without failing records: pruned when a callback stopped it, else
-/// complete with its best epoch's weights (`best`: the parameters, the trained model and the
-/// best (epoch, val_rmse)).
+/// complete with its best epoch's weights (`best_params`, for `trained`'s configuration).
 fn trial_result(
     h: &History,
     baselines: &Baselines,
-    best: Option<(Vec<f32>, NeuralOdeModel<f32>, (usize, f64))>,
+    best_params: Option<Vec<f32>>,
+    trained: &NeuralOdeModel<f32>,
     ds: &Dataset,
     number: u64,
     threads: usize,
@@ -655,9 +654,9 @@ fn trial_result(
     } else {
         TrialState::Complete
     };
-    let weights = match best {
-        Some((p, model, b)) if state == TrialState::Complete => {
-            Some(TrialWeights::new(number, &model, p, ds, b).map_err(TrialError::failed)?)
+    let weights = match best_params.zip(h.best) {
+        Some((p, b)) if state == TrialState::Complete => {
+            Some(TrialWeights::new(number, trained, p, ds, b).map_err(TrialError::failed)?)
         }
         _ => None,
     };
