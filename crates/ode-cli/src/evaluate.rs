@@ -2,7 +2,9 @@
 //! per target in normalised and data units, next to the baselines on the same windows.
 //!
 //! The data is rebuilt exactly as the model was trained: the checkpoint's columns, window
-//! sizes and split fractions, normalised with its stored training statistics. The baselines
+//! sizes and split fractions, normalised with its stored training statistics. Every window of
+//! the split is scored (a training run's `max_train_windows` / `max_val_windows` caps are not
+//! recorded in checkpoints, so they do not apply here). The baselines
 //! are fitted on the training split and choose their ridge regularisation on the validation
 //! split ([`ode_train::baselines::compute_on`]), whichever split is scored. `ode search` scores
 //! its best trial with the same code ([`evaluate_checkpoint`]).

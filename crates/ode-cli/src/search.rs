@@ -220,13 +220,20 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         data: &data,
         table: &table,
         source: &source,
-        checkpoint: args.best_checkpoint.clone().or_else(|| {
-            (args.best_config.extension().is_some_and(|e| e == "toml"))
-                .then(|| args.best_config.with_extension("safetensors"))
-        }),
+        checkpoint: best_checkpoint(args),
     };
     let kept = pool.kept.into_inner().unwrap_or_else(|e| e.into_inner());
     test.report(store.as_mut(), study, &trials, kept)
+}
+
+/// Where `ode search` saves the best trial's weights: `--best-checkpoint`, else the
+/// `--best-config` path with the extension `.safetensors` when it ends in `.toml` (not, say,
+/// for `/dev/null`); `None`: nowhere.
+fn best_checkpoint(args: &SearchArgs) -> Option<PathBuf> {
+    args.best_checkpoint.clone().or_else(|| {
+        (args.best_config.extension().is_some_and(|e| e == "toml"))
+            .then(|| args.best_config.with_extension("safetensors"))
+    })
 }
 
 /// Study attribute holding the best trial's test score (see [`TestScore::report`]).
