@@ -1,6 +1,7 @@
 //! `ode`: solve ODEs, train Neural ODE forecasters, predict and diagnose with them.
 //! See the crate README for examples.
 
+mod evaluate;
 mod search;
 mod solve;
 mod storage;
@@ -26,6 +27,9 @@ enum Command {
     Predict(train::PredictArgs),
     /// Loss, solver work and per-tensor gradients of a checkpoint on chosen windows.
     Diagnose(train::DiagnoseArgs),
+    /// RMSE and MAE of a checkpoint on the test (or val) windows, per target in normalised and
+    /// data units, next to the baselines on the same windows.
+    Evaluate(evaluate::EvaluateArgs),
     /// Run a hyperparameter study with local workers; prints the leaderboard, writes the best config.
     Search(Box<search::SearchArgs>),
     /// Join a study from any machine and train its waiting trials.
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::train(a),
         Command::Predict(a) => train::predict(a),
         Command::Diagnose(a) => train::diagnose(a),
+        Command::Evaluate(a) => evaluate::evaluate(a),
         Command::Search(a) => search::search(a),
         Command::Worker(a) => search::worker(a),
         Command::Study { command } => search::study(command),

@@ -1,14 +1,19 @@
 //! `ode search` and `ode study`: hyperparameter studies in a SQLite study store.
 
+use crate::evaluate::{self, EvalSplit};
 use crate::storage::{StorageUrl, shown};
 use crate::train::DataArgs;
 use clap::{Args, Subcommand, ValueEnum};
-use ode_search::driver::{DataFn, SearchConfig, TrialOutcome, best_config_toml, load_definition, save_definition};
+use ode_search::driver::{
+    DataFn, SearchConfig, TrialOutcome, TrialWeights, best_config_toml, best_trial_run, load_definition, retrain_trial,
+    save_definition,
+};
 use ode_search::store::TrialRecord;
 use ode_search::worker_id::worker_id;
 use ode_search::{SearchSpace, Strategy, StudyStore, TrialState, enqueue_study, leaderboard, run_worker};
 use ode_train::RunConfig;
-use ode_train::data::Dataset;
+use ode_train::checkpoint;
+use ode_train::data::{Dataset, Table};
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -63,6 +68,11 @@ pub struct SearchArgs {
     /// Where to write the best configuration (an `ode train --config` file).
     #[arg(long, default_value = "best.toml")]
     best_config: PathBuf,
+    /// Where to write the best trial's best-epoch weights (a checkpoint for `ode evaluate`,
+    /// `ode predict`), which the search scores once on the test split at the end (default: the
+    /// --best-config path with the extension .safetensors, when that ends in .toml).
+    #[arg(long)]
+    best_checkpoint: Option<PathBuf>,
     /// Seconds without a heartbeat after which a running trial goes to another worker (workers
     /// renew it every eighth of that while their trial makes progress; the trial of a process
     /// of this machine that died is taken over at once).
@@ -158,7 +168,11 @@ pub fn search(args: &SearchArgs) -> Res<()> {
     let mut data_args = args.data.clone();
     data_args.sort_time |= cfg.base.sort_time == Some(true);
     let (table, source) = data_args.table()?;
-    let data: DataFn = Arc::new(move |dc| Dataset::from_table(&table, dc, &source).map_err(|e| e.to_string()));
+    let (table, source) = (Arc::new(table), Arc::new(source));
+    let data: DataFn = {
+        let (table, source) = (table.clone(), source.clone());
+        Arc::new(move |dc| Dataset::from_table(&table, dc, &source).map_err(|e| e.to_string()))
+    };
     let mut store = open_store(&args.storage)?;
     let study = enqueue_study(store.as_mut(), &cfg)?;
     save_definition(store.as_mut(), study, &cfg, &serde_json::to_value(&data_args)?)?;
@@ -192,6 +206,7 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         study,
         workers,
         total,
+        kept: Mutex::new(None),
     };
     let stopped = pool.run_to_the_end(store.as_mut(), already, max_wait);
     let trials = match (store.trials(study), &stopped) {
@@ -199,7 +214,119 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         (Err(e), Err(why)) => return Err(format!("{why} (and the study cannot be read back: {e})").into()),
         (Err(e), Ok(())) => return Err(e.into()),
     };
-    report_study(&cfg, &trials, stopped.err().map(|e| e.to_string()), &args.best_config)
+    report_study(&cfg, &trials, stopped.err().map(|e| e.to_string()), &args.best_config)?;
+    let test = TestScore {
+        cfg: &cfg,
+        data: &data,
+        table: &table,
+        source: &source,
+        checkpoint: best_checkpoint(args),
+    };
+    let kept = pool.kept.into_inner().unwrap_or_else(|e| e.into_inner());
+    test.report(store.as_mut(), study, &trials, kept)
+}
+
+/// Where `ode search` saves the best trial's weights: `--best-checkpoint`, else the
+/// `--best-config` path with the extension `.safetensors` when it ends in `.toml` (not, say,
+/// for `/dev/null`); `None`: nowhere.
+fn best_checkpoint(args: &SearchArgs) -> Option<PathBuf> {
+    args.best_checkpoint.clone().or_else(|| {
+        (args.best_config.extension().is_some_and(|e| e == "toml"))
+            .then(|| args.best_config.with_extension("safetensors"))
+    })
+}
+
+/// Study attribute holding the best trial's test score (see [`TestScore::report`]).
+pub const TEST_SCORE_KEY: &str = "ode:test_score";
+
+/// What scoring the best trial on the test split needs.
+struct TestScore<'a> {
+    cfg: &'a SearchConfig,
+    data: &'a DataFn,
+    table: &'a Table,
+    source: &'a str,
+    /// Where to save the best trial's weights (`None`: scored in memory only).
+    checkpoint: Option<PathBuf>,
+}
+
+impl TestScore<'_> {
+    /// Scores the best complete trial (chosen on validation) once on the test split, from its
+    /// best-epoch weights (`kept` by a local worker, else retrained from its configuration and
+    /// seed), next to the test baselines; prints the block, saves the weights to the
+    /// checkpoint path and records the score as the study attribute [`TEST_SCORE_KEY`].
+    fn report(
+        &self,
+        store: &mut dyn StudyStore,
+        study: i64,
+        trials: &[TrialRecord],
+        kept: Option<Arc<TrialWeights>>,
+    ) -> Res<()> {
+        let Some(best) = leaderboard(trials)
+            .into_iter()
+            .find(|e| e.trial.state == TrialState::Complete)
+        else {
+            return Ok(());
+        };
+        let t = &best.trial;
+        let run = best_trial_run(self.cfg, t).ok_or(format!("trial {}'s parameters do not parse", t.number))?;
+        let (w, how) = match kept.filter(|w| w.number == t.number) {
+            Some(w) => (w, "kept from its run"),
+            None => {
+                eprintln!(
+                    "the best trial #{} was trained by another process (an `ode worker`, or an earlier `ode \
+                     search`), so its weights are not here: retraining it from its configuration and seed for up \
+                     to {} epochs to score its best epoch on the test split",
+                    t.number,
+                    run.clone().resolve(None).train.epochs
+                );
+                (
+                    Arc::new(retrain_trial(self.cfg, self.data, t)?),
+                    "retrained from its configuration and seed",
+                )
+            }
+        };
+        if let Some((v, r)) = t.value.zip(w.meta.best_val_rmse).filter(|(v, r)| v != r) {
+            eprintln!(
+                "note: the retrained best val_rmse {r:.6} differs from the trial's {v:.6} (another device or \
+                 thread count); the test score below is the retrained model's"
+            );
+        }
+        let e = self.score(&w, run.season)?;
+        println!(
+            "test score of the best trial (chosen on validation): trial #{}, val_rmse {:.5}, weights of its best \
+             epoch ({}, {how}){}; the test split was used for nothing else",
+            t.number,
+            t.value.unwrap_or(f64::NAN),
+            w.meta.epoch,
+            if e.checkpoint.is_empty() {
+                String::new()
+            } else {
+                format!(", saved to {}", e.checkpoint)
+            }
+        );
+        evaluate::print_table(&e);
+        let record = serde_json::json!({
+            "trial": t.number,
+            "val_rmse": t.value,
+            "best_epoch": w.meta.epoch,
+            "weights": if how.starts_with("kept") { "kept" } else { "retrained" },
+            "evaluation": e,
+        });
+        store.set_study_attr(study, TEST_SCORE_KEY, &record)?;
+        Ok(())
+    }
+
+    /// Saves `w` to the checkpoint path and scores the saved file on the test split (exactly
+    /// what `ode evaluate` does), or scores `w` in memory without a path or when saving fails.
+    fn score(&self, w: &TrialWeights, season: Option<usize>) -> Res<evaluate::Evaluation> {
+        if let Some(path) = &self.checkpoint {
+            match checkpoint::save(path, &w.model, &w.meta, None) {
+                Ok(()) => return evaluate::evaluate_checkpoint(path, self.table, self.source, EvalSplit::Test, season),
+                Err(e) => eprintln!("warning: the best trial's weights were not saved ({e}); scoring them in memory"),
+            }
+        }
+        evaluate::evaluate_model(&w.model, &w.meta, self.table, self.source, EvalSplit::Test, season)
+    }
 }
 
 /// Prints the leaderboard and writes the best configuration; both are marked PROVISIONAL, and
@@ -248,9 +375,27 @@ struct Pool<'a> {
     study: i64,
     workers: usize,
     total: usize,
+    /// The best-epoch weights of the best complete trial this pool trained.
+    kept: Mutex<Option<Arc<TrialWeights>>>,
 }
 
 impl Pool<'_> {
+    /// Keeps `o`'s weights if it is the best complete trial so far (lowest value, then lowest
+    /// number, as the leaderboard orders them).
+    fn keep(&self, o: &TrialOutcome) {
+        let (Some(w), Some(v)) = (&o.weights, o.value.filter(|_| o.state == TrialState::Complete)) else {
+            return;
+        };
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let better = kept.as_ref().is_none_or(|k| {
+            let kv = k.meta.best_val_rmse.unwrap_or(f64::INFINITY);
+            v < kv || (v == kv && o.number < k.number)
+        });
+        if better {
+            *kept = Some(w.clone());
+        }
+    }
+
     /// Runs the pool until the study has no trial `RUNNING` or `WAITING`: once nothing is
     /// left to claim, it waits for the trials other workers hold (printing which, every few
     /// seconds) and takes over any whose lease ends. `Err` when a worker failed, or when
@@ -334,6 +479,7 @@ impl Pool<'_> {
                             if let Some(v) = o.value.filter(|_| o.state == TrialState::Complete) {
                                 p.1 = p.1.min(v);
                             }
+                            self.keep(o);
                             let what = match (o.state, &o.reason) {
                                 (_, Some(r)) if o.abandoned => format!("abandoned: {r}"),
                                 (TrialState::Fail, Some(r)) => format!("failed: {}", r.lines().next().unwrap_or("")),
@@ -425,6 +571,7 @@ pub fn worker(args: &WorkerArgs) -> Res<()> {
         study,
         workers,
         total: trials.len(),
+        kept: Mutex::new(None),
     };
     pool.run(already).map(|_| ())
 }

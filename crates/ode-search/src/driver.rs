@@ -3,9 +3,10 @@
 
 use crate::space::{Distribution, SearchSpace, to_run_config};
 use crate::store::{Claimed, ParamDistribution, StoreError, StudyStore, TrialRecord, TrialState};
-use crate::strategy::{grid, random_trial};
+use crate::strategy::{Params, grid, random_trial};
+use ode_train::checkpoint::CheckpointMeta;
 use ode_train::data::{DataConfig, Dataset};
-use ode_train::{Baselines, History, MemoryTracker, NeuralOdeModel, RunConfig, Trainer};
+use ode_train::{Baselines, History, MemoryTracker, NeuralOdeModel, Resolved, RunConfig, Trainer};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -87,6 +88,42 @@ pub struct TrialOutcome {
     /// The claim this run held: above 1 when an earlier run of the trial died with its worker
     /// or lost its lease.
     pub attempt: u32,
+    /// A complete trial's best-epoch weights, handed to [`run_worker`]'s `on_outcome` (the
+    /// list `run_worker` returns leaves them out, so a long-running worker does not hold every
+    /// trial's weights).
+    pub weights: Option<Arc<TrialWeights>>,
+}
+
+/// A trial's best-epoch model (lowest `val_rmse`), with the checkpoint metadata of the data it
+/// was trained on (columns, window sizes, split, training statistics).
+#[derive(Debug, Clone)]
+pub struct TrialWeights {
+    /// Trial number.
+    pub number: u64,
+    /// The model with the best epoch's parameters.
+    pub model: NeuralOdeModel<f32>,
+    /// Metadata for [`ode_train::checkpoint::save`]: `epoch` is the best epoch, `best_val_rmse`
+    /// its validation RMSE.
+    pub meta: CheckpointMeta,
+}
+
+impl TrialWeights {
+    /// The weights of `params` (the best epoch's, `best` = (epoch, val_rmse)) of a model with
+    /// `model`'s configuration, trained on `ds`.
+    fn new(
+        number: u64,
+        model: &NeuralOdeModel<f32>,
+        params: Vec<f32>,
+        ds: &Dataset,
+        best: (usize, f64),
+    ) -> Result<Self, String> {
+        let model = NeuralOdeModel::from_params(model.config().clone(), params)
+            .map_err(|e| format!("trial {number}: the best epoch's weights: {e}"))?;
+        let mut meta = CheckpointMeta::for_dataset(model.config(), ds);
+        meta.epoch = best.0;
+        meta.best_val_rmse = Some(best.1);
+        Ok(Self { number, model, meta })
+    }
 }
 
 fn store_dist(d: &Distribution) -> Option<ParamDistribution> {
@@ -281,11 +318,15 @@ pub fn run_worker<S: StudyStore + ?Sized>(
                 )),
                 abandoned: true,
                 attempt: claim.attempt,
+                weights: None,
             },
             Err(e) => return Err(e),
         };
         on_outcome(&outcome);
-        outcomes.push(outcome);
+        outcomes.push(TrialOutcome {
+            weights: None,
+            ..outcome
+        });
     }
     Ok(outcomes)
 }
@@ -300,25 +341,27 @@ fn record<S: StudyStore + ?Sized>(
     let (id, attempt) = (claim.trial_id, claim.attempt);
     let seconds = started.elapsed().as_secs_f64();
     match result {
-        Ok((state, value, epochs, train_seconds, nfe, scores)) => {
-            store.set_attr(id, attempt, "train_seconds", &train_seconds.into())?;
-            for (name, v) in scores {
+        Ok(r) => {
+            store.set_attr(id, attempt, "train_seconds", &r.train_seconds.into())?;
+            for (name, v) in r.scores {
                 store.set_attr(id, attempt, &name, &v.into())?;
             }
-            store.set_attr(id, attempt, "nfe_forward", &nfe.0.into())?;
-            store.set_attr(id, attempt, "nfe_backward", &nfe.1.into())?;
-            store.set_attr(id, attempt, "epochs", &epochs.into())?;
-            let stored = if state == TrialState::Complete { value } else { None };
-            store.finish(id, attempt, state, stored)?;
+            store.set_attr(id, attempt, "nfe_forward", &r.nfe.0.into())?;
+            store.set_attr(id, attempt, "nfe_backward", &r.nfe.1.into())?;
+            store.set_attr(id, attempt, "epochs", &r.epochs.into())?;
+            store.set_attr(id, attempt, THREADS_ATTR, &r.threads.into())?;
+            let stored = if r.state == TrialState::Complete { r.value } else { None };
+            store.finish(id, attempt, r.state, stored)?;
             Ok(TrialOutcome {
                 number: claim.number,
-                state,
-                value,
-                epochs,
+                state: r.state,
+                value: r.value,
+                epochs: r.epochs,
                 seconds,
                 reason: None,
                 abandoned: false,
                 attempt,
+                weights: r.weights.filter(|_| r.state == TrialState::Complete).map(Arc::new),
             })
         }
         Err(TrialError::Store(e)) => Err(e),
@@ -334,6 +377,7 @@ fn record<S: StudyStore + ?Sized>(
                 reason: Some(reason),
                 abandoned: false,
                 attempt,
+                weights: None,
             })
         }
     }
@@ -355,9 +399,43 @@ impl TrialError {
     }
 }
 
-/// State, best value, epochs, training seconds, NFE (forward, backward), and the baseline
-/// attributes ([`baseline_attrs`]).
-type TrialResult = (TrialState, Option<f64>, usize, f64, (f64, f64), Vec<(String, f64)>);
+/// What a trained trial records.
+struct TrialResult {
+    state: TrialState,
+    /// Best validation RMSE.
+    value: Option<f64>,
+    epochs: usize,
+    train_seconds: f64,
+    /// NFE (forward, backward).
+    nfe: (f64, f64),
+    /// The baseline attributes ([`baseline_attrs`]).
+    scores: Vec<(String, f64)>,
+    /// Training threads, recorded so that [`retrain_trial`] can repeat the run exactly.
+    threads: usize,
+    /// The best epoch's weights.
+    weights: Option<TrialWeights>,
+}
+
+/// Trial attribute: the training threads of the run (the split of each batch across threads
+/// sets the order in which gradients are summed).
+pub const THREADS_ATTR: &str = "threads";
+
+/// Trial `number`'s run configuration: the fixed settings, its parameters, its seed and
+/// `threads` training threads.
+fn trial_run(cfg: &SearchConfig, params: &Params, number: u64, threads: usize) -> Result<RunConfig, String> {
+    let searched = to_run_config(params).map_err(|e| format!("bad configuration: {e}"))?;
+    let mut run = cfg.base.clone().merged(&searched);
+    run.seed = Some(trial_seed(cfg, number));
+    run.threads = Some(threads.max(1));
+    Ok(run)
+}
+
+/// A trial's seeded model for `ds`.
+fn trial_model(r: &Resolved, ds: &Dataset) -> Result<NeuralOdeModel<f32>, String> {
+    let mut mc = r.model.clone();
+    mc.fit_to_dataset(ds).map_err(|e| format!("bad configuration: {e}"))?;
+    NeuralOdeModel::seeded(mc, r.train.seed).map_err(|e| format!("bad configuration: {e}"))
+}
 
 /// The trial attributes of its baselines and skill: `baseline_<name>` per baseline
 /// (normalised RMSE on the validation windows), `baseline_linear_ar_lambda`, and `skill`, the
@@ -471,10 +549,8 @@ fn run_trial<S: StudyStore + ?Sized>(
     started: Instant,
 ) -> Result<TrialResult, TrialError> {
     let (id, attempt) = (claim.trial_id, claim.attempt);
-    let searched = to_run_config(&claim.params).map_err(|e| TrialError::failed(format!("bad configuration: {e}")))?;
-    let mut run = cfg.base.clone().merged(&searched);
-    run.seed = Some(trial_seed(cfg, claim.number));
-    run.threads = Some(cfg.threads_per_trial.max(1));
+    let threads = cfg.threads_per_trial.max(1);
+    let run = trial_run(cfg, &claim.params, claim.number, threads).map_err(TrialError::failed)?;
     let r = run.resolve(None);
     let mut pacer = Pacer::new(cfg, started);
     let ds = build_dataset(store, data, &r.data, &mut pacer, claim)?;
@@ -482,11 +558,7 @@ fn run_trial<S: StudyStore + ?Sized>(
     let baselines = ode_train::baselines::for_dataset(&ds, run.season)
         .map_err(|e| TrialError::failed(format!("bad configuration: {e}")))?;
     pacer.tick(store, claim)?;
-    let mut mc = r.model.clone();
-    mc.fit_to_dataset(&ds)
-        .map_err(|e| TrialError::failed(format!("bad configuration: {e}")))?;
-    let model =
-        NeuralOdeModel::seeded(mc, r.train.seed).map_err(|e| TrialError::failed(format!("bad configuration: {e}")))?;
+    let model = trial_model(&r, &ds).map_err(TrialError::failed)?;
     let mut tracker = MemoryTracker::default();
     let store_err: RefCell<Option<StoreError>> = RefCell::new(None);
     let keep = |res: Result<(), StoreError>| {
@@ -496,10 +568,11 @@ fn run_trial<S: StudyStore + ?Sized>(
     };
     let (pacer, epochs_done) = (RefCell::new(pacer), std::cell::Cell::new(0usize));
     let timed_out: RefCell<Option<TrialError>> = RefCell::new(None);
-    let history = {
+    let (history, best_params, trained) = {
         let trainer = Trainer::new(model, r.train.clone(), &mut tracker)
             .map_err(|e| TrialError::failed(format!("bad configuration: {e}")))?
-            .with_baselines(baselines.clone());
+            .with_baselines(baselines.clone())
+            .keep_best_params();
         pacer.borrow_mut().tick(store, claim)?;
         let mut trainer = trainer
             .on_progress(|_| {
@@ -545,7 +618,9 @@ fn run_trial<S: StudyStore + ?Sized>(
                 };
                 asha_prunes(epoch, m.val_rmse, &others, reduction_factor, min_epochs)
             });
-        trainer.fit(&ds.train, &ds.val)
+        let history = trainer.fit(&ds.train, &ds.val);
+        let best_params = trainer.best_params().map(<[f32]>::to_vec);
+        (history, best_params, trainer.into_model())
     };
     if let Some(e) = store_err.into_inner() {
         return Err(TrialError::Store(e));
@@ -557,18 +632,73 @@ fn run_trial<S: StudyStore + ?Sized>(
         reason: e.to_string(),
         epochs: epochs_done.get(),
     })?;
+    trial_result(&h, &baselines, best_params, &trained, &ds, claim.number, threads)
+}
+
+/// What a trial that trained without failing records: pruned when a callback stopped it, else
+/// complete with its best epoch's weights (`best_params`, for `trained`'s configuration).
+fn trial_result(
+    h: &History,
+    baselines: &Baselines,
+    best_params: Option<Vec<f32>>,
+    trained: &NeuralOdeModel<f32>,
+    ds: &Dataset,
+    number: u64,
+    threads: usize,
+) -> Result<TrialResult, TrialError> {
     let state = if h.stopped_by_callback {
         TrialState::Pruned
     } else {
         TrialState::Complete
     };
-    let train_seconds = h.epochs.iter().map(|e| e.train_seconds).sum();
-    let nfe = (
-        h.epochs.iter().map(|e| e.nfe_forward).sum(),
-        h.epochs.iter().map(|e| e.nfe_backward).sum(),
-    );
-    let scores = baseline_attrs(&baselines, &h);
-    Ok((state, h.best_val_rmse(), h.epochs.len(), train_seconds, nfe, scores))
+    let weights = match best_params.zip(h.best) {
+        Some((p, b)) if state == TrialState::Complete => {
+            Some(TrialWeights::new(number, trained, p, ds, b).map_err(TrialError::failed)?)
+        }
+        _ => None,
+    };
+    Ok(TrialResult {
+        state,
+        value: h.best_val_rmse(),
+        epochs: h.epochs.len(),
+        train_seconds: h.epochs.iter().map(|e| e.train_seconds).sum(),
+        nfe: (
+            h.epochs.iter().map(|e| e.nfe_forward).sum(),
+            h.epochs.iter().map(|e| e.nfe_backward).sum(),
+        ),
+        scores: baseline_attrs(baselines, h),
+        threads,
+        weights,
+    })
+}
+
+/// Trains a finished trial again, as its worker did (its parameters, seed, the fixed settings
+/// and the training threads it recorded, else `cfg.threads_per_trial`), and returns its
+/// best-epoch weights: for a trial whose weights stayed with a worker on another machine or
+/// in an earlier process. On the CPU with the same threads the run is bit for bit the
+/// original, so the weights' `best_val_rmse` is the trial's value; the caller can compare the
+/// two to detect a run that differed (another device, or a thread count not recorded).
+pub fn retrain_trial(cfg: &SearchConfig, data: &DataFn, trial: &TrialRecord) -> Result<TrialWeights, String> {
+    let what = |e: String| format!("retraining trial {}: {e}", trial.number);
+    let threads = trial
+        .user_attrs
+        .get(THREADS_ATTR)
+        .and_then(|v| v.as_u64())
+        .map_or(cfg.threads_per_trial, |t| t as usize);
+    let r = trial_run(cfg, &trial.params, trial.number, threads)
+        .map_err(what)?
+        .resolve(None);
+    let ds = data(&r.data).map_err(|e| what(format!("data: {e}")))?;
+    let model = trial_model(&r, &ds).map_err(what)?;
+    let mut tracker = MemoryTracker::default();
+    let mut trainer = Trainer::new(model, r.train.clone(), &mut tracker)
+        .map_err(|e| what(e.to_string()))?
+        .keep_best_params();
+    let h = trainer.fit(&ds.train, &ds.val).map_err(|e| what(e.to_string()))?;
+    let (Some(params), Some(best)) = (trainer.best_params().map(<[f32]>::to_vec), h.best) else {
+        return Err(what("no epoch finished".into()));
+    };
+    TrialWeights::new(trial.number, trainer.model(), params, &ds, best).map_err(what)
 }
 
 /// A row of the leaderboard.
@@ -624,13 +754,20 @@ pub fn leaderboard(trials: &[TrialRecord]) -> Vec<Entry> {
     rows
 }
 
+/// The run configuration of `trial` (fixed settings, its parameters and seed), as
+/// [`best_config_toml`] writes it; `None` when its parameters do not parse.
+pub fn best_trial_run(cfg: &SearchConfig, trial: &TrialRecord) -> Option<RunConfig> {
+    let mut run = cfg.base.clone().merged(&to_run_config(&trial.params).ok()?);
+    run.seed = Some(trial_seed(cfg, trial.number));
+    Some(run)
+}
+
 /// The `ode train --config` file of the best complete trial.
 pub fn best_config_toml(cfg: &SearchConfig, trials: &[TrialRecord]) -> Option<String> {
     let best = leaderboard(trials)
         .into_iter()
         .find(|e| e.trial.state == TrialState::Complete)?;
-    let mut run = cfg.base.clone().merged(&to_run_config(&best.trial.params).ok()?);
-    run.seed = Some(trial_seed(cfg, best.trial.number));
+    let run = best_trial_run(cfg, &best.trial)?;
     let written = RunConfig {
         season: run.season,
         ..RunConfig::from_resolved(&run.resolve(None))

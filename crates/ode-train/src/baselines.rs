@@ -1,7 +1,9 @@
 //! Naive and linear reference forecasts, scored on exactly the windows the model is scored on.
 //!
 //! [`compute`] scores, on every window of the validation split (honouring `max_val_windows`
-//! as the trainer's validation does), in normalised units and per target in data units:
+//! as the trainer's validation does), in normalised units and per target in data units;
+//! [`compute_on`] scores them on another split (the test split), with everything chosen on
+//! the validation split as before, so the evaluated split never influences a choice:
 //!
 //! - **persistence**: each target's last context value, repeated over the horizon;
 //! - **window mean**: each target's mean over the context window;
@@ -64,7 +66,7 @@ impl Baseline {
     }
 }
 
-/// One baseline's validation error.
+/// One baseline's error on the scored split.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BaselineScore {
     /// Which baseline.
@@ -73,12 +75,27 @@ pub struct BaselineScore {
     pub rmse: f64,
     /// RMSE per target in data units (`None` for a target it cannot forecast).
     pub rmse_data_units: Vec<Option<f64>>,
+    /// Mean absolute error over the windows, horizon steps and the targets it covers
+    /// (normalised units; 0 in summaries written before it was recorded).
+    #[serde(default)]
+    pub mae: f64,
+    /// MAE per target in data units (`None` for a target it cannot forecast).
+    #[serde(default)]
+    pub mae_data_units: Vec<Option<f64>>,
 }
 
-/// The baselines of a run, scored on the validation windows.
+fn default_split() -> String {
+    "val".into()
+}
+
+/// The baselines of a run, scored on the validation windows (or, from [`compute_on`], on
+/// another split's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Baselines {
-    /// Validation windows scored (the model's validation windows).
+    /// The split scored: `val`, or the evaluated split's name (e.g. `test`).
+    #[serde(default = "default_split")]
+    pub split: String,
+    /// Windows scored (for `val`, the model's validation windows).
     pub windows: usize,
     /// One score per baseline computed, in [`Baseline::ALL`] order.
     pub scores: Vec<BaselineScore>,
@@ -137,7 +154,7 @@ impl Baselines {
 
     /// One line for people: `baselines on N val windows: persistence 0.9612  window mean …`.
     pub fn summary_line(&self) -> String {
-        let mut s = format!("baselines on {} val windows:", self.windows);
+        let mut s = format!("baselines on {} {} windows:", self.windows, self.split);
         for sc in &self.scores {
             s.push_str(&format!("  {} {:.4}", sc.baseline.label(), sc.rmse));
             match sc.baseline {
@@ -209,37 +226,45 @@ impl BaselineConfig {
     }
 }
 
-/// Squared-error sums per target, and the data-unit conversion at the end.
+/// Squared- and absolute-error sums per target, and the data-unit conversion at the end.
 struct Sse {
     per_target: Vec<f64>,
+    abs_per_target: Vec<f64>,
 }
 
 impl Sse {
     fn new(o: usize) -> Self {
         Self {
             per_target: vec![0.0; o],
+            abs_per_target: vec![0.0; o],
         }
+    }
+
+    /// Adds the error `e` (forecast − actual) of target `j`.
+    fn add(&mut self, j: usize, e: f64) {
+        self.per_target[j] += e * e;
+        self.abs_per_target[j] += e.abs();
     }
 
     fn score(&self, baseline: Baseline, covered: &[bool], count: usize, std: &[f64]) -> BaselineScore {
         let count = count.max(1) as f64;
-        let (mut sum, mut n) = (0.0, 0usize);
-        let rmse_data_units = self
-            .per_target
-            .iter()
-            .enumerate()
-            .map(|(j, s)| {
-                covered[j].then(|| {
-                    sum += s;
-                    n += 1;
-                    (s / count).sqrt() * std.get(j).copied().unwrap_or(1.0)
-                })
-            })
-            .collect();
+        let (mut sum, mut abs, mut n) = (0.0, 0.0, 0usize);
+        let (mut rmse_data_units, mut mae_data_units) = (Vec::new(), Vec::new());
+        for (j, (s, a)) in self.per_target.iter().zip(&self.abs_per_target).enumerate() {
+            let scale = std.get(j).copied().unwrap_or(1.0);
+            if covered[j] {
+                (sum, abs, n) = (sum + s, abs + a, n + 1);
+            }
+            rmse_data_units.push(covered[j].then(|| (s / count).sqrt() * scale));
+            mae_data_units.push(covered[j].then(|| a / count * scale));
+        }
+        let all = count * n.max(1) as f64;
         BaselineScore {
             baseline,
-            rmse: (sum / (count * n.max(1) as f64)).sqrt(),
+            rmse: (sum / all).sqrt(),
             rmse_data_units,
+            mae: abs / all,
+            mae_data_units,
         }
     }
 }
@@ -261,7 +286,15 @@ fn check_season(season: Option<usize>, c: usize) -> Result<(), DataError> {
 
 /// Scores every baseline on the windows of `val`; the linear AR is fitted on the windows of `train`.
 pub fn compute(train: &Split, val: &Split, cfg: &BaselineConfig) -> Result<Baselines, DataError> {
-    let (c, h, o) = (val.context_len(), val.horizon(), val.output_dim());
+    compute_on(train, val, val, cfg)
+}
+
+/// Scores every baseline on the windows of `eval` (e.g. the test split), choosing as
+/// [`compute`] does: the linear AR is fitted on `train` with the regularisation that scores
+/// best on `val`, so nothing about `eval` influences any baseline's forecasts.
+/// `compute_on(train, val, val, cfg)` is [`compute`].
+pub fn compute_on(train: &Split, val: &Split, eval: &Split, cfg: &BaselineConfig) -> Result<Baselines, DataError> {
+    let (c, h, o) = (eval.context_len(), eval.horizon(), eval.output_dim());
     check_season(cfg.season, c)?;
     if cfg.target_features.len() != o {
         return Err(DataError::InvalidConfig {
@@ -273,9 +306,22 @@ pub fn compute(train: &Split, val: &Split, cfg: &BaselineConfig) -> Result<Basel
             ),
         });
     }
+    if eval.num_windows() == 0 {
+        return Err(DataError::InvalidConfig {
+            name: "split".into(),
+            value: eval.name().into(),
+            reason: format!(
+                "the {} split has {} rows, fewer than one window (context_len + horizon = {}), so there is \
+                 nothing to score",
+                eval.name(),
+                eval.rows(),
+                c + h
+            ),
+        });
+    }
     let covered: Vec<bool> = cfg.target_features.iter().map(Option::is_some).collect();
-    let naive = naive_sse(val, cfg);
-    let count = val.num_windows() * h;
+    let naive = naive_sse(eval, cfg);
+    let count = eval.num_windows() * h;
     let mut scores = Vec::new();
     if covered.iter().any(|&b| b) {
         for (b, sse) in naive {
@@ -283,10 +329,12 @@ pub fn compute(train: &Split, val: &Split, cfg: &BaselineConfig) -> Result<Basel
         }
     }
     let all = vec![true; o];
-    let (lambda, ar) = fit_linear_ar(train, val, &cfg.lambdas);
+    let (lambda, w) = fit_linear_ar(train, val, &cfg.lambdas);
+    let ar = linear_sse(eval, &w);
     scores.push(ar.score(Baseline::LinearAr, &all, count, &cfg.target_std));
     Ok(Baselines {
-        windows: val.num_windows(),
+        split: eval.name().into(),
+        windows: eval.num_windows(),
         scores,
         ridge_lambda: lambda,
         season: cfg.season,
@@ -304,6 +352,12 @@ pub fn compute(train: &Split, val: &Split, cfg: &BaselineConfig) -> Result<Basel
 /// [`compute`] on a dataset's training and validation splits.
 pub fn for_dataset(ds: &Dataset, season: Option<usize>) -> Result<Baselines, DataError> {
     compute(&ds.train, &ds.val, &BaselineConfig::for_dataset(ds, season))
+}
+
+/// [`compute_on`] a dataset's `eval` split (`ds.val` or `ds.test`), fitted on its training
+/// split and chosen on its validation split.
+pub fn for_dataset_split(ds: &Dataset, eval: &Split, season: Option<usize>) -> Result<Baselines, DataError> {
+    compute_on(&ds.train, &ds.val, eval, &BaselineConfig::for_dataset(ds, season))
 }
 
 /// Squared errors of persistence, window mean and (with a season) seasonal naive on `val`.
@@ -325,11 +379,11 @@ fn naive_sse(val: &Split, cfg: &BaselineConfig) -> Vec<(Baseline, Sse)> {
             let mean = (0..c).map(|t| ctx[t * d + f] as f64).sum::<f64>() / c as f64;
             for k in 0..h {
                 let y = tgt[k * o + j] as f64;
-                out[0].1.per_target[j] += (last - y).powi(2);
-                out[1].1.per_target[j] += (mean - y).powi(2);
+                out[0].1.add(j, last - y);
+                out[1].1.add(j, mean - y);
                 if let Some(s) = cfg.season {
                     let row = c + k - s * (k / s + 1);
-                    out[2].1.per_target[j] += (ctx[row * d + f] as f64 - y).powi(2);
+                    out[2].1.add(j, ctx[row * d + f] as f64 - y);
                 }
             }
         }
@@ -388,28 +442,25 @@ pub fn ridge_solve(xtx: &DMatrix<f64>, xty: &DMatrix<f64>, n: usize, lambda: f64
 }
 
 /// Fits the ridge model for each λ on `train`, scores it on `val` and keeps the best: returns
-/// the chosen λ and its squared errors. With no usable fit (every system singular) the
-/// forecast is 0 (the training mean, in normalised units) and λ is NaN.
-fn fit_linear_ar(train: &Split, val: &Split, lambdas: &[f64]) -> (f64, Sse) {
+/// the chosen λ and its coefficients (see [`ridge_solve`]). With no usable fit (every system
+/// singular) the coefficients are 0, a forecast of 0 (the training mean, in normalised
+/// units), and λ is NaN.
+fn fit_linear_ar(train: &Split, val: &Split, lambdas: &[f64]) -> (f64, DMatrix<f64>) {
     let (xtx, xty) = normal_equations(train);
     let n = train.num_windows();
-    let mut best: Option<(f64, Sse, f64)> = None;
+    let mut best: Option<(f64, DMatrix<f64>, f64)> = None;
     for &lambda in lambdas {
         let Some(w) = ridge_solve(&xtx, &xty, n, lambda) else {
             continue;
         };
-        let sse = linear_sse(val, &w);
-        let total: f64 = sse.per_target.iter().sum();
+        let total: f64 = linear_sse(val, &w).per_target.iter().sum();
         if total.is_finite() && best.as_ref().is_none_or(|b| total < b.2) {
-            best = Some((lambda, sse, total));
+            best = Some((lambda, w, total));
         }
     }
     match best {
-        Some((l, sse, _)) => (l, sse),
-        None => {
-            let zero = DMatrix::zeros(xtx.nrows(), xty.ncols());
-            (f64::NAN, linear_sse(val, &zero))
-        }
+        Some((l, w, _)) => (l, w),
+        None => (f64::NAN, DMatrix::zeros(xtx.nrows(), xty.ncols())),
     }
 }
 
@@ -434,7 +485,7 @@ fn linear_sse(split: &Split, w: &DMatrix<f64>) -> Sse {
         for (k, y) in tgt.iter().enumerate() {
             let coef = &wt[k * p..(k + 1) * p];
             let pred = coef[p - 1] + coef.iter().zip(&ctx).map(|(a, x)| a * *x as f64).sum::<f64>();
-            sse.per_target[k % o] += (pred - *y as f64).powi(2);
+            sse.add(k % o, pred - *y as f64);
         }
     }
     sse

@@ -309,6 +309,9 @@ pub struct Trainer<'a> {
     progress: Option<BatchCallback<'a>>,
     on_progress: Option<ProgressCallback<'a>>,
     baselines: Option<Baselines>,
+    /// The best epoch's parameters, when [`Trainer::keep_best_params`] asked for them.
+    best_params: Option<Vec<f32>>,
+    keep_best: bool,
 }
 
 impl<'a> Trainer<'a> {
@@ -390,6 +393,8 @@ impl<'a> Trainer<'a> {
             progress: None,
             on_progress: None,
             baselines: None,
+            best_params: None,
+            keep_best: false,
         })
     }
 
@@ -435,6 +440,19 @@ impl<'a> Trainer<'a> {
     pub fn with_baselines(mut self, baselines: Baselines) -> Self {
         self.baselines = Some(baselines);
         self
+    }
+
+    /// Keeps a copy of the parameters of the best epoch (lowest `val_rmse`) in memory, for
+    /// [`Self::best_params`]; without it only a checkpoint target keeps them.
+    pub fn keep_best_params(mut self) -> Self {
+        self.keep_best = true;
+        self
+    }
+
+    /// The parameters of the best epoch of `fit` so far, if [`Self::keep_best_params`] was set
+    /// and an epoch improved on the best `val_rmse`.
+    pub fn best_params(&self) -> Option<&[f32]> {
+        self.best_params.as_deref()
     }
 
     /// The baselines given with [`Self::with_baselines`].
@@ -833,6 +851,9 @@ impl<'a> Trainer<'a> {
             if improved {
                 self.best = Some((epoch, rmse));
                 self.stale = 0;
+                if self.keep_best {
+                    self.best_params = Some(self.model.params().to_vec());
+                }
             } else {
                 self.stale += 1;
             }

@@ -179,6 +179,15 @@ fn skill_and_warning_follow_persistence() {
 }
 
 fn random_ds(seed: u64) -> Dataset {
+    let cfg = DataConfig {
+        context_len: 3,
+        horizon: 2,
+        ..DataConfig::default()
+    };
+    Dataset::from_table(&random_table(seed), &cfg, "random").unwrap()
+}
+
+fn random_table(seed: u64) -> Table {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let rows = 120;
     let mut a = 0.0f64;
@@ -188,17 +197,11 @@ fn random_ds(seed: u64) -> Dataset {
             [a, (t as f64 * 0.3).sin() + 0.1 * rng.random::<f64>()]
         })
         .collect();
-    let table = Table {
+    Table {
         columns: vec!["a".into(), "b".into()],
         data,
         time: None,
-    };
-    let cfg = DataConfig {
-        context_len: 3,
-        horizon: 2,
-        ..DataConfig::default()
-    };
-    Dataset::from_table(&table, &cfg, "random").unwrap()
+    }
 }
 
 /// X (windows × C·D, then a column of ones) and Y (windows × H·O), materialised.
@@ -352,4 +355,152 @@ fn the_trainer_logs_baselines_and_skill_without_changing_validation() {
         assert!((s - (1.0 - e.val_rmse / p)).abs() < 1e-12);
         assert_eq!(e.skill, Some(*s));
     }
+}
+
+/// 60 rows: train rows 0..42 as in [`tiny`], val rows 42..54, and the 6 test rows 54..60 given
+/// (train_frac 0.7, test_frac 0.1); one column `a`.
+fn tiny_with_test(test: [f64; 6]) -> Dataset {
+    let a: Vec<f64> = (0..60)
+        .map(|t| if t >= 54 { test[t - 54] } else { ((t * 7) % 11) as f64 })
+        .collect();
+    let table = Table {
+        columns: vec!["a".into()],
+        data: a,
+        time: None,
+    };
+    let cfg = DataConfig {
+        context_len: 3,
+        horizon: 2,
+        test_frac: 0.1,
+        ..DataConfig::default()
+    };
+    Dataset::from_table(&table, &cfg, "tiny").unwrap()
+}
+
+#[test]
+fn test_split_baselines_match_hand_computed_values() {
+    let ds = tiny_with_test([2.0, 6.0, 3.0, 1.0, 4.0, 7.0]);
+    assert_eq!((ds.train.rows(), ds.val.rows(), ds.test.num_windows()), (42, 12, 2));
+    // A λ so large that the ridge keeps only its (unpenalised) intercept: step k forecasts the
+    // mean of the training windows' step-k targets, rows 3 + k .. 41 + k of `a`.
+    let cfg = BaselineConfig {
+        season: Some(2),
+        lambdas: vec![1e12],
+        ..BaselineConfig::for_dataset(&ds, Some(2))
+    };
+    let b = baselines::compute_on(&ds.train, &ds.val, &ds.test, &cfg).unwrap();
+    assert_eq!((b.split.as_str(), b.windows), ("test", 2));
+    let mae = |which: Baseline| b.get(which).unwrap().mae_data_units[0].unwrap();
+    // Window 0: context 2, 6, 3; targets 1, 4. Window 1: context 6, 3, 1; targets 4, 7.
+    // Persistence forecasts 3 (errors 2, −1) and 1 (errors −3, −6): SSE 50, SAE 12.
+    close(
+        units(&b, Baseline::Persistence, 0).unwrap(),
+        12.5f64.sqrt(),
+        "persistence",
+    );
+    close(mae(Baseline::Persistence), 3.0, "persistence MAE");
+    // Window mean 11/3 (errors 8/3, −1/3) and 10/3 (errors −2/3, −11/3): SSE 190/9, SAE 22/3.
+    close(
+        units(&b, Baseline::WindowMean, 0).unwrap(),
+        (190.0f64 / 36.0).sqrt(),
+        "window mean",
+    );
+    close(mae(Baseline::WindowMean), 11.0 / 6.0, "window mean MAE");
+    // Season 2 reads context rows 1 and 2: forecasts 6, 3 (errors 5, −1) and 3, 1 (errors
+    // −1, −6): SSE 63, SAE 13.
+    close(
+        units(&b, Baseline::SeasonalNaive, 0).unwrap(),
+        (63.0f64 / 4.0).sqrt(),
+        "seasonal naive",
+    );
+    close(mae(Baseline::SeasonalNaive), 13.0 / 4.0, "seasonal naive MAE");
+    let a = |t: usize| ((t * 7) % 11) as f64;
+    let m = |k: usize| (3 + k..41 + k).map(a).sum::<f64>() / 38.0;
+    let (m0, m1) = (m(0), m(1));
+    let errors = [m0 - 1.0, m1 - 4.0, m0 - 4.0, m1 - 7.0];
+    let want = (errors.iter().map(|e| e * e).sum::<f64>() / 4.0).sqrt();
+    close(units(&b, Baseline::LinearAr, 0).unwrap(), want, "linear AR");
+    let want_mae = errors.iter().map(|e| e.abs()).sum::<f64>() / 4.0;
+    close(mae(Baseline::LinearAr), want_mae, "linear AR MAE");
+    // Normalised units: data units over the training std, for RMSE and MAE alike.
+    let std = ds.target_scaler.std[0];
+    let p = b.get(Baseline::Persistence).unwrap();
+    close(p.rmse, 12.5f64.sqrt() / std, "normalised persistence");
+    close(p.mae, 3.0 / std, "normalised persistence MAE");
+    assert!(
+        b.summary_line().starts_with("baselines on 2 test windows:"),
+        "{}",
+        b.summary_line()
+    );
+}
+
+#[test]
+fn the_ridge_lambda_is_chosen_on_validation_whatever_the_test_split_holds() {
+    let grid = [1e-4, 1e-2, 1.0, 100.0];
+    let cfg_of = |ds: &Dataset| BaselineConfig {
+        lambdas: grid.to_vec(),
+        ..BaselineConfig::for_dataset(ds, None)
+    };
+    let table = random_table(11);
+    let dc = DataConfig {
+        context_len: 3,
+        horizon: 2,
+        ..DataConfig::default()
+    };
+    let ds = Dataset::from_table(&table, &dc, "random").unwrap();
+    // The same table with the test rows (the last 24) replaced by noise around a new level.
+    let mut changed = table.clone();
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    let test_start = (changed.num_rows() - ds.test.rows()) * 2;
+    for v in &mut changed.data[test_start..] {
+        *v = 3.0 + 4.0 * rng.random::<f64>();
+    }
+    let ds2 = Dataset::from_table(&changed, &dc, "random").unwrap();
+    assert_eq!(ds.val, ds2.val, "only the test split differs");
+    assert_ne!(ds.test, ds2.test);
+    let on_val = baselines::compute(&ds.train, &ds.val, &cfg_of(&ds)).unwrap();
+    let t1 = baselines::compute_on(&ds.train, &ds.val, &ds.test, &cfg_of(&ds)).unwrap();
+    let t2 = baselines::compute_on(&ds2.train, &ds2.val, &ds2.test, &cfg_of(&ds2)).unwrap();
+    // The λ with the lowest validation RMSE, whatever the test split holds.
+    let val_rmse = baselines::ridge_val_rmse(&ds.train, &ds.val, &grid);
+    let best = (0..grid.len())
+        .min_by(|&a, &b| val_rmse[a].total_cmp(&val_rmse[b]))
+        .unwrap();
+    assert_eq!(on_val.ridge_lambda, grid[best]);
+    assert_eq!(t1.ridge_lambda, grid[best]);
+    assert_eq!(t2.ridge_lambda, grid[best]);
+    // Choosing on the changed test split would have picked another λ, so the test can fail.
+    let test_rmse = baselines::ridge_val_rmse(&ds2.train, &ds2.test, &grid);
+    let on_test = (0..grid.len())
+        .min_by(|&a, &b| test_rmse[a].total_cmp(&test_rmse[b]))
+        .unwrap();
+    assert_ne!(on_test, best, "{test_rmse:?} vs {val_rmse:?}");
+    // The scores are the test split's: they changed with it, and equal the fit's test RMSE.
+    let ar = |b: &baselines::Baselines| b.get(Baseline::LinearAr).unwrap().rmse;
+    assert!((ar(&t1) - ar(&t2)).abs() > 1e-3, "{} {}", ar(&t1), ar(&t2));
+    close(ar(&t2), test_rmse[best], "linear AR on test");
+    close(ar(&on_val), val_rmse[best], "linear AR on val");
+    assert_eq!((t1.split.as_str(), t1.windows), ("test", ds.test.num_windows()));
+    assert_eq!(
+        on_val,
+        baselines::compute_on(&ds.train, &ds.val, &ds.val, &cfg_of(&ds)).unwrap()
+    );
+}
+
+#[test]
+fn an_evaluated_split_without_windows_is_refused_by_name() {
+    let ds = tiny_ds(&["a"], &["a"], None);
+    let cfg = DataConfig {
+        context_len: 3,
+        horizon: 2,
+        test_frac: 0.05,
+        ..DataConfig::default()
+    };
+    let short = Dataset::from_table(&tiny(), &cfg, "tiny").unwrap();
+    assert_eq!(short.test.num_windows(), 0);
+    let e = baselines::for_dataset_split(&short, &short.test, None)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("test split") && e.contains("fewer than one window"), "{e}");
+    assert!(baselines::for_dataset_split(&ds, &ds.test, None).is_ok());
 }

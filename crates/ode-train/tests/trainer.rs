@@ -453,3 +453,45 @@ fn on_progress_follows_batches_and_validation_rounds_and_can_stop_mid_epoch() {
         assert_eq!(h.epochs.len(), e - 1, "the interrupted epoch is not recorded");
     }
 }
+
+#[test]
+fn keep_best_params_keeps_the_best_epoch_not_the_last() {
+    let ds = dataset(64);
+    let mc = model_config(&ds, "euler");
+    // A learning rate so high that validation gets worse after its best epoch.
+    let tc = TrainConfig {
+        epochs: 6,
+        learning_rate: 0.05,
+        threads: Some(1),
+        ..TrainConfig::default()
+    };
+    let mut tracker = MemoryTracker::default();
+    let model = NeuralOdeModel::seeded(mc.clone(), 0).unwrap();
+    let mut trainer = Trainer::new(model, tc.clone(), &mut tracker)
+        .unwrap()
+        .keep_best_params();
+    let h = trainer.fit(&ds.train, &ds.val).unwrap();
+    let (best_epoch, best) = h.best.unwrap();
+    assert!(
+        best_epoch < h.epochs.len(),
+        "the setup needs a best epoch before the last: {:?}",
+        h.val_rmse()
+    );
+    let kept = trainer.best_params().unwrap().to_vec();
+    assert_ne!(
+        kept.as_slice(),
+        trainer.model().params(),
+        "the last epoch's weights differ"
+    );
+    // The kept weights score the best epoch's val_rmse, exactly.
+    let mut tracker = MemoryTracker::default();
+    let best_model = NeuralOdeModel::from_params(mc.clone(), kept).unwrap();
+    let mut scorer = Trainer::new(best_model, tc.clone(), &mut tracker).unwrap();
+    assert_eq!(scorer.evaluate(&ds.val).unwrap().0, best);
+    // Without asking, nothing is kept.
+    let mut tracker = MemoryTracker::default();
+    let model = NeuralOdeModel::seeded(mc, 0).unwrap();
+    let mut plain = Trainer::new(model, TrainConfig { epochs: 1, ..tc }, &mut tracker).unwrap();
+    plain.fit(&ds.train, &ds.val).unwrap();
+    assert!(plain.best_params().is_none());
+}
