@@ -1,11 +1,11 @@
 //! `--normalization window` end to end: training records the mode in the checkpoint, and
-//! `ode predict` and `ode diagnose` apply it from there.
+//! `ode predict`, `ode diagnose` and `ode evaluate` apply it from there.
 
 mod common;
 use common::{SMALL, json, ode};
 
 #[test]
-fn window_mode_is_recorded_and_applied_by_predict_and_diagnose() {
+fn window_mode_is_recorded_and_applied_by_predict_diagnose_and_evaluate() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("lv.csv");
     let (ok, _, err) = ode(&[
@@ -74,6 +74,26 @@ fn window_mode_is_recorded_and_applied_by_predict_and_diagnose() {
         "diagnose loss {loss} against val_rmse {val_rmse}²"
     );
     assert_eq!(v["gradients"].as_object().unwrap().len(), 14, "12 tensors + revin.*");
+
+    // evaluate scores the validation windows as training did.
+    let (ok, stdout, err) = ode(&[
+        "evaluate",
+        "--checkpoint",
+        ckpt.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--split",
+        "val",
+        "--format",
+        "json",
+    ]);
+    assert!(ok, "{err}");
+    let e: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let rmse = e["model"]["rmse"].as_f64().unwrap();
+    assert!(
+        (rmse - val_rmse).abs() < 1e-6 * val_rmse,
+        "evaluate {rmse} against {val_rmse}"
+    );
 
     // predict: the two modes forecast differently from their checkpoints.
     let forecast = |run: &std::path::Path| {
