@@ -30,7 +30,7 @@ fn run(ds: &Dataset, solver: &str, device: Device) -> (ode_train::History, Strin
         hidden_dim: 16,
         context_len: 8,
         horizon: 4,
-        solver: solver.into(),
+        solver: solver.parse().unwrap(),
         ..ModelConfig::default()
     };
     let tc = TrainConfig {

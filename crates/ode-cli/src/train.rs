@@ -3,10 +3,10 @@
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use ode_train::Baselines;
-use ode_train::checkpoint::{self, CheckpointMeta};
+use ode_train::checkpoint::{self, CheckpointMeta, OptimState};
 use ode_train::data::{DataConfig, Dataset, ReadOptions, Split, Table};
 use ode_train::trainer::CheckpointTarget;
-use ode_train::{JsonlTracker, ModelConfig, NeuralOdeModel, Preset, RunConfig, Trainer, Workspace};
+use ode_train::{JsonlTracker, ModelConfig, NeuralOdeModel, Preset, Resolved, RunConfig, Trainer, Workspace};
 use serde::Serialize;
 use std::error::Error;
 use std::path::{Path, PathBuf};
@@ -155,35 +155,9 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     data_args.sort_time |= run.sort_time == Some(true);
     let (table, source) = data_args.table()?;
     let ds = Dataset::from_table(&table, &resolved.data, &source)?;
-    let mut mc = resolved.model.clone();
-    mc.fit_to_dataset(&ds)?;
     std::fs::create_dir_all(&args.out).map_err(|e| format!("cannot create {}: {e}", args.out.display()))?;
     let ckpt = args.out.join("checkpoint.safetensors");
-    let mut state = None;
-    let mut best = None;
-    let model = if let Some(path) = &args.resume {
-        let (m, meta) = checkpoint::load(path)?;
-        if m.config().input_dim != mc.input_dim || m.config().outputs() != mc.outputs() {
-            return Err(format!(
-                "{} was trained on {} features / {} targets, this data has {} / {}",
-                path.display(),
-                m.config().input_dim,
-                m.config().outputs(),
-                mc.input_dim,
-                mc.outputs()
-            )
-            .into());
-        }
-        state = Some(checkpoint::load_optim(path, &m)?);
-        best = meta.best_val_rmse;
-        m
-    } else {
-        let mut m = NeuralOdeModel::seeded(mc.clone(), resolved.train.seed)?;
-        if let Some(path) = &args.init_from {
-            checkpoint::load_weights(path, &mut m)?;
-        }
-        m
-    };
+    let (model, resumed) = initial_model(args, &resolved, &ds)?;
     let written = RunConfig {
         sort_time: run.sort_time,
         season: run.season,
@@ -196,46 +170,14 @@ pub fn train(args: &TrainArgs) -> Res<()> {
         JsonlTracker::create(&args.out.join("metrics.jsonl"))?
     };
     let meta = CheckpointMeta::for_dataset(model.config(), &ds);
-    eprintln!(
-        "training on {source}: {} train / {} val windows, {} features -> {} targets, {} parameters, solver {} ({})",
-        ds.train.num_windows(),
-        ds.val.num_windows(),
-        ds.input_dim(),
-        ds.output_dim(),
-        model.num_params(),
-        model.config().solver,
-        if model.config().use_adjoint {
-            "adjoint"
-        } else {
-            "backprop"
-        }
-    );
+    announce(&source, &ds, &model);
     let baselines = ode_train::baselines::for_dataset(&ds, run.season)?;
     eprintln!("{}", baselines.summary_line());
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new(0);
-        b.set_style(
-            ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} batches, loss {msg} ({elapsed})")
-                .expect("template")
-                .progress_chars("=> "),
-        );
-        b
-    };
+    let bar = progress_bar(args.quiet);
     let b2 = bar.clone();
     let quiet = args.quiet;
     let mut train_cfg = resolved.train.clone();
-    if let Some(path) = &args.batch_order {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let order: Vec<Vec<usize>> = serde_json::from_str(&text).map_err(|e| {
-            format!(
-                "{}: expected a JSON list of index lists, one per epoch: {e}",
-                path.display()
-            )
-        })?;
-        train_cfg.batch_order = Some(order);
-    }
+    train_cfg.batch_order = batch_order(args)?;
     let mut trainer = Trainer::new(model, train_cfg, &mut tracker)?
         .with_checkpoint(CheckpointTarget { path: ckpt.clone(), meta })
         .with_baselines(baselines.clone())
@@ -256,7 +198,7 @@ pub fn train(args: &TrainArgs) -> Res<()> {
                 );
             }
         });
-    if let Some(s) = state {
+    if let Some((s, best)) = resumed {
         trainer = trainer.resume(s, best);
     }
     let device = trainer.device_name();
@@ -267,26 +209,8 @@ pub fn train(args: &TrainArgs) -> Res<()> {
         Ok(h) => (h, None),
         Err(e) => (ode_train::History::default(), Some(e)),
     };
-    let n = history.epochs.len().max(1) as f64;
-    let summary = Summary {
-        device,
-        best_val_rmse: history.best.map(|b| b.1),
-        best_epoch: history.best.map(|b| b.0),
-        final_val_rmse: history.epochs.last().map(|e| e.val_rmse),
-        epochs: history.epochs.len(),
-        stopped_early: history.stopped_early,
-        train_seconds_per_epoch: history.epochs.iter().map(|e| e.train_seconds).sum::<f64>() / n,
-        nfe_forward_per_epoch: history.epochs.iter().map(|e| e.nfe_forward).sum::<f64>() / n,
-        nfe_backward_per_epoch: history.epochs.iter().map(|e| e.nfe_backward).sum::<f64>() / n,
-        nfe_forward: history.epochs.iter().map(|e| e.nfe_forward).sum(),
-        nfe_backward: history.epochs.iter().map(|e| e.nfe_backward).sum(),
-        total_seconds: started.elapsed().as_secs_f64(),
-        val_rmse_history: history.val_rmse(),
-        train_loss_history: history.epochs.iter().map(|e| e.train_loss).collect(),
-        error: error.as_ref().map(|e| e.to_string()),
-        skill: best_skill(&history, &baselines),
-        baselines: Some(baselines),
-    };
+    let mut summary = Summary::of(device, &history, baselines, started);
+    summary.error = error.as_ref().map(|e| e.to_string());
     std::fs::write(args.out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
     if let Some(e) = error {
         return Err(Box::new(e));
@@ -300,6 +224,110 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     );
     warn_if_not_beating_persistence(&summary);
     Ok(())
+}
+
+/// The model to train: resumed from `--resume` (with its optimiser state and best val_rmse),
+/// or a seeded one shaped for the data, optionally with `--init-from` weights.
+fn initial_model(
+    args: &TrainArgs,
+    resolved: &Resolved,
+    ds: &Dataset,
+) -> Res<(NeuralOdeModel<f32>, Option<(OptimState, Option<f64>)>)> {
+    let Some(path) = &args.resume else {
+        let mut m = NeuralOdeModel::for_dataset(&resolved.model, ds, resolved.train.seed)?;
+        if let Some(path) = &args.init_from {
+            checkpoint::load_weights(path, &mut m)?;
+        }
+        return Ok((m, None));
+    };
+    let (m, meta) = checkpoint::load(path)?;
+    if m.config().input_dim != ds.input_dim() || m.config().outputs() != ds.output_dim() {
+        return Err(format!(
+            "{} was trained on {} features / {} targets, this data has {} / {}",
+            path.display(),
+            m.config().input_dim,
+            m.config().outputs(),
+            ds.input_dim(),
+            ds.output_dim()
+        )
+        .into());
+    }
+    let state = checkpoint::load_optim(path, &m)?;
+    Ok((m, Some((state, meta.best_val_rmse))))
+}
+
+/// Prints what is about to be trained.
+fn announce(source: &str, ds: &Dataset, model: &NeuralOdeModel<f32>) {
+    eprintln!(
+        "training on {source}: {} train / {} val windows, {} features -> {} targets, {} parameters, solver {} ({})",
+        ds.train.num_windows(),
+        ds.val.num_windows(),
+        ds.input_dim(),
+        ds.output_dim(),
+        model.num_params(),
+        model.config().solver,
+        if model.config().use_adjoint {
+            "adjoint"
+        } else {
+            "backprop"
+        }
+    );
+}
+
+/// The per-epoch batch progress bar (hidden with `--quiet`).
+fn progress_bar(quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(0);
+    b.set_style(
+        ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} batches, loss {msg} ({elapsed})")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    b
+}
+
+/// The batch order of `--batch-order FILE.json` (one index list per epoch), if given.
+fn batch_order(args: &TrainArgs) -> Res<Option<Vec<Vec<usize>>>> {
+    let Some(path) = &args.batch_order else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let order = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}: expected a JSON list of index lists, one per epoch: {e}",
+            path.display()
+        )
+    })?;
+    Ok(Some(order))
+}
+
+impl Summary {
+    /// The summary of a finished (or stopped) run.
+    fn of(device: String, history: &ode_train::History, baselines: Baselines, started: Instant) -> Self {
+        let n = history.epochs.len().max(1) as f64;
+        let sum = |f: fn(&ode_train::EpochMetrics) -> f64| history.epochs.iter().map(f).sum::<f64>();
+        Summary {
+            device,
+            best_val_rmse: history.best.map(|b| b.1),
+            best_epoch: history.best.map(|b| b.0),
+            final_val_rmse: history.epochs.last().map(|e| e.val_rmse),
+            epochs: history.epochs.len(),
+            stopped_early: history.stopped_early,
+            train_seconds_per_epoch: sum(|e| e.train_seconds) / n,
+            nfe_forward_per_epoch: sum(|e| e.nfe_forward) / n,
+            nfe_backward_per_epoch: sum(|e| e.nfe_backward) / n,
+            nfe_forward: sum(|e| e.nfe_forward),
+            nfe_backward: sum(|e| e.nfe_backward),
+            total_seconds: started.elapsed().as_secs_f64(),
+            val_rmse_history: history.val_rmse(),
+            train_loss_history: history.epochs.iter().map(|e| e.train_loss).collect(),
+            error: None,
+            skill: best_skill(history, &baselines),
+            baselines: Some(baselines),
+        }
+    }
 }
 
 /// ` skill +0.38` for the epoch line, or nothing without baselines.
@@ -617,7 +645,7 @@ pub struct DiagnoseArgs {
     windows: Option<String>,
     /// Solver override.
     #[arg(long)]
-    solver: Option<String>,
+    solver: Option<ode_train::gpu::core::Method>,
     /// rtol override.
     #[arg(long)]
     rtol: Option<f64>,
@@ -629,10 +657,10 @@ pub struct DiagnoseArgs {
     use_adjoint: Option<bool>,
     /// Step mode override: per_sample or shared.
     #[arg(long)]
-    step_mode: Option<String>,
+    step_mode: Option<ode_train::gpu::core::StepMode>,
     /// Adjoint norm override: seminorm or mixed.
     #[arg(long)]
-    adjoint_norm: Option<String>,
+    adjoint_norm: Option<ode_train::gpu::core::AdjointNorm>,
     /// Print JSON (loss, NFE, and every gradient tensor as a flat row-major list).
     #[arg(long)]
     json: bool,
@@ -642,7 +670,7 @@ pub struct DiagnoseArgs {
 struct Diagnosis {
     loss: f64,
     windows: (usize, usize),
-    solver: String,
+    solver: ode_train::gpu::core::Method,
     use_adjoint: bool,
     nfe_forward: f64,
     nfe_backward: f64,
@@ -678,7 +706,7 @@ pub fn diagnose(args: &DiagnoseArgs) -> Res<()> {
     let (model, meta) = open_checkpoint(&args.checkpoint, &args.assume, &table, &source)?;
     let mut mc: ModelConfig = model.config().clone();
     if let Some(v) = &args.solver {
-        mc.solver = v.clone();
+        mc.solver = *v;
     }
     if let Some(v) = args.rtol {
         mc.rtol = v;
@@ -690,10 +718,10 @@ pub fn diagnose(args: &DiagnoseArgs) -> Res<()> {
         mc.use_adjoint = v;
     }
     if let Some(v) = &args.step_mode {
-        mc.step_mode = v.clone();
+        mc.step_mode = *v;
     }
     if let Some(v) = &args.adjoint_norm {
-        mc.adjoint_norm = v.clone();
+        mc.adjoint_norm = *v;
     }
     let model = NeuralOdeModel::from_params(mc.clone(), model.params().to_vec())?;
     let ds = Dataset::from_table_with_scalers(
@@ -734,7 +762,7 @@ pub fn diagnose(args: &DiagnoseArgs) -> Res<()> {
     let d = Diagnosis {
         loss: st.loss,
         windows: (a, b),
-        solver: mc.solver.clone(),
+        solver: mc.solver,
         use_adjoint: mc.use_adjoint,
         nfe_forward: st.nfe_forward / per,
         nfe_backward: st.nfe_backward / per,

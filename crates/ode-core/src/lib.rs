@@ -7,6 +7,7 @@ mod grad;
 pub mod kernel;
 pub mod layers;
 mod mlp;
+mod names;
 mod options;
 mod problems;
 mod scalar;

@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for solver in ["euler", "rk4", "dopri5"] {
         let (time, rmse) = run(ModelConfig {
             input_dim: 5,
-            solver: solver.into(),
+            solver: solver.parse()?,
             ..ModelConfig::default()
         })?;
         println!("Solver {solver}: Time={time:.1}s, RMSE={rmse:.4}");

@@ -6,7 +6,7 @@ use crate::store::{Claimed, ParamDistribution, StoreError, StudyStore, TrialReco
 use crate::strategy::{Params, grid, random_trial};
 use ode_train::checkpoint::CheckpointMeta;
 use ode_train::data::{DataConfig, Dataset};
-use ode_train::{Baselines, History, MemoryTracker, NeuralOdeModel, Resolved, RunConfig, Trainer};
+use ode_train::{Baselines, History, MemoryTracker, NeuralOdeModel, Resolved, RunConfig, TrainError, Trainer};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
@@ -432,9 +432,10 @@ fn trial_run(cfg: &SearchConfig, params: &Params, number: u64, threads: usize) -
 
 /// A trial's seeded model for `ds`.
 fn trial_model(r: &Resolved, ds: &Dataset) -> Result<NeuralOdeModel<f32>, String> {
-    let mut mc = r.model.clone();
-    mc.fit_to_dataset(ds).map_err(|e| format!("bad configuration: {e}"))?;
-    NeuralOdeModel::seeded(mc, r.train.seed).map_err(|e| format!("bad configuration: {e}"))
+    NeuralOdeModel::for_dataset(&r.model, ds, r.train.seed).map_err(|e| match e {
+        TrainError::Config(e) => format!("bad configuration: {e}"),
+        e => format!("bad configuration: {e}"),
+    })
 }
 
 /// The trial attributes of its baselines and skill: `baseline_<name>` per baseline

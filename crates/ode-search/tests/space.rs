@@ -54,8 +54,8 @@ fn grid_enumerates_the_full_product_in_a_fixed_order() {
         let rc = to_run_config(p).unwrap();
         let r = rc.resolve(None);
         assert_eq!(r.train.epochs, 3);
-        assert_eq!(p.contains_key(TOLERANCES), r.model.solver == "dopri5");
-        if r.model.solver == "dopri5" {
+        assert_eq!(p.contains_key(TOLERANCES), r.model.solver.name() == "dopri5");
+        if r.model.solver.name() == "dopri5" {
             assert!(r.model.rtol == 1e-3 || r.model.rtol == 1e-5);
         }
     }

@@ -456,8 +456,11 @@ pub fn from_bytes(bytes: &[u8], name: &str) -> Result<(NeuralOdeModel<f32>, Chec
                     .into(),
             )
         })?;
-    let meta: CheckpointMeta =
-        serde_json::from_str(config).map_err(|e| invalid(format!("metadata 'config' is not valid: {e}")))?;
+    let meta: CheckpointMeta = serde_json::from_str(config).map_err(|e| match e.classify() {
+        // Well-formed JSON with a bad value (an unknown solver name): the config's content.
+        serde_json::error::Category::Data => invalid(format!("config is not valid: {e}")),
+        _ => invalid(format!("metadata 'config' is not valid: {e}")),
+    })?;
     check_meta(&meta).map_err(invalid)?;
     let shapes = expected_shapes(&meta.model).map_err(invalid)?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| invalid(format!("not a valid safetensors file: {e}")))?;

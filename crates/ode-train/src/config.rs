@@ -6,6 +6,7 @@ use crate::data::DataConfig;
 use crate::model::{Device, ModelConfig, Preset};
 use crate::trainer::TrainConfig;
 use crate::window_norm::Normalization;
+use ode_core::{AdjointNorm, Method, StepMode};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -22,7 +23,7 @@ pub struct RunConfig {
     pub hidden_dim: Option<usize>,
     /// ODE solver: euler, rk4, dopri5 (also midpoint, heun2, rk4_classic, bosh3, tsit5).
     #[cfg_attr(feature = "cli", arg(long))]
-    pub solver: Option<String>,
+    pub solver: Option<Method>,
     /// Relative tolerance of adaptive solvers.
     #[cfg_attr(feature = "cli", arg(long))]
     pub rtol: Option<f64>,
@@ -34,10 +35,10 @@ pub struct RunConfig {
     pub use_adjoint: Option<bool>,
     /// per_sample (default) or shared step sizes across a batch.
     #[cfg_attr(feature = "cli", arg(long))]
-    pub step_mode: Option<String>,
+    pub step_mode: Option<StepMode>,
     /// Adjoint error norm: seminorm (default) or mixed.
     #[cfg_attr(feature = "cli", arg(long))]
-    pub adjoint_norm: Option<String>,
+    pub adjoint_norm: Option<AdjointNorm>,
     /// Adjoint relative tolerance (default: rtol).
     #[cfg_attr(feature = "cli", arg(long))]
     pub adjoint_rtol: Option<f64>,
@@ -233,8 +234,6 @@ impl RunConfig {
         set!(m.max_num_steps);
         set!(m.normalization);
         set!(m.revin);
-        set!(m.context_len);
-        set!(m.horizon);
         set!(m.dt);
         m.adjoint_rtol = self.adjoint_rtol.or(m.adjoint_rtol);
         m.adjoint_atol = self.adjoint_atol.or(m.adjoint_atol);
@@ -269,12 +268,12 @@ impl RunConfig {
         Self {
             latent_dim: Some(r.model.latent_dim),
             hidden_dim: Some(r.model.hidden_dim),
-            solver: Some(r.model.solver.clone()),
+            solver: Some(r.model.solver),
             rtol: Some(r.model.rtol),
             atol: Some(r.model.atol),
             use_adjoint: Some(r.model.use_adjoint),
-            step_mode: Some(r.model.step_mode.clone()),
-            adjoint_norm: Some(r.model.adjoint_norm.clone()),
+            step_mode: Some(r.model.step_mode),
+            adjoint_norm: Some(r.model.adjoint_norm),
             adjoint_rtol: r.model.adjoint_rtol,
             adjoint_atol: r.model.adjoint_atol,
             step_size: r.model.step_size,
@@ -312,7 +311,7 @@ mod tests {
     fn layers_override_in_order() {
         let file = RunConfig::from_toml("latent_dim = 8\nsolver = \"rk4\"\nepochs = 3\n").unwrap();
         let flags = RunConfig {
-            solver: Some("euler".into()),
+            solver: Some(Method::Euler),
             ..Default::default()
         };
         let r = RunConfig::default()
@@ -321,7 +320,7 @@ mod tests {
             .resolve(Some(Preset::Accurate));
         assert_eq!(r.model.latent_dim, 8, "file over preset");
         assert_eq!(r.model.hidden_dim, 128, "preset over default");
-        assert_eq!(r.model.solver, "euler", "flag over file");
+        assert_eq!(r.model.solver, Method::Euler, "flag over file");
         assert_eq!(r.train.epochs, 3);
         assert_eq!(r.model.rtol, 1e-5);
         let back = RunConfig::from_toml(&RunConfig::from_resolved(&r).to_toml())

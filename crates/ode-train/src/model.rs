@@ -19,14 +19,17 @@ pub struct ModelConfig {
     pub latent_dim: usize,
     /// Hidden size `M` of the encoder and of the vector field.
     pub hidden_dim: usize,
-    /// Context length `C` (rows the encoder sees).
+    /// Context length `C` (rows the encoder sees). A run configures it once, in
+    /// [`crate::data::DataConfig`]; the model takes it from the dataset
+    /// ([`ModelConfig::fit_to_dataset`]) and records it here for checkpoints.
     pub context_len: usize,
-    /// Horizon `H` (rows forecast).
+    /// Horizon `H` (rows forecast); like `context_len`, configured in the data configuration
+    /// and taken from the dataset.
     pub horizon: usize,
     /// Time between forecast rows: outputs at `t_k = k·dt`.
     pub dt: f64,
-    /// ODE solver name (`euler`, `rk4`, `dopri5`, …).
-    pub solver: String,
+    /// ODE solver (`euler`, `rk4`, `dopri5`, …; written by name in configs and checkpoints).
+    pub solver: Method,
     /// Relative tolerance (adaptive solvers).
     pub rtol: f64,
     /// Absolute tolerance (adaptive solvers).
@@ -34,9 +37,9 @@ pub struct ModelConfig {
     /// Gradients by the continuous adjoint (`true`) or by backpropagation through the solver.
     pub use_adjoint: bool,
     /// `per_sample` (each window its own steps; the default) or `shared` (torchdiffeq's).
-    pub step_mode: String,
+    pub step_mode: StepMode,
     /// Error norm of the adjoint's step control: `seminorm` (default) or `mixed`.
-    pub adjoint_norm: String,
+    pub adjoint_norm: AdjointNorm,
     /// Adjoint relative tolerance; the forward one when unset.
     pub adjoint_rtol: Option<f64>,
     /// Adjoint absolute tolerance; the forward one when unset.
@@ -66,12 +69,12 @@ impl Default for ModelConfig {
             context_len: 24,
             horizon: 12,
             dt: 0.1,
-            solver: "dopri5".into(),
+            solver: Method::Dopri5,
             rtol: 1e-4,
             atol: 1e-5,
             use_adjoint: true,
-            step_mode: "per_sample".into(),
-            adjoint_norm: "seminorm".into(),
+            step_mode: StepMode::PerSample,
+            adjoint_norm: AdjointNorm::Seminorm,
             adjoint_rtol: None,
             adjoint_atol: None,
             step_size: None,
@@ -114,13 +117,13 @@ impl ModelConfig {
     /// Applies a preset's architecture, solver and tolerances, keeping everything else.
     pub fn with_preset(mut self, preset: Preset) -> Self {
         let (l, m, s, r, a) = match preset {
-            Preset::Fast => (16, 32, "euler", 1e-3, 1e-4),
-            Preset::Balanced => (32, 64, "rk4", 1e-4, 1e-5),
-            Preset::Accurate => (64, 128, "dopri5", 1e-5, 1e-6),
+            Preset::Fast => (16, 32, Method::Euler, 1e-3, 1e-4),
+            Preset::Balanced => (32, 64, Method::Rk4, 1e-4, 1e-5),
+            Preset::Accurate => (64, 128, Method::Dopri5, 1e-5, 1e-6),
         };
         self.latent_dim = l;
         self.hidden_dim = m;
-        self.solver = s.into();
+        self.solver = s;
         self.rtol = r;
         self.atol = a;
         self
@@ -162,11 +165,6 @@ impl ModelConfig {
         }
     }
 
-    /// Parses the solver name.
-    pub fn method(&self) -> Result<Method, OdeError> {
-        self.solver.parse()
-    }
-
     /// Checks every field, naming the first bad one.
     pub fn validate(&self) -> Result<(), OdeError> {
         let bad =
@@ -185,11 +183,7 @@ impl ModelConfig {
         if !(self.dt.is_finite() && self.dt > 0.0) {
             return bad("dt", self.dt, "must be finite and positive");
         }
-        self.method()?;
-        self.step_mode.parse::<StepMode>()?;
-        let norm: AdjointNorm = self.adjoint_norm.parse()?;
-        if self.use_adjoint && norm == AdjointNorm::Mixed && self.step_mode.parse::<StepMode>()? == StepMode::PerSample
-        {
+        if self.use_adjoint && self.adjoint_norm == AdjointNorm::Mixed && self.step_mode == StepMode::PerSample {
             return Err(OdeError::Unsupported {
                 what: "adjoint_norm = mixed with step_mode = per_sample; use step_mode = shared or adjoint_norm = seminorm",
             });
@@ -277,7 +271,7 @@ impl ModelConfig {
         let mut o = SolveOptions::default()
             .rtol(T::c(r))
             .atol(T::c(a))
-            .step_mode(self.step_mode.parse()?)
+            .step_mode(self.step_mode)
             .max_num_steps(self.max_num_steps);
         if let Some(h) = self.step_size {
             o = o.step_size(T::c(h));
@@ -595,7 +589,7 @@ impl<T: Scalar> Workspace<T> {
     /// A workspace for `model`'s configuration.
     pub fn new(model: &NeuralOdeModel<T>) -> Result<Self, OdeError> {
         let c = model.config();
-        let method = c.method()?;
+        let method = c.solver;
         let ts = (0..=c.horizon).map(|k| T::c(k as f64 * c.dt)).collect();
         let f = model.func_range().start;
         let groups = model.tensors()[4..10]
@@ -604,7 +598,7 @@ impl<T: Scalar> Workspace<T> {
             .collect();
         Ok(Self {
             solver: Solver::new(method, c.solve_options(false)?)?,
-            adjoint: AdjointSolver::new(method, c.solve_options(true)?, c.adjoint_norm.parse()?)?,
+            adjoint: AdjointSolver::new(method, c.solve_options(true)?, c.adjoint_norm)?,
             tape: Tape::new(),
             field: model.field(),
             ts,
@@ -644,7 +638,7 @@ impl<T: Scalar> Workspace<T> {
             .collect();
         let mut solver = ode_gpu::GpuSolver::new(
             ctx,
-            c.method()?,
+            c.solver,
             c.solve_options::<f32>(false)?,
             c.latent_dim,
             c.hidden_dim,
@@ -883,15 +877,6 @@ impl<T: Scalar> NeuralOdeModel<T> {
         denom: usize,
         grad: &mut [T],
     ) -> Result<LossStats, OdeError> {
-        let c = &self.config;
-        let (d, o, l, m, cl, h) = (
-            c.input_dim,
-            c.outputs(),
-            c.latent_dim,
-            c.hidden_dim,
-            c.context_len,
-            c.horizon,
-        );
         if grad.len() != self.params.len() {
             return Err(OdeError::ShapeMismatch {
                 what: "gradient buffer",
@@ -899,7 +884,7 @@ impl<T: Scalar> NeuralOdeModel<T> {
                 got: grad.len(),
             });
         }
-        let (rows, mut st) = self.forward(ws, ctx, !c.use_adjoint)?;
+        let (rows, mut st) = self.forward(ws, ctx, !self.config.use_adjoint)?;
         if tgt.len() != ws.pred.len() {
             return Err(OdeError::ShapeMismatch {
                 what: "target batch (rows × H·O)",
@@ -907,9 +892,26 @@ impl<T: Scalar> NeuralOdeModel<T> {
                 got: tgt.len(),
             });
         }
+        let sse = self.output_grad(ws, tgt, rows, denom);
+        st.sse = sse;
+        st.loss = sse / denom as f64;
+        if !sse.is_finite() {
+            // No gradient of a non-finite loss: the caller stops with the loss as the reason.
+            return Ok(st);
+        }
+        self.window_output_grad(ws, rows, grad);
+        self.decoder_backward(ws, rows, grad);
+        st.nfe_backward = self.ode_backward(ws, rows, grad)?;
+        self.encoder_backward(ws, ctx, rows, grad);
+        Ok(st)
+    }
+
+    /// Writes ∂(sse / denom)/∂pred into `ws.gh`, reordered to k-major (`H × rows × O`) for the
+    /// decoder backward, and returns the sum of squared errors.
+    fn output_grad(&self, ws: &mut Workspace<T>, tgt: &[T], rows: usize, denom: usize) -> f64 {
+        let (o, h) = (self.config.outputs(), self.config.horizon);
         let scale = T::c(2.0 / denom as f64);
         let mut sse = 0.0f64;
-        // dL/dpred, reordered to k-major (H × rows × O) for the decoder backward.
         for row in 0..rows {
             for k in 0..h {
                 let src = (row * h + k) * o;
@@ -921,46 +923,53 @@ impl<T: Scalar> NeuralOdeModel<T> {
                 }
             }
         }
-        st.sse = sse;
-        st.loss = sse / denom as f64;
-        if !sse.is_finite() {
-            // No gradient of a non-finite loss: the caller stops with the loss as the reason.
-            return Ok(st);
+        sse
+    }
+
+    /// In `window` mode, back through the mapping of the decoder's outputs: `ws.gh` becomes
+    /// ∂L/∂(decoder output), and the affine's output-side gradients are added.
+    fn window_output_grad(&self, ws: &mut Workspace<T>, rows: usize, grad: &mut [T]) {
+        if self.config.normalization != Normalization::Window {
+            return;
         }
-        let r = |name: &str| self.tensor_range(name).expect("layout");
-        let p = &self.params;
-        if c.normalization == Normalization::Window {
-            let n = self.dims(rows);
-            let g = &mut ws.gh[..h * rows * o];
-            match (self.affine(), self.tensor_range(REVIN_WEIGHT)) {
-                (Some(a), Some(rw)) => {
-                    let (gw, gb) = grad[rw.start..].split_at_mut(d);
-                    ws.win
-                        .map_back_grad(g, n, &self.target_map, Some((a, gw, &mut gb[..d])));
-                }
-                _ => ws.win.map_back_grad(g, n, &self.target_map, None),
+        let (n, d) = (self.dims(rows), self.config.input_dim);
+        let g = &mut ws.gh[..n.h * rows * n.o];
+        match (self.affine(), self.tensor_range(REVIN_WEIGHT)) {
+            (Some(a), Some(rw)) => {
+                let (gw, gb) = grad[rw.start..].split_at_mut(d);
+                ws.win
+                    .map_back_grad(g, n, &self.target_map, Some((a, gw, &mut gb[..d])));
             }
+            _ => ws.win.map_back_grad(g, n, &self.target_map, None),
         }
-        // Decoder: dW += gᵀ z, db += Σ g, dz_k = g · W (dz_0 = 0).
+    }
+
+    /// Decoder: dW += gᵀ z, db += Σ g, and `ws.gz` = ∂L/∂z at every output time (0 at `t_0`).
+    fn decoder_backward(&self, ws: &mut Workspace<T>, rows: usize, grad: &mut [T]) {
+        let (o, l, h) = (self.config.outputs(), self.config.latent_dim, self.config.horizon);
+        let r = |name: &str| self.tensor_range(name).expect("layout");
         fit(&mut ws.gz, (h + 1) * rows * l);
-        {
-            let (gw, rest) = grad[r("decoder.weight").start..].split_at_mut(o * l);
-            linear_backward(
-                h * rows,
-                l,
-                o,
-                &ws.zs[rows * l..],
-                &p[r("decoder.weight")],
-                &ws.gh,
-                Some((gw, &mut rest[..o])),
-                Some(&mut ws.gz[rows * l..]),
-                scratch(&mut ws.scratch, h * rows * o),
-            );
-        }
-        // Through the ODE.
-        fit(&mut ws.gz0, rows * l);
+        let (gw, rest) = grad[r("decoder.weight").start..].split_at_mut(o * l);
+        linear_backward(
+            h * rows,
+            l,
+            o,
+            &ws.zs[rows * l..],
+            &self.params[r("decoder.weight")],
+            &ws.gh,
+            Some((gw, &mut rest[..o])),
+            Some(&mut ws.gz[rows * l..]),
+            scratch(&mut ws.scratch, h * rows * o),
+        );
+    }
+
+    /// Through the ODE (adjoint on the GPU or the CPU, or backprop): `ws.gz0` = ∂L/∂z0 and the
+    /// vector field's gradient added to `grad`. Returns the backward evaluations.
+    fn ode_backward(&self, ws: &mut Workspace<T>, rows: usize, grad: &mut [T]) -> Result<f64, OdeError> {
+        fit(&mut ws.gz0, rows * self.config.latent_dim);
         let fr = self.func_range();
-        if let (true, Some(g)) = (c.use_adjoint, ws.gpu.as_mut()) {
+        let use_adjoint = self.config.use_adjoint;
+        if let (true, Some(g)) = (use_adjoint, ws.gpu.as_mut()) {
             convert(&ws.gz, &mut g.gz);
             g.gz0.resize(ws.gz0.len(), 0.0);
             g.gp.clear();
@@ -972,8 +981,9 @@ impl<T: Scalar> NeuralOdeModel<T> {
             for (d, s) in grad[fr].iter_mut().zip(&g.gp) {
                 *d = *d + T::c(*s as f64);
             }
-            st.nfe_backward = a.sample_evals as f64;
-        } else if c.use_adjoint {
+            return Ok(a.sample_evals as f64);
+        }
+        if use_adjoint {
             let a = ws.adjoint.backward(
                 &mut ws.field,
                 &ws.ts,
@@ -983,15 +993,21 @@ impl<T: Scalar> NeuralOdeModel<T> {
                 &mut grad[fr],
                 &ws.groups,
             )?;
-            st.nfe_backward = a.sample_evals as f64;
-        } else {
-            let b = ws
-                .solver
-                .backprop(&mut ws.field, &ws.tape, &ws.gz, &mut ws.gz0, &mut grad[fr])?;
-            st.nfe_backward = b.sample_evals as f64;
+            return Ok(a.sample_evals as f64);
         }
-        // Encoder.
-        let width = cl * d;
+        let b = ws
+            .solver
+            .backprop(&mut ws.field, &ws.tape, &ws.gz, &mut ws.gz0, &mut grad[fr])?;
+        Ok(b.sample_evals as f64)
+    }
+
+    /// Encoder (and, in `window` mode with an affine, its input side): from `ws.gz0`.
+    fn encoder_backward(&self, ws: &mut Workspace<T>, ctx: &[T], rows: usize, grad: &mut [T]) {
+        let c = &self.config;
+        let (d, l, m) = (c.input_dim, c.latent_dim, c.hidden_dim);
+        let width = c.context_len * d;
+        let r = |name: &str| self.tensor_range(name).expect("layout");
+        let p = &self.params;
         let mut dh = std::mem::take(&mut ws.gh);
         fit(&mut dh, rows * m);
         {
@@ -1038,7 +1054,6 @@ impl<T: Scalar> NeuralOdeModel<T> {
                 .affine_input_grad(ctx, &ws.dctx, self.dims(rows), gw, &mut gb[..d]);
         }
         ws.gh = dh;
-        Ok(st)
     }
 }
 

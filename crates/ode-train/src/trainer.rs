@@ -4,7 +4,7 @@
 use crate::baselines::Baselines;
 use crate::checkpoint::{self, CheckpointError, CheckpointMeta, OptimState};
 use crate::data::{DataError, Split};
-use crate::model::{Device, LossStats, NeuralOdeModel, Workspace};
+use crate::model::{Device, LossStats, ModelConfig, NeuralOdeModel, Workspace};
 use crate::tracker::Tracker;
 use crate::update_watch::{LargeUpdate, UpdateWatch, solver_failure_message};
 use ode_core::{OdeError, StepMode};
@@ -347,8 +347,8 @@ impl<'a> Trainer<'a> {
         }
         // Shared step control couples a batch's rows only for adaptive solvers; fixed-step
         // solvers (and per-sample mode) can split a batch across threads with the same result.
-        let shared = model.config().step_mode.parse::<StepMode>()? == StepMode::Shared;
-        let adaptive = model.config().method()?.tableau().is_adaptive() && model.config().step_size.is_none();
+        let shared = model.config().step_mode == StepMode::Shared;
+        let adaptive = model.config().solver.tableau().is_adaptive() && model.config().step_size.is_none();
         let gpu = config.device.open()?;
         let threads = if (shared && adaptive) || gpu.is_some() {
             1
@@ -694,140 +694,24 @@ impl<'a> Trainer<'a> {
     /// Trains for the configured epochs (or until early stopping) and returns the history.
     pub fn fit(&mut self, train: &Split, val: &Split) -> Result<History, TrainError> {
         let c = self.model.config().clone();
-        if train.input_dim() != c.input_dim || train.output_dim() != c.outputs() {
-            return Err(OdeError::ShapeMismatch {
-                what: "data features/targets vs the model's input_dim/output_dim",
-                expected: c.input_dim,
-                got: train.input_dim(),
-            }
-            .into());
-        }
-        if train.context_len() != c.context_len || train.horizon() != c.horizon {
-            return Err(OdeError::ShapeMismatch {
-                what: "data context_len vs the model's",
-                expected: c.context_len,
-                got: train.context_len(),
-            }
-            .into());
-        }
-        for (k, v) in [
-            ("latent_dim", c.latent_dim.to_string()),
-            ("hidden_dim", c.hidden_dim.to_string()),
-            ("solver", c.solver.clone()),
-            ("rtol", c.rtol.to_string()),
-            ("atol", c.atol.to_string()),
-            ("use_adjoint", c.use_adjoint.to_string()),
-            ("step_mode", c.step_mode.clone()),
-            ("learning_rate", self.config.learning_rate.to_string()),
-            ("batch_size", self.config.batch_size.to_string()),
-            ("gradient_clip", format!("{:?}", self.config.gradient_clip)),
-            ("seed", self.config.seed.to_string()),
-        ] {
-            self.tracker.log_param(k, &v);
-        }
+        check_shapes(&c, train)?;
+        self.log_params(&c);
         self.log_baselines();
-        let (cw, tw) = (c.context_len * c.input_dim, c.horizon * c.outputs());
-        let bs = self.config.batch_size;
-        let mut ctx = vec![0.0f32; bs * cw];
-        let mut tgt = vec![0.0f32; bs * tw];
-        let mut grad = vec![0.0f32; self.model.num_params()];
+        let mut bufs = BatchBuffers::new(&c, self.config.batch_size, self.model.num_params());
         let mut order: Vec<usize> = (0..train.num_windows()).collect();
         let mut history = History {
             best: self.best,
             ..History::default()
         };
-        let batches = order.len().div_ceil(bs);
         let mut watch = UpdateWatch::default();
         for epoch in self.start_epoch + 1..=self.config.epochs {
             let epoch_start = Instant::now();
-            let mut rng =
-                ChaCha8Rng::seed_from_u64(self.config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            match self.config.batch_order.as_ref().and_then(|o| o.get(epoch - 1)) {
-                Some(given) => {
-                    let mut sorted = given.clone();
-                    sorted.sort_unstable();
-                    if sorted != (0..train.num_windows()).collect::<Vec<_>>() {
-                        return Err(OdeError::InvalidOption {
-                            name: "batch_order",
-                            value: epoch as f64,
-                            reason: "the order given for this epoch is not a permutation of the training windows",
-                        }
-                        .into());
-                    }
-                    order.copy_from_slice(given);
-                }
-                None => {
-                    order.sort_unstable();
-                    order.shuffle(&mut rng);
-                }
-            }
+            self.epoch_order(epoch, &mut order)?;
             watch.new_epoch();
-            let mut m = EpochMetrics {
-                epoch,
-                ..EpochMetrics::default()
+            let Some(mut m) = self.train_epoch(epoch, train, &order, &mut bufs, &mut watch)? else {
+                history.stopped_by_callback = true;
+                return Ok(history);
             };
-            let (mut loss_sum, mut seen, mut train_secs) = (0.0f64, 0usize, 0.0f64);
-            for (bi, idx) in order.chunks(bs).enumerate() {
-                let rows = idx.len();
-                train.fill_batch(idx, &mut ctx[..rows * cw], &mut tgt[..rows * tw]);
-                let t0 = Instant::now();
-                let st = self
-                    .batch_grad(&ctx[..rows * cw], &tgt[..rows * tw], rows, &mut grad)
-                    .map_err(|e| self.solver_error(e, epoch, bi + 1, &watch))?;
-                if !st.loss.is_finite() {
-                    return Err(TrainError::NonFinite {
-                        what: "loss",
-                        epoch,
-                        batch: bi + 1,
-                        detail: format!("the batch loss is {}", st.loss),
-                        saved: self.saved_note(),
-                    });
-                }
-                if let Some(i) = grad.iter().position(|g| !g.is_finite()) {
-                    let name = self
-                        .model
-                        .tensors()
-                        .iter()
-                        .rev()
-                        .find(|t| t.2 <= i)
-                        .map_or("?", |t| t.0);
-                    return Err(TrainError::NonFinite {
-                        what: "gradient",
-                        epoch,
-                        batch: bi + 1,
-                        detail: format!("the gradient of {name} is {}", grad[i]),
-                        saved: self.saved_note(),
-                    });
-                }
-                let norm = clip_grad_norm(&mut grad, self.config.gradient_clip);
-                watch.record(st.loss, norm);
-                self.adam.step(self.model.params_mut(), &grad);
-                train_secs += t0.elapsed().as_secs_f64();
-                loss_sum += st.loss * rows as f64;
-                seen += rows;
-                let per = rows as f64;
-                m.nfe_forward += st.nfe_forward / per;
-                m.nfe_backward += st.nfe_backward / per;
-                m.accepted_steps += st.accepted / per;
-                m.rejected_steps += st.rejected / per;
-                m.grad_norm += norm / batches as f64;
-                if let Some(p) = self.progress.as_mut() {
-                    p(epoch, bi + 1, batches, loss_sum / seen as f64);
-                }
-                if let Some(p) = self.on_progress.as_mut() {
-                    let at = Progress::Batch {
-                        epoch,
-                        batch: bi + 1,
-                        batches,
-                    };
-                    if p(at).is_break() {
-                        history.stopped_by_callback = true;
-                        return Ok(history);
-                    }
-                }
-            }
-            m.train_loss = loss_sum / seen.max(1) as f64;
-            m.train_seconds = train_secs;
             let validated = self
                 .validate(val, epoch)
                 .map_err(|e| self.solver_error(e, epoch, 0, &watch))?;
@@ -838,73 +722,218 @@ impl<'a> Trainer<'a> {
             m.val_rmse = rmse;
             m.val_rmse_data_units = units;
             m.seconds = epoch_start.elapsed().as_secs_f64();
-            if !rmse.is_finite() {
-                return Err(TrainError::NonFinite {
-                    what: "loss",
-                    epoch,
-                    batch: 0,
-                    detail: "the validation RMSE is not finite".into(),
-                    saved: self.saved_note(),
-                });
-            }
-            let improved = self.best.is_none_or(|(_, b)| rmse < b);
-            if improved {
-                self.best = Some((epoch, rmse));
-                self.stale = 0;
-                if self.keep_best {
-                    self.best_params = Some(self.model.params().to_vec());
-                }
-            } else {
-                self.stale += 1;
-            }
+            self.end_epoch(epoch, &mut m)?;
             history.best = self.best;
-            for (k, v) in [
-                ("train_loss", m.train_loss),
-                ("val_rmse", m.val_rmse),
-                ("ode_solver_steps", m.nfe_forward),
-                ("nfe_forward", m.nfe_forward),
-                ("nfe_backward", m.nfe_backward),
-                ("accepted_steps", m.accepted_steps),
-                ("rejected_steps", m.rejected_steps),
-                ("grad_norm", m.grad_norm),
-                ("train_seconds", m.train_seconds),
-                ("seconds", m.seconds),
-            ] {
-                self.tracker.log_metric(k, v, epoch);
-            }
-            self.score_skill(&mut m);
-            if let Some(cb) = self.on_epoch_end.as_mut() {
-                cb(epoch, &m, &mut *self.tracker);
-            }
-            if let Some(target) = &self.checkpoint {
-                let mut state = self.adam.state().clone();
-                state.epoch = epoch;
-                state.stale_epochs = self.stale;
-                let mut meta = target.meta.clone();
-                meta.model = self.model.config().clone();
-                meta.epoch = epoch;
-                meta.best_val_rmse = self.best.map(|b| b.1);
-                if improved {
-                    checkpoint::save(&target.path, &self.model, &meta, Some(&state))?;
-                }
-                // The latest state too, so an interrupted run resumes where it stopped.
-                let last = target.path.with_file_name("last.safetensors");
-                checkpoint::save(&last, &self.model, &meta, Some(&state))?;
-            }
             let stop = self.stop_when.as_mut().is_some_and(|f| f(epoch, &m));
             history.epochs.push(m);
             if stop {
                 history.stopped_by_callback = true;
                 break;
             }
-            if let Some(p) = self.config.early_stopping_patience {
-                if self.stale >= p {
-                    history.stopped_early = true;
-                    break;
-                }
+            if self.config.early_stopping_patience.is_some_and(|p| self.stale >= p) {
+                history.stopped_early = true;
+                break;
             }
         }
         Ok(history)
+    }
+
+    /// Logs the run's parameters to the tracker.
+    fn log_params(&mut self, c: &ModelConfig) {
+        for (k, v) in [
+            ("latent_dim", c.latent_dim.to_string()),
+            ("hidden_dim", c.hidden_dim.to_string()),
+            ("solver", c.solver.to_string()),
+            ("rtol", c.rtol.to_string()),
+            ("atol", c.atol.to_string()),
+            ("use_adjoint", c.use_adjoint.to_string()),
+            ("step_mode", c.step_mode.to_string()),
+            ("learning_rate", self.config.learning_rate.to_string()),
+            ("batch_size", self.config.batch_size.to_string()),
+            ("gradient_clip", format!("{:?}", self.config.gradient_clip)),
+            ("seed", self.config.seed.to_string()),
+        ] {
+            self.tracker.log_param(k, &v);
+        }
+    }
+
+    /// The order of the training windows in `epoch`: the given one, or a seeded shuffle.
+    fn epoch_order(&self, epoch: usize, order: &mut [usize]) -> Result<(), TrainError> {
+        match self.config.batch_order.as_ref().and_then(|o| o.get(epoch - 1)) {
+            Some(given) => {
+                let mut sorted = given.clone();
+                sorted.sort_unstable();
+                if sorted != (0..order.len()).collect::<Vec<_>>() {
+                    return Err(OdeError::InvalidOption {
+                        name: "batch_order",
+                        value: epoch as f64,
+                        reason: "the order given for this epoch is not a permutation of the training windows",
+                    }
+                    .into());
+                }
+                order.copy_from_slice(given);
+            }
+            None => {
+                let mut rng =
+                    ChaCha8Rng::seed_from_u64(self.config.seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+                order.sort_unstable();
+                order.shuffle(&mut rng);
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass over the training windows in `order`: a gradient step per batch. `None` when a
+    /// progress callback stopped training.
+    fn train_epoch(
+        &mut self,
+        epoch: usize,
+        train: &Split,
+        order: &[usize],
+        bufs: &mut BatchBuffers,
+        watch: &mut UpdateWatch,
+    ) -> Result<Option<EpochMetrics>, TrainError> {
+        let bs = self.config.batch_size;
+        let batches = order.len().div_ceil(bs);
+        let (cw, tw) = (bufs.cw, bufs.tw);
+        let mut m = EpochMetrics {
+            epoch,
+            ..EpochMetrics::default()
+        };
+        let (mut loss_sum, mut seen, mut train_secs) = (0.0f64, 0usize, 0.0f64);
+        for (bi, idx) in order.chunks(bs).enumerate() {
+            let rows = idx.len();
+            let (ctx, tgt) = (&mut bufs.ctx[..rows * cw], &mut bufs.tgt[..rows * tw]);
+            train.fill_batch(idx, ctx, tgt);
+            let t0 = Instant::now();
+            let st = self
+                .batch_grad(ctx, tgt, rows, &mut bufs.grad)
+                .map_err(|e| self.solver_error(e, epoch, bi + 1, watch))?;
+            self.check_finite(&st, &bufs.grad, epoch, bi + 1)?;
+            let norm = clip_grad_norm(&mut bufs.grad, self.config.gradient_clip);
+            watch.record(st.loss, norm);
+            self.adam.step(self.model.params_mut(), &bufs.grad);
+            train_secs += t0.elapsed().as_secs_f64();
+            loss_sum += st.loss * rows as f64;
+            seen += rows;
+            let per = rows as f64;
+            m.nfe_forward += st.nfe_forward / per;
+            m.nfe_backward += st.nfe_backward / per;
+            m.accepted_steps += st.accepted / per;
+            m.rejected_steps += st.rejected / per;
+            m.grad_norm += norm / batches as f64;
+            if let Some(p) = self.progress.as_mut() {
+                p(epoch, bi + 1, batches, loss_sum / seen as f64);
+            }
+            if let Some(p) = self.on_progress.as_mut() {
+                let at = Progress::Batch {
+                    epoch,
+                    batch: bi + 1,
+                    batches,
+                };
+                if p(at).is_break() {
+                    return Ok(None);
+                }
+            }
+        }
+        m.train_loss = loss_sum / seen.max(1) as f64;
+        m.train_seconds = train_secs;
+        Ok(Some(m))
+    }
+
+    /// Stops with a reason when a batch's loss or gradient is not finite, naming the tensor.
+    fn check_finite(&self, st: &LossStats, grad: &[f32], epoch: usize, batch: usize) -> Result<(), TrainError> {
+        if !st.loss.is_finite() {
+            return Err(TrainError::NonFinite {
+                what: "loss",
+                epoch,
+                batch,
+                detail: format!("the batch loss is {}", st.loss),
+                saved: self.saved_note(),
+            });
+        }
+        if let Some(i) = grad.iter().position(|g| !g.is_finite()) {
+            let name = self
+                .model
+                .tensors()
+                .iter()
+                .rev()
+                .find(|t| t.2 <= i)
+                .map_or("?", |t| t.0);
+            return Err(TrainError::NonFinite {
+                what: "gradient",
+                epoch,
+                batch,
+                detail: format!("the gradient of {name} is {}", grad[i]),
+                saved: self.saved_note(),
+            });
+        }
+        Ok(())
+    }
+
+    /// After validation: refuses a non-finite RMSE, tracks the best epoch, logs the metrics and
+    /// the skill, calls the epoch callback and writes the checkpoints.
+    fn end_epoch(&mut self, epoch: usize, m: &mut EpochMetrics) -> Result<(), TrainError> {
+        let rmse = m.val_rmse;
+        if !rmse.is_finite() {
+            return Err(TrainError::NonFinite {
+                what: "loss",
+                epoch,
+                batch: 0,
+                detail: "the validation RMSE is not finite".into(),
+                saved: self.saved_note(),
+            });
+        }
+        let improved = self.best.is_none_or(|(_, b)| rmse < b);
+        if improved {
+            self.best = Some((epoch, rmse));
+            self.stale = 0;
+            if self.keep_best {
+                self.best_params = Some(self.model.params().to_vec());
+            }
+        } else {
+            self.stale += 1;
+        }
+        for (k, v) in [
+            ("train_loss", m.train_loss),
+            ("val_rmse", m.val_rmse),
+            ("ode_solver_steps", m.nfe_forward),
+            ("nfe_forward", m.nfe_forward),
+            ("nfe_backward", m.nfe_backward),
+            ("accepted_steps", m.accepted_steps),
+            ("rejected_steps", m.rejected_steps),
+            ("grad_norm", m.grad_norm),
+            ("train_seconds", m.train_seconds),
+            ("seconds", m.seconds),
+        ] {
+            self.tracker.log_metric(k, v, epoch);
+        }
+        self.score_skill(m);
+        if let Some(cb) = self.on_epoch_end.as_mut() {
+            cb(epoch, m, &mut *self.tracker);
+        }
+        self.save_checkpoints(epoch, improved)
+    }
+
+    /// Writes the checkpoint when the epoch improved, and `last.safetensors` always.
+    fn save_checkpoints(&self, epoch: usize, improved: bool) -> Result<(), TrainError> {
+        let Some(target) = &self.checkpoint else {
+            return Ok(());
+        };
+        let mut state = self.adam.state().clone();
+        state.epoch = epoch;
+        state.stale_epochs = self.stale;
+        let mut meta = target.meta.clone();
+        meta.model = self.model.config().clone();
+        meta.epoch = epoch;
+        meta.best_val_rmse = self.best.map(|b| b.1);
+        if improved {
+            checkpoint::save(&target.path, &self.model, &meta, Some(&state))?;
+        }
+        // The latest state too, so an interrupted run resumes where it stopped.
+        let last = target.path.with_file_name("last.safetensors");
+        checkpoint::save(&last, &self.model, &meta, Some(&state))?;
+        Ok(())
     }
 }
 
@@ -915,4 +944,63 @@ impl NeuralOdeModel<f32> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         Self::new(config, || rng.random::<f64>())
     }
+
+    /// A seeded model shaped for `ds`: its features, targets (and which feature each target
+    /// is), context length and horizon come from the data, whatever `config` says about them,
+    /// so callers never copy dimensions by hand.
+    pub fn for_dataset(config: &ModelConfig, ds: &crate::data::Dataset, seed: u64) -> Result<Self, TrainError> {
+        let mut c = config.clone();
+        c.fit_to_dataset(ds)?;
+        Ok(Self::seeded(c, seed)?)
+    }
+}
+
+/// The reused buffers of one training batch: contexts, targets and the gradient.
+struct BatchBuffers {
+    ctx: Vec<f32>,
+    tgt: Vec<f32>,
+    grad: Vec<f32>,
+    /// Context width `C·D` and target width `H·O` of one window.
+    cw: usize,
+    tw: usize,
+}
+
+impl BatchBuffers {
+    fn new(c: &ModelConfig, batch_size: usize, params: usize) -> Self {
+        let (cw, tw) = (c.context_len * c.input_dim, c.horizon * c.outputs());
+        Self {
+            ctx: vec![0.0; batch_size * cw],
+            tgt: vec![0.0; batch_size * tw],
+            grad: vec![0.0; params],
+            cw,
+            tw,
+        }
+    }
+}
+
+/// Refuses training data whose shapes differ from the model's, naming the dimension.
+fn check_shapes(c: &ModelConfig, train: &Split) -> Result<(), TrainError> {
+    for (what, expected, got) in [
+        (
+            "features: the data's feature count vs the model's input_dim",
+            c.input_dim,
+            train.input_dim(),
+        ),
+        (
+            "targets: the data's target count vs the model's output_dim",
+            c.outputs(),
+            train.output_dim(),
+        ),
+        (
+            "context_len: the data's context length vs the model's",
+            c.context_len,
+            train.context_len(),
+        ),
+        ("horizon: the data's horizon vs the model's", c.horizon, train.horizon()),
+    ] {
+        if expected != got {
+            return Err(OdeError::ShapeMismatch { what, expected, got }.into());
+        }
+    }
+    Ok(())
 }

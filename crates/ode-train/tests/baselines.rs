@@ -320,7 +320,7 @@ fn the_trainer_logs_baselines_and_skill_without_changing_validation() {
         hidden_dim: 8,
         context_len: 8,
         horizon: 4,
-        solver: "euler".into(),
+        solver: "euler".parse().unwrap(),
         ..ModelConfig::default()
     };
     let tc = TrainConfig {

@@ -27,7 +27,7 @@ fn model_config(ds: &Dataset, solver: &str) -> ModelConfig {
         hidden_dim: 16,
         context_len: 8,
         horizon: 4,
-        solver: solver.into(),
+        solver: solver.parse().unwrap(),
         ..ModelConfig::default()
     }
 }

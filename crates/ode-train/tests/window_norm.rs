@@ -23,7 +23,7 @@ fn config(solver: &str, use_adjoint: bool, tol: f64, revin: bool) -> ModelConfig
         context_len: 5,
         horizon: 4,
         dt: 0.3,
-        solver: solver.into(),
+        solver: solver.parse().unwrap(),
         rtol: tol,
         atol: tol,
         use_adjoint,
