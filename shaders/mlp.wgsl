@@ -18,7 +18,11 @@
 // barriers (for CPU adapters such as lavapipe, where barriers are expensive). The host picks one
 // per adapter; both are tested against the CPU.
 
-const TILE: u32 = 16u;
+// Workgroup sizes, one per role, equal to the host's constants of the same names in
+// `crates/ode-gpu/src/shaders.rs` (it sizes its grids by them; a test checks they agree): the tiled
+// kernel runs GEMM_WG × GEMM_WG invocations, the one-invocation-per-row (or per-output) passes WG.
+const GEMM_WG: u32 = 16u;
+const WG: u32 = 64u;
 
 // Epilogue and operand flags (`Gemm.flags`).
 const F_BIAS: u32 = 1u;        // add arena[bias_off + n]
@@ -72,6 +76,8 @@ fn a_at(r: u32, k: u32) -> f32 {
     return av;
 }
 
+// Output tile of one workgroup of `gemm` (each invocation computes a 4×4 block of it; the host's
+// `GEMM_TILE`) and the reduction depth staged per round.
 const BM: u32 = 64u;
 const BN: u32 = 64u;
 const BK: u32 = 16u;
@@ -79,9 +85,9 @@ const BK: u32 = 16u;
 var<workgroup> tile_a: array<f32, 1024>; // [BK][BM]
 var<workgroup> tile_b: array<f32, 1024>; // [BK][BN]
 
-@compute @workgroup_size(16, 16, 1)
+@compute @workgroup_size(GEMM_WG, GEMM_WG, 1)
 fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
-    let tid = lid.y * 16u + lid.x;
+    let tid = lid.y * GEMM_WG + lid.x;
     let row0 = wid.y * BM;
     let col0 = wid.x * BN;
     var k_begin = 0u;
@@ -100,7 +106,7 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     // k_begin and k_end depend on the workgroup only: the loop and its barriers are uniform.
     for (var t = k_begin; t < k_end; t = t + BK) {
         for (var i = 0u; i < 4u; i = i + 1u) {
-            let e = tid + i * 256u;
+            let e = tid + i * (GEMM_WG * GEMM_WG);
             // A tile: consecutive invocations take consecutive k of one row.
             let am = e / BK;
             let ak = e % BK;
@@ -154,7 +160,7 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 
 // Adds `k` partial sums (stride a_cs) of `m` values at a_off into C at c_off (accumulating
 // when F_ACCUM), finishing a split reduction.
-@compute @workgroup_size(64, 1, 1)
+@compute @workgroup_size(WG, 1, 1)
 fn reduce_partials(@builtin(global_invocation_id) gid: vec3<u32>) {
     let i = gid.x;
     if (i >= g.m) {
@@ -192,10 +198,11 @@ fn store(row: u32, col: u32, acc: f32) {
     arena[ci] = v;
 }
 
+// Output columns per invocation of `gemm_rows` (the host's `ROWS_COLS`).
 const COLS: u32 = 4u;
 
-// One row and four columns per invocation: x indexes rows (64 per workgroup), y column blocks.
-@compute @workgroup_size(64, 1, 1)
+// One row and four columns per invocation: x indexes rows (WG per workgroup), y column blocks.
+@compute @workgroup_size(WG, 1, 1)
 fn gemm_rows(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row = gid.x;
     let c0 = gid.y * COLS;

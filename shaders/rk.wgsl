@@ -13,7 +13,11 @@
 // and the interval bookkeeping in one pass per sample. `count_active` leaves the number of
 // running samples in one float so the host reads back 4 bytes to know when all are done.
 
+// Workgroup sizes, one per role, equal to the host's constants of the same names in
+// `crates/ode-gpu/src/shaders.rs` (it sizes its grids by them; a test checks they agree): one
+// invocation per sample or per element (WG), and the single workgroup of `count_active`.
 const WG: u32 = 64u;
+const COUNT_WG: u32 = 256u;
 
 // Per-sample control fields: field f of sample b is arena[ctl + f·rows + b].
 const T: u32 = 0u;        // current time
@@ -221,7 +225,7 @@ fn fail_forward(b: u32, code: f32) {
 // Forward solve.
 
 // Control block and first output; y already holds y0. k[0] = f(y0) is evaluated next.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn fwd_init(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let b = flat(gid, nwg);
     if (b >= c.rows) {
@@ -245,7 +249,7 @@ fn fwd_init(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
 
 // Hairer's initial step, first half (after k[0] = f(y0)): d0 = ‖y/sc‖, d1 = ‖f0/sc‖, the
 // trial step h0 and the trial state y0 + h0·f0 in the stage input.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn fwd_init_a(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let b = flat(gid, nwg);
     if (b >= c.rows) {
@@ -274,7 +278,7 @@ fn fwd_init_a(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 }
 
 // Hairer's initial step, second half (after k[1] = f(y0 + h0·f0)).
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn fwd_init_b(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let b = flat(gid, nwg);
     if (b >= c.rows) {
@@ -293,7 +297,7 @@ fn fwd_init_b(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 }
 
 // Start of an attempt: step budget, finite first stage, the step size (or a failure status).
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn fwd_choose(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let b = flat(gid, nwg);
     if (b >= c.rows || arena[cf(ST, b)] != RUNNING) {
@@ -323,7 +327,7 @@ fn fwd_choose(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 }
 
 // Stage input of stage `c.stage` for one element: y + h·Σⱼ a_ij kⱼ.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn stage_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = flat(gid, nwg);
     if (idx >= c.rows * c.dim) {
@@ -342,7 +346,7 @@ fn stage_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 }
 
 // Solution y + h·Σ bⱼkⱼ and, for adaptive methods, the RMS error ratio of the attempt.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn fwd_solution(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let b = flat(gid, nwg);
     if (b >= c.rows || arena[cf(ST, b)] != RUNNING) {
@@ -388,7 +392,7 @@ fn solution(b: u32) {
 
 // Fused end of an attempt: controller, accept/reject, dense output at every requested time in
 // (t, t + h], commit, FSAL carry (or the evaluated end derivative), completion.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn fwd_finish(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let b = flat(gid, nwg);
     if (b >= c.rows || arena[cf(ST, b)] != RUNNING) {
@@ -399,7 +403,7 @@ fn fwd_finish(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 
 // Solution and end of the attempt in one pass, where no derivative at the step end is needed
 // between them (FSAL methods, dopri5 among them): one pass fewer per attempt.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn fwd_solution_finish(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let b = flat(gid, nwg);
     if (b >= c.rows || arena[cf(ST, b)] != RUNNING) {
@@ -497,19 +501,19 @@ fn finish(b: u32) {
 }
 
 // Number of running samples, into arena[count] (one workgroup).
-var<workgroup> partial: array<f32, 256>;
+var<workgroup> partial: array<f32, COUNT_WG>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(COUNT_WG)
 fn count_active(@builtin(local_invocation_index) lid: u32) {
     var n = 0.0;
-    for (var b = lid; b < c.rows; b = b + 256u) {
+    for (var b = lid; b < c.rows; b = b + COUNT_WG) {
         if (arena[cf(ST, b)] == RUNNING) {
             n = n + 1.0;
         }
     }
     partial[lid] = n;
     workgroupBarrier();
-    for (var s = 128u; s > 0u; s = s >> 1u) {
+    for (var s = COUNT_WG / 2u; s > 0u; s = s >> 1u) {
         if (lid < s) {
             partial[lid] = partial[lid] + partial[lid + s];
         }
@@ -527,7 +531,7 @@ fn count_active(@builtin(local_invocation_index) lid: u32) {
 // adj_finish leaves the weights −h·bᵢ per stage and sample for the parameter VJPs.
 
 // Control block, z and a at the last output time.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn adj_init(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let b = flat(gid, nwg);
     if (b >= c.rows) {
@@ -572,7 +576,7 @@ fn adj_rms(b: u32, zs: u32, zsub: u32, as_: u32, asub: u32, sub: bool) -> f32 {
 }
 
 // Hairer's initial step for (z, a), first half (after stage 0 evaluated at (z, a)).
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn adj_init_a(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let b = flat(gid, nwg);
     if (b >= c.rows) {
@@ -596,7 +600,7 @@ fn adj_init_a(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 }
 
 // Hairer's initial step for (z, a), second half (after stage 1 evaluated at the trial state).
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn adj_init_b(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let b = flat(gid, nwg);
     if (b >= c.rows) {
@@ -609,7 +613,7 @@ fn adj_init_b(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 }
 
 // Start of a backward attempt: step budget and the step towards the current interval's start.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn adj_choose(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let b = flat(gid, nwg);
     if (b >= c.rows || arena[cf(ST, b)] != RUNNING) {
@@ -629,7 +633,7 @@ fn adj_choose(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgr
 }
 
 // Stage inputs of stage `c.stage` for one element: z + h·Σ a_il kz_l and a + h·Σ a_il ka_l.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn adj_stage_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = flat(gid, nwg);
     let n = c.rows * c.dim;
@@ -654,7 +658,7 @@ fn adj_stage_input(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 // Fused end of a backward attempt: solution, seminorm error (state and state adjoint),
 // accept/reject, controller, quadrature weights of the parameter adjoint, and at the end of an
 // interval the restart of z and the jump of a by the loss gradient.
-@compute @workgroup_size(64)
+@compute @workgroup_size(WG)
 fn adj_finish(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let b = flat(gid, nwg);
     if (b >= c.rows) {

@@ -20,21 +20,21 @@ fn every_wgsl_file_parses_and_validates() {
             .unwrap_or_else(|e| panic!("{}: {}", path.display(), e.emit_to_string(&src)));
         // The crate embeds exactly this file.
         let name = path.file_name().unwrap().to_str().unwrap();
-        let embedded = ode_gpu::shaders::ALL
+        let embedded = ode_gpu::testing::ALL
             .iter()
             .find(|(n, _)| *n == name)
             .unwrap_or_else(|| panic!("{name} is not embedded by ode-gpu"));
         assert_eq!(embedded.1, src, "{name}: embedded copy differs");
         seen += 1;
     }
-    assert_eq!(seen, ode_gpu::shaders::ALL.len(), "every embedded shader has a file");
+    assert_eq!(seen, ode_gpu::testing::ALL.len(), "every embedded shader has a file");
 }
 
 #[test]
 fn a_broken_shader_is_rejected() {
     // The check above can fail: a type error in a copy of a real kernel is caught.
-    let src = ode_gpu::shaders::MLP_WGSL.replace("var v = g.alpha * acc;", "var v = g.alpha * acc + 1u;");
-    assert_ne!(src, ode_gpu::shaders::MLP_WGSL, "the mutation applies");
+    let src = ode_gpu::testing::MLP_WGSL.replace("var v = g.alpha * acc;", "var v = g.alpha * acc + 1u;");
+    assert_ne!(src, ode_gpu::testing::MLP_WGSL, "the mutation applies");
     let module = naga::front::wgsl::parse_str(&src);
     let rejected = match module {
         Err(_) => true,
@@ -57,10 +57,10 @@ fn wgsl_const<'a>(src: &'a str, name: &str) -> &'a str {
 
 #[test]
 fn rk_constants_agree_with_the_host() {
-    let src = ode_gpu::shaders::RK_WGSL;
+    let src = ode_gpu::testing::RK_WGSL;
     let snap: f64 = wgsl_const(src, "SNAP_ULPS").parse().unwrap();
     assert_eq!(snap, ode_core::SNAP_ULPS, "the kernels snap to targets like ode-core");
-    use ode_gpu::shaders::field;
+    use ode_gpu::testing::field;
     for (name, host) in [
         ("T", field::T),
         ("HS", field::HS),
@@ -73,4 +73,47 @@ fn rk_constants_agree_with_the_host() {
         let shader: usize = wgsl_const(src, name).parse().unwrap();
         assert_eq!(shader, host, "control field {name}");
     }
+}
+
+#[test]
+fn status_codes_agree_with_the_host() {
+    use ode_gpu::testing::status;
+    let src = ode_gpu::testing::RK_WGSL;
+    for (name, host) in [
+        ("RUNNING", status::RUNNING),
+        ("DONE", status::DONE),
+        ("UNDERFLOW", status::UNDERFLOW),
+        ("MAX_STEPS", status::MAX_STEPS),
+        ("NON_FINITE", status::NON_FINITE),
+    ] {
+        let shader: f32 = wgsl_const(src, name).parse().unwrap();
+        assert_eq!(shader, host, "status code {name}");
+    }
+}
+
+#[test]
+fn workgroup_sizes_are_those_the_host_dispatches_with() {
+    // naga's own reading of every `@workgroup_size`, against the size the host sizes that entry
+    // point's grid by (`Entry::workgroup_size`, from the role constants of `ode_gpu::testing`).
+    use ode_gpu::testing::{COUNT_WG, Entry, GEMM_WG, MLP_WGSL, RK_WGSL, WG};
+    let mlp = naga::front::wgsl::parse_str(MLP_WGSL).expect("mlp.wgsl parses");
+    let rk = naga::front::wgsl::parse_str(RK_WGSL).expect("rk.wgsl parses");
+    for e in Entry::ALL {
+        let (name, in_mlp) = e.name();
+        let module = if in_mlp { &mlp } else { &rk };
+        let ep = module
+            .entry_points
+            .iter()
+            .find(|ep| ep.name == name)
+            .unwrap_or_else(|| panic!("no entry point {name}"));
+        assert_eq!(ep.workgroup_size, e.workgroup_size(), "{name}: @workgroup_size");
+    }
+    assert_eq!(
+        mlp.entry_points.len() + rk.entry_points.len(),
+        Entry::ALL.len(),
+        "the host dispatches every entry point"
+    );
+    assert_eq!(Entry::GemmRows.workgroup_size(), [WG, 1, 1]);
+    assert_eq!(Entry::Gemm.workgroup_size(), [GEMM_WG, GEMM_WG, 1]);
+    assert_eq!(Entry::CountActive.workgroup_size(), [COUNT_WG, 1, 1]);
 }

@@ -51,7 +51,7 @@ pub enum GpuError {
 pub type Result<T, E = GpuError> = std::result::Result<T, E>;
 
 impl From<GpuError> for OdeError {
-    /// Solver errors pass through; device errors become [`OdeError::Device`]-like messages so
+    /// Solver errors pass through; device errors become [`OdeError::Backend`] messages so
     /// callers that only know `OdeError` (the trainer) can stop with the reason.
     fn from(e: GpuError) -> Self {
         match e {

@@ -1,13 +1,23 @@
 #![doc = include_str!("../README.md")]
 
 mod context;
+mod control;
+mod device;
+mod dispatch;
 mod error;
-pub mod shaders;
+mod layout;
+mod plan;
+mod report;
+mod shaders;
 mod solver;
+#[cfg(feature = "testing")]
+pub mod testing;
+mod validate;
 
 /// The CPU reference backend this crate mirrors.
 pub use ode_core as core;
 
-pub use context::GpuContext;
-pub use error::{GpuError, Result};
-pub use solver::{GemmSchedule, GpuCounters, GpuSolver};
+pub use context::*;
+pub use dispatch::GemmSchedule;
+pub use error::*;
+pub use solver::*;

@@ -1,5 +1,7 @@
 //! The WGSL sources (kept in the workspace's top-level `shaders/` folder, reached through the
-//! crate's `shaders` link so the crate packages on its own) and the uniform structs they read.
+//! crate's `shaders` link so the crate packages on its own) and everything the host shares with
+//! them: the uniform structs they read, flags, control fields, status codes, workgroup sizes and
+//! the compute entry points.
 
 use bytemuck::{Pod, Zeroable};
 
@@ -10,11 +12,26 @@ pub const MLP_WGSL: &str = include_str!("../shaders/mlp.wgsl");
 /// and the adjoint's augmented backward dynamics.
 pub const RK_WGSL: &str = include_str!("../shaders/rk.wgsl");
 
-/// Every shader file with its name, for validation.
-pub const ALL: [(&str, &str); 2] = [("mlp.wgsl", MLP_WGSL), ("rk.wgsl", RK_WGSL)];
-
 /// Byte stride between uniform slots (a multiple of every adapter's uniform offset alignment).
 pub const SLOT: u64 = 256;
+
+/// Workgroup width of the one-invocation-per-item passes: every pass of `rk.wgsl` but
+/// `count_active` (one invocation per sample or per element), and `gemm_rows` (one per row) and
+/// `reduce_partials` (one per output) of `mlp.wgsl` (`const WG` in both files).
+pub const WG: u32 = 64;
+/// Workgroup edge of the tiled matrix kernel `gemm` (`GEMM_WG × GEMM_WG` invocations,
+/// `const GEMM_WG` of `mlp.wgsl`).
+pub const GEMM_WG: u32 = 16;
+/// Workgroup width of `count_active`, the one-workgroup count of running samples
+/// (`const COUNT_WG` of `rk.wgsl`).
+pub const COUNT_WG: u32 = 256;
+/// Output tile edge of `gemm`: each invocation computes a 4×4 block (`BM` and `BN` of
+/// `mlp.wgsl`).
+pub const GEMM_TILE: u32 = 4 * GEMM_WG;
+/// Output columns per invocation of `gemm_rows` (`COLS` of `mlp.wgsl`).
+pub const ROWS_COLS: u32 = 4;
+/// Largest dense-output polynomial degree the shaders evaluate (`DENSE_MAX` of `rk.wgsl`).
+pub const DENSE_MAX: usize = 5;
 
 /// Epilogue and operand flags of [`Gemm`] (must match `mlp.wgsl`).
 pub mod gemm_flags {
@@ -158,6 +175,10 @@ pub mod status {
     /// Still integrating.
     pub const RUNNING: f32 = 0.0;
     /// Reached the last output time.
+    #[allow(
+        dead_code,
+        reason = "the host takes every status but the failures as done; kept to mirror rk.wgsl"
+    )]
     pub const DONE: f32 = 1.0;
     /// The step size fell below the minimum.
     pub const UNDERFLOW: f32 = 2.0;
@@ -214,6 +235,15 @@ impl Entry {
         Entry::AdjFinish,
     ];
 
+    /// The `@workgroup_size` of the entry point, which dispatches size their grids by.
+    pub fn workgroup_size(self) -> [u32; 3] {
+        match self {
+            Entry::Gemm => [GEMM_WG, GEMM_WG, 1],
+            Entry::CountActive => [COUNT_WG, 1, 1],
+            _ => [WG, 1, 1],
+        }
+    }
+
     /// The WGSL function name and whether it lives in `mlp.wgsl` (else `rk.wgsl`).
     pub fn name(self) -> (&'static str, bool) {
         match self {
@@ -235,6 +265,60 @@ impl Entry {
             Entry::AdjChoose => ("adj_choose", false),
             Entry::AdjStageInput => ("adj_stage_input", false),
             Entry::AdjFinish => ("adj_finish", false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of `const NAME: u32 = V;` in `src`.
+    fn wgsl_u32(src: &str, name: &str) -> u32 {
+        let prefix = format!("const {name}: u32 = ");
+        let rest = src
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no `const {name}: u32` in the shader"));
+        let value = rest.split(';').next().unwrap().trim().trim_end_matches('u');
+        value.parse().unwrap_or_else(|e| panic!("const {name} = {value}: {e}"))
+    }
+
+    #[test]
+    fn shared_constants_agree_with_the_shaders() {
+        for (file, src, name, host) in [
+            ("mlp.wgsl", MLP_WGSL, "WG", WG),
+            ("rk.wgsl", RK_WGSL, "WG", WG),
+            ("mlp.wgsl", MLP_WGSL, "GEMM_WG", GEMM_WG),
+            ("rk.wgsl", RK_WGSL, "COUNT_WG", COUNT_WG),
+            ("mlp.wgsl", MLP_WGSL, "BM", GEMM_TILE),
+            ("mlp.wgsl", MLP_WGSL, "BN", GEMM_TILE),
+            ("mlp.wgsl", MLP_WGSL, "COLS", ROWS_COLS),
+            ("rk.wgsl", RK_WGSL, "DENSE_MAX", DENSE_MAX as u32),
+        ] {
+            assert_eq!(wgsl_u32(src, name), host, "{file}: const {name}");
+        }
+    }
+
+    #[test]
+    fn every_entry_point_names_its_workgroup_size_constant() {
+        for e in Entry::ALL {
+            let (name, in_mlp) = e.name();
+            let src = if in_mlp { MLP_WGSL } else { RK_WGSL };
+            let at = src
+                .find(&format!("\nfn {name}("))
+                .unwrap_or_else(|| panic!("no entry point {name}"));
+            let attr = src[..at].lines().last().unwrap_or_default();
+            let args = attr
+                .strip_prefix("@compute @workgroup_size(")
+                .and_then(|a| a.strip_suffix(')'))
+                .unwrap_or_else(|| panic!("{name}: expected `@compute @workgroup_size(…)`, found `{attr}`"));
+            let mut size = [1u32; 3];
+            for (d, arg) in args.split(',').map(str::trim).enumerate() {
+                // Sizes are named constants; only unused dimensions may be a literal 1.
+                size[d] = if arg == "1" { 1 } else { wgsl_u32(src, arg) };
+            }
+            assert_eq!(size, e.workgroup_size(), "{name}: @workgroup_size({args})");
         }
     }
 }
