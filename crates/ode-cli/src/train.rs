@@ -226,13 +226,12 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     Ok(())
 }
 
+/// What `--resume` restores besides the weights: Adam's state and the best val_rmse so far.
+type Resumed = (OptimState, Option<f64>);
+
 /// The model to train: resumed from `--resume` (with its optimiser state and best val_rmse),
 /// or a seeded one shaped for the data, optionally with `--init-from` weights.
-fn initial_model(
-    args: &TrainArgs,
-    resolved: &Resolved,
-    ds: &Dataset,
-) -> Res<(NeuralOdeModel<f32>, Option<(OptimState, Option<f64>)>)> {
+fn initial_model(args: &TrainArgs, resolved: &Resolved, ds: &Dataset) -> Res<(NeuralOdeModel<f32>, Option<Resumed>)> {
     let Some(path) = &args.resume else {
         let mut m = NeuralOdeModel::for_dataset(&resolved.model, ds, resolved.train.seed)?;
         if let Some(path) = &args.init_from {
