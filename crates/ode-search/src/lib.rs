@@ -3,10 +3,13 @@
 /// The trainer that search trials run.
 pub use ode_train as train;
 
+mod dialect;
 pub mod driver;
 pub mod memory;
+pub mod optuna;
 pub mod pg_connect;
 pub mod postgres;
+mod rdb;
 pub mod space;
 pub mod sqlite;
 pub mod store;

@@ -128,6 +128,14 @@ pub enum StoreError {
     UnknownStudy(String),
 }
 
+/// A [`StoreError::Backend`] of the store at `location`.
+pub(crate) fn bad(location: &str, reason: impl Into<String>) -> StoreError {
+    StoreError::Backend {
+        location: location.into(),
+        reason: reason.into(),
+    }
+}
+
 /// Everything the search drivers need from a study store. Implementations make each call
 /// atomic (one transaction), so concurrent workers never claim a trial twice.
 pub trait StudyStore: Send {

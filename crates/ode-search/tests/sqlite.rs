@@ -6,7 +6,7 @@
 //! `python3` is tried. Without one the check prints "SKIPPED (no optuna)", unless
 //! `ODE_REQUIRE_OPTUNA=1`, which makes it fail.
 
-use ode_search::sqlite::{ALEMBIC_REVISION, ATTEMPT_ATTR, OPTUNA_SCHEMA_VERSION, OPTUNA_VERSION, WORKER_ATTR};
+use ode_search::optuna::{ALEMBIC_REVISION, ATTEMPT_ATTR, OPTUNA_SCHEMA_VERSION, OPTUNA_VERSION, WORKER_ATTR};
 use ode_search::store::{ParamDistribution, StoreError, StudyStore, TrialState};
 use ode_search::{Params, SqliteStore, drop_inactive};
 use rusqlite::Connection;
