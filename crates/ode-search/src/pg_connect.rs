@@ -22,8 +22,8 @@
 //! (a Unix-socket host matches `localhost`); a file readable by group or others is ignored
 //! with a warning, as libpq does.
 
-use crate::sqlite::bad;
 use crate::store::StoreError;
+use crate::store::bad;
 use postgres::config::Host;
 use postgres::{Client, Config, NoTls};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};

@@ -29,7 +29,7 @@ use std::path::Path;
 use std::time::Duration;
 
 // `pg_connect` builds its errors with this.
-pub(crate) use crate::store::bad;
+use crate::store::bad;
 
 /// How long a connection waits for another process's write lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
