@@ -2,10 +2,12 @@
 //! augmented system backwards in time, with memory independent of the number of steps.
 
 use crate::Scalar;
+use crate::control::{self, Batch, ControlState};
 use crate::error::{OdeError, Result};
-use crate::grad::{VjpField, add_to};
+use crate::grad::VjpField;
 use crate::options::{SolveOptions, StepMode};
-use crate::tableau::{ButcherTableau, Method};
+use crate::rk::{Coeffs, Zeros, add_to, all_finite, embedded_error, error_scale};
+use crate::tableau::Method;
 use std::fmt;
 use std::ops::Range;
 use std::str::FromStr;
@@ -67,6 +69,10 @@ pub struct AdjointStats {
     pub sample_evals: usize,
 }
 
+/// Scratch space and per-sample state of the backward solve, kept between calls. `z`/`a` are
+/// the state and the state adjoint (`batch × dim`); `kz`/`ka` their stage derivatives and
+/// `zin`/`ain` the stage inputs; `g` each stage's weighted parameter VJP and `theta` the
+/// parameter adjoint; `c*` hold the active rows gathered for one batched VJP.
 #[derive(Debug, Default)]
 struct Ws<T> {
     z: Vec<T>,
@@ -90,14 +96,43 @@ struct Ws<T> {
     t: Vec<T>,
     h: Vec<T>,
     hs: Vec<T>,
-    ratio: Vec<f64>,
-    hist: Vec<[f64; 2]>,
+    ctrl: Vec<ControlState>,
     live: Vec<bool>,
     ok: Vec<bool>,
-    nonfinite: Vec<bool>,
     steps: Vec<usize>,
     active: Vec<usize>,
     acc_rows: Vec<usize>,
+    // Hairer's initial step: norm pairs, and (d0 then h0, d1) per row.
+    norms: Vec<(f64, f64)>,
+    probe: Vec<[f64; 2]>,
+    stats: AdjointStats,
+}
+
+/// What one backward solve holds fixed.
+struct Backward<'a, T> {
+    rk: &'a Coeffs<T>,
+    opts: &'a SolveOptions<T>,
+    norm: AdjointNorm,
+    /// The parameter tensors' ranges (the mixed norm takes each one's RMS).
+    groups: &'a [Range<usize>],
+    batch: Batch,
+    /// Error-controlled steps.
+    adaptive: bool,
+}
+
+impl<T> Backward<'_, T> {
+    /// Row `r`'s range in the batch buffers.
+    fn row(&self, r: usize) -> Range<usize> {
+        r * self.batch.dim..(r + 1) * self.batch.dim
+    }
+}
+
+/// The output interval being integrated, from its upper time down to `t_lo`.
+#[derive(Debug, Clone, Copy)]
+struct Interval<T> {
+    t_lo: T,
+    /// The sign of the steps.
+    dir: T,
 }
 
 /// Solves the adjoint system `dz/dt = f(z)`, `da/dt = -aᵀ ∂f/∂z`, `dθ̄/dt = -aᵀ ∂f/∂θ` backwards
@@ -122,11 +157,7 @@ struct Ws<T> {
 /// ```
 #[derive(Debug)]
 pub struct AdjointSolver<T: Scalar> {
-    tableau: ButcherTableau,
-    a: Vec<Vec<T>>,
-    b: Vec<T>,
-    c: Vec<T>,
-    b_err: Option<Vec<T>>,
+    rk: Coeffs<T>,
     opts: SolveOptions<T>,
     norm: AdjointNorm,
     ws: Ws<T>,
@@ -143,14 +174,8 @@ impl<T: Scalar> AdjointSolver<T> {
                        use step mode 'shared' or the 'seminorm' adjoint norm",
             });
         }
-        let tableau = method.tableau();
-        let cv = |v: &[f64]| v.iter().map(|&x| T::c(x)).collect::<Vec<T>>();
         Ok(Self {
-            a: tableau.a.iter().map(|r| cv(r)).collect(),
-            b: cv(&tableau.b),
-            c: cv(&tableau.c),
-            b_err: tableau.b_err.as_deref().map(cv),
-            tableau,
+            rk: Coeffs::new(&method.tableau()),
             opts,
             norm,
             ws: Ws::default(),
@@ -182,349 +207,41 @@ impl<T: Scalar> AdjointSolver<T> {
         grad_params: &mut [T],
         param_groups: &[Range<usize>],
     ) -> Result<AdjointStats> {
-        let n = f.dim();
-        let p = f.num_params();
-        if ts.len() < 2 {
-            return Err(OdeError::TooFewTimes { got: ts.len() });
-        }
-        let per_time = ys.len() / ts.len();
-        if n == 0 || per_time == 0 || ys.len() % ts.len() != 0 || per_time % n != 0 {
-            return Err(OdeError::ShapeMismatch {
-                what: "forward states (times × batch × dim)",
-                expected: n.max(1),
-                got: ys.len(),
-            });
-        }
-        let batch = per_time / n;
-        if ts.len() < 2 {
-            return Err(OdeError::TooFewTimes { got: ts.len() });
-        }
-        for (what, expected, got) in [
-            (
-                "output cotangents (times × batch × dim)",
-                ts.len() * batch * n,
-                grad_out.len(),
-            ),
-            ("initial-state gradient (batch × dim)", batch * n, grad_y0.len()),
-            ("parameter gradient", p, grad_params.len()),
-        ] {
-            if expected != got {
-                return Err(OdeError::ShapeMismatch { what, expected, got });
-            }
-        }
+        let batch = check_shapes(f, ts, ys, grad_out, grad_y0, grad_params)?;
+        let (n, p) = (f.dim(), f.num_params());
         self.opts.validate(n)?;
         let all = 0..p;
         let full = std::slice::from_ref(&all);
-        let groups: &[Range<usize>] = if param_groups.is_empty() { full } else { param_groups };
-        let Self {
-            tableau,
-            a,
-            b,
-            c,
-            b_err,
+        let Self { rk, opts, norm, ws } = self;
+        let bw = Backward {
+            rk,
             opts,
-            norm,
-            ws,
-        } = self;
-        let s = tableau.stages();
-        let shared = opts.step_mode == StepMode::Shared;
-        let adaptive = b_err.is_some() && opts.step_size.is_none();
-        let err_order = tableau.embedded_order.map_or(1.0, |q| q as f64 + 1.0);
-        let w = batch * n;
-        let fit = |v: &mut Vec<T>, len: usize| {
-            v.clear();
-            v.resize(len, T::zero());
+            norm: *norm,
+            groups: if param_groups.is_empty() { full } else { param_groups },
+            batch: Batch {
+                rows: batch,
+                dim: n,
+                shared: opts.step_mode == StepMode::Shared,
+            },
+            adaptive: rk.b_err.is_some() && opts.step_size.is_none(),
         };
-        for v in [
-            &mut ws.z_new,
-            &mut ws.a_new,
-            &mut ws.cz,
-            &mut ws.cv,
-            &mut ws.cf,
-            &mut ws.cgy,
-        ] {
-            fit(v, w);
-        }
-        for v in [&mut ws.kz, &mut ws.ka, &mut ws.zin, &mut ws.ain] {
-            v.resize_with(s, Vec::new);
-            v.iter_mut().for_each(|x| fit(x, w));
-        }
-        ws.g.resize_with(s, Vec::new);
-        ws.g.iter_mut().for_each(|x| fit(x, p));
-        fit(&mut ws.theta, p);
-        fit(&mut ws.theta_new, p);
-        for v in [&mut ws.t, &mut ws.h, &mut ws.hs, &mut ws.ct] {
-            fit(v, batch);
-        }
-        ws.ratio.clear();
-        ws.ratio.resize(batch, 0.0);
-        ws.hist.clear();
-        ws.hist.resize(batch, [1.0, 1.0]);
-        ws.live.clear();
-        ws.live.resize(batch, true);
-        ws.ok.clear();
-        ws.ok.resize(batch, false);
-        ws.nonfinite.clear();
-        ws.nonfinite.resize(batch, false);
-        ws.steps.clear();
-        ws.steps.resize(batch, 0);
-        ws.z.clear();
-        ws.z.extend_from_slice(&ys[(ts.len() - 1) * batch * n..]);
-        ws.a.clear();
-        ws.a.extend_from_slice(&grad_out[(ts.len() - 1) * w..]);
-        let mut stats = AdjointStats::default();
-        let sc = |i: usize, x: T, y: T| (opts.atol.get(i) + opts.rtol.get(i) * x.abs().max(y.abs())).f64();
-        let mut first_interval = true;
-
+        let w = batch * n;
+        let last = ts.len() - 1;
+        ws.prepare(&bw, p, &ys[last * w..], &grad_out[last * w..]);
         for k in (1..ts.len()).rev() {
             let (t_hi, t_lo) = (ts[k], ts[k - 1]);
-            let dir = if t_lo < t_hi { -T::one() } else { T::one() };
+            let span = Interval {
+                t_lo,
+                dir: if t_lo < t_hi { -T::one() } else { T::one() },
+            };
             ws.active.clear();
             ws.active.extend(0..batch);
-            for r in 0..batch {
-                ws.t[r] = t_hi;
-                ws.live[r] = true;
+            ws.t.fill(t_hi);
+            ws.live.fill(true);
+            if bw.adaptive && k == last {
+                ws.initial_steps(f, &bw, span.dir);
             }
-            if adaptive && first_interval {
-                let h0 = opts.first_step.map(|h| h.abs().f64());
-                initial_steps(f, ws, n, batch, shared, dir, h0, tableau.order, opts, &mut stats);
-            }
-            first_interval = false;
-
-            loop {
-                ws.active.retain(|&r| ws.live[r]);
-                if ws.active.is_empty() {
-                    break;
-                }
-                // Step sizes for this iteration.
-                for idx in 0..ws.active.len() {
-                    let r = ws.active[idx];
-                    if ws.steps[r] >= opts.max_num_steps {
-                        return Err(OdeError::MaxStepsExceeded {
-                            t: ws.t[r].f64(),
-                            max_num_steps: opts.max_num_steps,
-                            sample: r,
-                        });
-                    }
-                    let t = ws.t[r];
-                    let h = opts.next_step(adaptive, t, t_lo, ws.h[r], dir).map_err(|(h, floor)| {
-                        if ws.nonfinite[r] {
-                            OdeError::NonFinite {
-                                what: "adjoint state",
-                                t: t.f64(),
-                                sample: r,
-                            }
-                        } else {
-                            OdeError::StepSizeUnderflow {
-                                t: t.f64(),
-                                h: h.abs().f64(),
-                                min_step: floor.f64(),
-                                sample: r,
-                            }
-                        }
-                    })?;
-                    ws.hs[r] = h;
-                }
-                // Stages. Parameter gradients are weighted by each row's step so one batched
-                // VJP gives Σ_r h_r aᵀ∂f/∂θ.
-                for i in 0..s {
-                    let m = ws.active.len();
-                    for (j, &r) in ws.active.iter().enumerate() {
-                        let h = ws.hs[r];
-                        let (o, cj) = (r * n, j * n);
-                        ws.zin[i][o..o + n].copy_from_slice(&ws.z[o..o + n]);
-                        ws.ain[i][o..o + n].copy_from_slice(&ws.a[o..o + n]);
-                        for (l, &al) in a[i].iter().enumerate() {
-                            if al != T::zero() {
-                                add_to(&mut ws.zin[i][o..o + n], h * al, &ws.kz[l][o..o + n]);
-                                add_to(&mut ws.ain[i][o..o + n], h * al, &ws.ka[l][o..o + n]);
-                            }
-                        }
-                        ws.ct[j] = ws.t[r] + c[i] * h;
-                        ws.cz[cj..cj + n].copy_from_slice(&ws.zin[i][o..o + n]);
-                        for (v, x) in ws.cv[cj..cj + n].iter_mut().zip(&ws.ain[i][o..o + n]) {
-                            *v = h * *x;
-                        }
-                    }
-                    ws.g[i].fill(T::zero());
-                    f.vjp(
-                        &ws.ct[..m],
-                        &ws.cz[..m * n],
-                        &ws.cv[..m * n],
-                        Some(&mut ws.cf[..m * n]),
-                        &mut ws.cgy[..m * n],
-                        Some(&mut ws.g[i]),
-                    );
-                    stats.nfe += 1;
-                    stats.sample_evals += m;
-                    for (j, &r) in ws.active.iter().enumerate() {
-                        let h = ws.hs[r];
-                        let (o, cj) = (r * n, j * n);
-                        ws.kz[i][o..o + n].copy_from_slice(&ws.cf[cj..cj + n]);
-                        for (d, g) in ws.ka[i][o..o + n].iter_mut().zip(&ws.cgy[cj..cj + n]) {
-                            *d = -(*g / h);
-                        }
-                    }
-                }
-                // Solutions and error ratios.
-                let (mut sz, mut sa, mut nonfinite_any) = (0.0f64, 0.0f64, false);
-                for &r in ws.active.iter() {
-                    let h = ws.hs[r];
-                    let o = r * n;
-                    ws.z_new[o..o + n].copy_from_slice(&ws.z[o..o + n]);
-                    ws.a_new[o..o + n].copy_from_slice(&ws.a[o..o + n]);
-                    for (i, &bi) in b.iter().enumerate() {
-                        if bi != T::zero() {
-                            add_to(&mut ws.z_new[o..o + n], h * bi, &ws.kz[i][o..o + n]);
-                            add_to(&mut ws.a_new[o..o + n], h * bi, &ws.ka[i][o..o + n]);
-                        }
-                    }
-                    let finite = ws.z_new[o..o + n]
-                        .iter()
-                        .chain(&ws.a_new[o..o + n])
-                        .all(|v| v.is_finite());
-                    if !adaptive {
-                        if !finite {
-                            return Err(OdeError::NonFinite {
-                                what: "adjoint state",
-                                t: (ws.t[r] + h).f64(),
-                                sample: r,
-                            });
-                        }
-                        continue;
-                    }
-                    let be = b_err.as_ref().expect("adaptive");
-                    let (mut qz, mut qa) = (0.0f64, 0.0f64);
-                    for i in 0..n {
-                        let (mut ez, mut ea) = (T::zero(), T::zero());
-                        for (l, &bl) in be.iter().enumerate() {
-                            ez = ez + bl * ws.kz[l][o + i];
-                            ea = ea + bl * ws.ka[l][o + i];
-                        }
-                        let xz = (h * ez).f64() / sc(i, ws.z[o + i], ws.z_new[o + i]);
-                        let xa = (h * ea).f64() / sc(i, ws.a[o + i], ws.a_new[o + i]);
-                        qz += xz * xz;
-                        qa += xa * xa;
-                    }
-                    if !finite {
-                        nonfinite_any = true;
-                        qz = f64::NAN;
-                    }
-                    if shared {
-                        sz += qz;
-                        sa += qa;
-                    } else {
-                        ws.ratio[r] = (qz / n as f64).sqrt().max((qa / n as f64).sqrt());
-                        if !finite {
-                            ws.ratio[r] = f64::NAN;
-                        }
-                    }
-                }
-                if adaptive && shared {
-                    let cnt = (ws.active.len() * n) as f64;
-                    let mut ratio = (sz / cnt).sqrt().max((sa / cnt).sqrt());
-                    if nonfinite_any {
-                        ratio = f64::NAN;
-                    }
-                    // θ̄_new = θ̄ - Σ b_i G_i; mixed norm: its error Σ b_err_i G_i, per tensor.
-                    ws.theta_new.copy_from_slice(&ws.theta);
-                    for (i, &bi) in b.iter().enumerate() {
-                        add_to(&mut ws.theta_new, -bi, &ws.g[i]);
-                    }
-                    if *norm == AdjointNorm::Mixed {
-                        let be = b_err.as_ref().expect("adaptive");
-                        for grp in groups {
-                            let mut q = 0.0f64;
-                            for idx in grp.clone() {
-                                let mut e = T::zero();
-                                for (l, &bl) in be.iter().enumerate() {
-                                    e = e + bl * ws.g[l][idx];
-                                }
-                                let scale = (opts.atol.get(0)
-                                    + opts.rtol.get(0) * ws.theta[idx].abs().max(ws.theta_new[idx].abs()))
-                                .f64();
-                                let x = e.f64() / scale;
-                                q += x * x;
-                            }
-                            if !grp.is_empty() {
-                                ratio = ratio.max((q / grp.len() as f64).sqrt());
-                            }
-                        }
-                    }
-                    for &r in ws.active.iter() {
-                        ws.ratio[r] = ratio;
-                    }
-                }
-                // Accept or reject; parameter adjoint of the accepted rows.
-                ws.acc_rows.clear();
-                for &r in ws.active.iter() {
-                    let ok = !adaptive || ws.ratio[r] <= 1.0;
-                    ws.ok[r] = ok;
-                    if ok {
-                        ws.acc_rows.push(r);
-                    }
-                }
-                if ws.acc_rows.len() == ws.active.len() {
-                    for (i, &bi) in b.iter().enumerate() {
-                        add_to(&mut ws.theta, -bi, &ws.g[i]);
-                    }
-                } else if !ws.acc_rows.is_empty() {
-                    // Some rows were rejected: redo the weighted parameter VJPs for the others.
-                    for (i, &bi) in b.iter().enumerate() {
-                        if bi == T::zero() {
-                            continue;
-                        }
-                        let m = ws.acc_rows.len();
-                        for (j, &r) in ws.acc_rows.iter().enumerate() {
-                            let h = ws.hs[r];
-                            let (o, cj) = (r * n, j * n);
-                            ws.ct[j] = ws.t[r] + c[i] * h;
-                            ws.cz[cj..cj + n].copy_from_slice(&ws.zin[i][o..o + n]);
-                            for (v, x) in ws.cv[cj..cj + n].iter_mut().zip(&ws.ain[i][o..o + n]) {
-                                *v = -(bi * h * *x);
-                            }
-                        }
-                        f.vjp(
-                            &ws.ct[..m],
-                            &ws.cz[..m * n],
-                            &ws.cv[..m * n],
-                            None,
-                            &mut ws.cgy[..m * n],
-                            Some(&mut ws.theta),
-                        );
-                        stats.nfe += 1;
-                        stats.sample_evals += m;
-                    }
-                }
-                for idx in 0..ws.active.len() {
-                    let r = ws.active[idx];
-                    let h = ws.hs[r];
-                    ws.steps[r] += 1;
-                    if adaptive {
-                        let ratio = ws.ratio[r];
-                        let [r1, r2] = ws.hist[r];
-                        let factor = opts.controller.factor(ws.ok[r], ratio, r1, r2, err_order);
-                        ws.nonfinite[r] = !ratio.is_finite();
-                        if ws.ok[r] {
-                            ws.hist[r] = [ratio.max(1e-10), r1];
-                        }
-                        ws.h[r] = h * T::c(factor);
-                    }
-                    if !ws.ok[r] {
-                        stats.rejected += usize::from(!shared || idx == 0);
-                        continue;
-                    }
-                    stats.accepted += usize::from(!shared || idx == 0);
-                    let o = r * n;
-                    ws.z[o..o + n].copy_from_slice(&ws.z_new[o..o + n]);
-                    ws.a[o..o + n].copy_from_slice(&ws.a_new[o..o + n]);
-                    let tn = if h == t_lo - ws.t[r] { t_lo } else { ws.t[r] + h };
-                    ws.t[r] = tn;
-                    if tn == t_lo {
-                        ws.live[r] = false;
-                    }
-                }
-            }
+            ws.integrate(f, &bw, span)?;
             // The loss gradient at this output time joins the state adjoint; the state restarts
             // from the forward solution there.
             add_to(&mut ws.a, T::one(), &grad_out[(k - 1) * w..k * w]);
@@ -532,126 +249,578 @@ impl<T: Scalar> AdjointSolver<T> {
         }
         grad_y0.copy_from_slice(&ws.a);
         add_to(grad_params, T::one(), &ws.theta);
-        Ok(stats)
+        Ok(ws.stats)
     }
 }
 
-/// Maps a flat index of the workspace to the scaled (z, a) pair whose norms are taken.
-type Pick<'a, T> = dyn Fn(&Ws<T>, usize) -> (f64, f64) + 'a;
-
-/// Hairer's initial step for the augmented `(z, a)` system, per sample or over the batch.
-#[allow(clippy::too_many_arguments)]
-fn initial_steps<T: Scalar, F: VjpField<T> + ?Sized>(
-    f: &mut F,
-    ws: &mut Ws<T>,
-    n: usize,
-    batch: usize,
-    shared: bool,
-    dir: T,
-    first: Option<f64>,
-    order: usize,
-    opts: &SolveOptions<T>,
-    stats: &mut AdjointStats,
-) {
-    if let Some(h) = first {
-        ws.h.iter_mut().for_each(|x| *x = dir * T::c(h));
-        return;
+/// Checks the shapes of a backward solve's inputs; returns the batch size.
+fn check_shapes<T: Scalar, F: VjpField<T> + ?Sized>(
+    f: &F,
+    ts: &[T],
+    ys: &[T],
+    grad_out: &[T],
+    grad_y0: &[T],
+    grad_params: &[T],
+) -> Result<usize> {
+    let (n, p) = (f.dim(), f.num_params());
+    if ts.len() < 2 {
+        return Err(OdeError::TooFewTimes { got: ts.len() });
     }
-    let w = batch * n;
-    let sc = |i: usize, x: T| (opts.atol.get(i) + opts.rtol.get(i) * x.abs()).f64();
-    // (z, a) derivatives at the start: kz[0], ka[0] (scratch here).
-    let eval = |f: &mut F, ws: &mut Ws<T>, z: &[T], a: &[T], stats: &mut AdjointStats, slot: usize| {
-        ws.ct[..batch].copy_from_slice(&ws.t[..batch]);
-        ws.cz[..w].copy_from_slice(z);
+    let per_time = ys.len() / ts.len();
+    if n == 0 || per_time == 0 || ys.len() % ts.len() != 0 || per_time % n != 0 {
+        return Err(OdeError::ShapeMismatch {
+            what: "forward states (times × batch × dim)",
+            expected: n.max(1),
+            got: ys.len(),
+        });
+    }
+    let batch = per_time / n;
+    for (what, expected, got) in [
+        (
+            "output cotangents (times × batch × dim)",
+            ts.len() * batch * n,
+            grad_out.len(),
+        ),
+        ("initial-state gradient (batch × dim)", batch * n, grad_y0.len()),
+        ("parameter gradient", p, grad_params.len()),
+    ] {
+        if expected != got {
+            return Err(OdeError::ShapeMismatch { what, expected, got });
+        }
+    }
+    Ok(batch)
+}
+
+impl<T: Scalar> Ws<T> {
+    /// Sizes the buffers, resets the per-row state, and starts from the last output's state
+    /// `z_end` and cotangent `a_end`.
+    fn prepare(&mut self, bw: &Backward<'_, T>, p: usize, z_end: &[T], a_end: &[T]) {
+        let (batch, s) = (bw.batch.rows, bw.rk.stages);
+        let w = batch * bw.batch.dim;
+        let fit = |v: &mut Vec<T>, len: usize| {
+            v.clear();
+            v.resize(len, T::zero());
+        };
+        for v in [
+            &mut self.z_new,
+            &mut self.a_new,
+            &mut self.cz,
+            &mut self.cv,
+            &mut self.cf,
+            &mut self.cgy,
+        ] {
+            fit(v, w);
+        }
+        for v in [&mut self.kz, &mut self.ka, &mut self.zin, &mut self.ain] {
+            v.resize_with(s, Vec::new);
+            v.iter_mut().for_each(|x| fit(x, w));
+        }
+        self.g.resize_with(s, Vec::new);
+        self.g.iter_mut().for_each(|x| fit(x, p));
+        fit(&mut self.theta, p);
+        fit(&mut self.theta_new, p);
+        for v in [&mut self.t, &mut self.h, &mut self.hs, &mut self.ct] {
+            fit(v, batch);
+        }
+        self.ctrl.clear();
+        self.ctrl.resize(batch, ControlState::default());
+        for (v, x) in [(&mut self.live, true), (&mut self.ok, false)] {
+            v.clear();
+            v.resize(batch, x);
+        }
+        self.steps.clear();
+        self.steps.resize(batch, 0);
+        self.probe.clear();
+        self.probe.resize(batch, [0.0; 2]);
+        self.z.clear();
+        self.z.extend_from_slice(z_end);
+        self.a.clear();
+        self.a.extend_from_slice(a_end);
+        self.stats = AdjointStats::default();
+    }
+
+    /// The integration loop over one output interval, the forward loop's phases on the
+    /// augmented system, until every row has reached `span.t_lo`.
+    fn integrate<F: VjpField<T> + ?Sized>(&mut self, f: &mut F, bw: &Backward<'_, T>, span: Interval<T>) -> Result<()> {
+        loop {
+            let live = &self.live;
+            self.active.retain(|&r| live[r]);
+            if self.active.is_empty() {
+                return Ok(());
+            }
+            self.choose_steps(bw, span)?;
+            self.stages(f, bw);
+            self.error_estimate(bw);
+            self.accept_reject(bw)?;
+            self.param_adjoint(f, bw);
+            self.adapt_step_size(bw);
+            self.commit(bw, span);
+        }
+    }
+
+    /// `kz[slot] = f(z)` and `ka[slot] = -aᵀ∂f/∂z` for every row at its time `t`, with `z` and `a`
+    /// in the gather buffers `cz` and `cv`.
+    fn eval_derivatives<F: VjpField<T> + ?Sized>(&mut self, f: &mut F, batch: usize, slot: usize) {
+        let w = self.z.len();
+        self.ct[..batch].copy_from_slice(&self.t[..batch]);
         f.vjp(
-            &ws.ct[..batch],
-            &ws.cz[..w],
-            a,
-            Some(&mut ws.cf[..w]),
-            &mut ws.cgy[..w],
+            &self.ct[..batch],
+            &self.cz[..w],
+            &self.cv[..w],
+            Some(&mut self.cf[..w]),
+            &mut self.cgy[..w],
             None,
         );
-        stats.nfe += 1;
-        stats.sample_evals += batch;
-        ws.kz[slot][..w].copy_from_slice(&ws.cf[..w]);
-        for (d, g) in ws.ka[slot][..w].iter_mut().zip(&ws.cgy[..w]) {
+        self.stats.nfe += 1;
+        self.stats.sample_evals += batch;
+        self.kz[slot][..w].copy_from_slice(&self.cf[..w]);
+        for (d, g) in self.ka[slot][..w].iter_mut().zip(&self.cgy[..w]) {
             *d = -*g;
         }
-    };
-    // Runs once per backward pass; the few small vectors here are not in the step loop.
-    let (z, a) = (ws.z.clone(), ws.a.clone());
-    eval(f, ws, &z, &a, stats, 0);
-    let norm = |rows: &[(f64, f64)]| -> Vec<f64> { rows.iter().map(|x| x.0.max(x.1)).collect() };
-    let rms = |ws: &Ws<T>, pick: &Pick<'_, T>| -> Vec<(f64, f64)> {
-        let mut per: Vec<(f64, f64)> = (0..batch)
-            .map(|r| {
-                let (mut s0, mut s1) = (0.0, 0.0);
-                for i in 0..n {
-                    let (x0, x1) = pick(ws, r * n + i);
-                    s0 += x0 * x0;
-                    s1 += x1 * x1;
+    }
+
+    /// Hairer's initial step for the augmented `(z, a)` system, per sample or over the batch
+    /// (the norm of a row is the larger of its `z` and `a` norms), or `first_step` when given.
+    fn initial_steps<F: VjpField<T> + ?Sized>(&mut self, f: &mut F, bw: &Backward<'_, T>, dir: T) {
+        if let Some(h) = bw.opts.first_step.map(|h| h.abs().f64()) {
+            self.h.iter_mut().for_each(|x| *x = dir * T::c(h));
+            return;
+        }
+        let (opts, batch, n) = (bw.opts, bw.batch.rows, bw.batch.dim);
+        let sc = |i: usize, x: T| control::state_scale(opts, i, x);
+        self.cz.copy_from_slice(&self.z);
+        self.cv.copy_from_slice(&self.a);
+        self.eval_derivatives(f, batch, 0);
+        let (z, a, kz0, ka0) = (&self.z, &self.a, &self.kz[0], &self.ka[0]);
+        control::rms_pairs(&mut self.norms, bw.batch, |j| {
+            (z[j].f64() / sc(j % n, z[j]), a[j].f64() / sc(j % n, a[j]))
+        });
+        for r in 0..batch {
+            self.probe[r][0] = self.norms[r].0.max(self.norms[r].1);
+        }
+        control::rms_pairs(&mut self.norms, bw.batch, |j| {
+            (kz0[j].f64() / sc(j % n, z[j]), ka0[j].f64() / sc(j % n, a[j]))
+        });
+        // An explicit Euler step of the trial size h0 (the time shift is undone below).
+        for r in 0..batch {
+            let d1 = self.norms[r].0.max(self.norms[r].1);
+            let h0 = control::trial_step(self.probe[r][0], d1);
+            self.probe[r] = [h0, d1];
+            let ht = dir * T::c(h0);
+            self.t[r] = self.t[r] + ht;
+            for j in bw.row(r) {
+                self.cz[j] = self.z[j] + ht * self.kz[0][j];
+                self.cv[j] = self.a[j] + ht * self.ka[0][j];
+            }
+        }
+        self.eval_derivatives(f, batch, 1);
+        for r in 0..batch {
+            self.t[r] = self.t[r] - dir * T::c(self.probe[r][0]);
+        }
+        let (z, a, kz, ka) = (&self.z, &self.a, &self.kz, &self.ka);
+        control::rms_pairs(&mut self.norms, bw.batch, |j| {
+            (
+                (kz[1][j] - kz[0][j]).f64() / sc(j % n, z[j]),
+                (ka[1][j] - ka[0][j]).f64() / sc(j % n, a[j]),
+            )
+        });
+        for r in 0..batch {
+            let [h0, d1] = self.probe[r];
+            let h = control::initial_step(h0, d1, self.norms[r].0.max(self.norms[r].1), bw.rk.order);
+            self.h[r] = dir * T::c(h);
+        }
+    }
+
+    /// Each active row's step `hs` towards `span.t_lo`; over the step budget or without a
+    /// possible step, the backward solve fails.
+    fn choose_steps(&mut self, bw: &Backward<'_, T>, span: Interval<T>) -> Result<()> {
+        for idx in 0..self.active.len() {
+            let r = self.active[idx];
+            let t = self.t[r];
+            if self.steps[r] >= bw.opts.max_num_steps {
+                return Err(OdeError::MaxStepsExceeded {
+                    t: t.f64(),
+                    max_num_steps: bw.opts.max_num_steps,
+                    sample: r,
+                });
+            }
+            let nonfinite = self.ctrl[r].nonfinite;
+            self.hs[r] = bw
+                .opts
+                .next_step(bw.adaptive, t, span.t_lo, self.h[r], span.dir)
+                .map_err(|hf| control::no_step_error("adjoint state", nonfinite, t, hf, r))?;
+        }
+        Ok(())
+    }
+
+    /// The stages of the augmented system, one batched VJP each: `kz_i = f(Z_i)`,
+    /// `ka_i = -A_iᵀ∂f/∂z(Z_i)` and `G_i = Σ_r h_r A_iᵀ∂f/∂θ(Z_i)` (weighting each row by its own
+    /// step lets one batched VJP give the parameters' sum); then the solutions `z_new`, `a_new`.
+    fn stages<F: VjpField<T> + ?Sized>(&mut self, f: &mut F, bw: &Backward<'_, T>) {
+        let (rk, mn, m) = (bw.rk, self.active.len() * bw.batch.dim, self.active.len());
+        for i in 0..rk.stages {
+            self.gather_stage(bw, i);
+            self.g[i].fill(T::zero());
+            f.vjp(
+                &self.ct[..m],
+                &self.cz[..mn],
+                &self.cv[..mn],
+                Some(&mut self.cf[..mn]),
+                &mut self.cgy[..mn],
+                Some(&mut self.g[i]),
+            );
+            self.stats.nfe += 1;
+            self.stats.sample_evals += m;
+            self.scatter_stage(bw, i);
+        }
+        for &r in self.active.iter() {
+            let (h, row) = (self.hs[r], bw.row(r));
+            let (z, z_new) = (&self.z[row.clone()], &mut self.z_new[row.clone()]);
+            rk.solution(h, z, &self.kz, row.clone(), z_new, Zeros::Skip);
+            let (a, a_new) = (&self.a[row.clone()], &mut self.a_new[row.clone()]);
+            rk.solution(h, a, &self.ka, row, a_new, Zeros::Skip);
+        }
+    }
+
+    /// Stage `i`'s inputs `Z_i`, `A_i` of the active rows, gathered with their times and the
+    /// step-weighted cotangents `h·A_i` for one batched VJP.
+    fn gather_stage(&mut self, bw: &Backward<'_, T>, i: usize) {
+        let (rk, n) = (bw.rk, bw.batch.dim);
+        for (j, &r) in self.active.iter().enumerate() {
+            let (h, row, cj) = (self.hs[r], bw.row(r), j * n);
+            let (zin, ain) = (&mut self.zin[i][row.clone()], &mut self.ain[i][row.clone()]);
+            rk.stage_input(i, h, &self.z[row.clone()], &self.kz, row.clone(), zin);
+            rk.stage_input(i, h, &self.a[row.clone()], &self.ka, row, ain);
+            self.ct[j] = rk.stage_time(i, self.t[r], h);
+            self.cz[cj..cj + n].copy_from_slice(zin);
+            for (v, x) in self.cv[cj..cj + n].iter_mut().zip(ain.iter()) {
+                *v = h * *x;
+            }
+        }
+    }
+
+    /// Stage `i`'s derivatives of the active rows from the batched VJP: `kz_i = f`,
+    /// `ka_i = -(h·A_i)ᵀ∂f/∂z / h`.
+    fn scatter_stage(&mut self, bw: &Backward<'_, T>, i: usize) {
+        let n = bw.batch.dim;
+        for (j, &r) in self.active.iter().enumerate() {
+            let (h, row, cj) = (self.hs[r], bw.row(r), j * n);
+            self.kz[i][row.clone()].copy_from_slice(&self.cf[cj..cj + n]);
+            for (d, g) in self.ka[i][row].iter_mut().zip(&self.cgy[cj..cj + n]) {
+                *d = -(*g / h);
+            }
+        }
+    }
+
+    /// Whether row `r`'s new state and state adjoint are finite.
+    fn finite_row(&self, bw: &Backward<'_, T>, r: usize) -> bool {
+        all_finite(&self.z_new[bw.row(r)]) && all_finite(&self.a_new[bw.row(r)])
+    }
+
+    /// Sums of squared scaled embedded errors of row `r`'s `z` and `a` (divided in `f64`, where
+    /// the forward solve divides in the working precision).
+    fn row_error(&self, bw: &Backward<'_, T>, be: &[T], r: usize) -> (f64, f64) {
+        let (h, o) = (self.hs[r], r * bw.batch.dim);
+        let (mut qz, mut qa) = (0.0f64, 0.0f64);
+        for i in 0..bw.batch.dim {
+            let ez = embedded_error(be, &self.kz, o + i);
+            let ea = embedded_error(be, &self.ka, o + i);
+            let xz = (h * ez).f64() / error_scale(bw.opts, i, self.z[o + i], self.z_new[o + i]).f64();
+            let xa = (h * ea).f64() / error_scale(bw.opts, i, self.a[o + i], self.a_new[o + i]).f64();
+            qz += xz * xz;
+            qa += xa * xa;
+        }
+        (qz, qa)
+    }
+
+    /// Error ratios of adaptive steps: the larger of the RMS errors of `z` and `a` (NaN when
+    /// not finite), per row or over the batch in shared mode, where the mixed norm also takes
+    /// each parameter tensor's.
+    fn error_estimate(&mut self, bw: &Backward<'_, T>) {
+        let Some(be) = bw.rk.b_err.as_deref().filter(|_| bw.adaptive) else {
+            return;
+        };
+        let n = bw.batch.dim as f64;
+        let (mut sz, mut sa, mut nonfinite_any) = (0.0f64, 0.0f64, false);
+        for idx in 0..self.active.len() {
+            let r = self.active[idx];
+            let (mut qz, qa) = self.row_error(bw, be, r);
+            let finite = self.finite_row(bw, r);
+            if !finite {
+                nonfinite_any = true;
+                qz = f64::NAN;
+            }
+            if bw.batch.shared {
+                sz += qz;
+                sa += qa;
+            } else {
+                self.ctrl[r].ratio = (qz / n).sqrt().max((qa / n).sqrt());
+                if !finite {
+                    self.ctrl[r].ratio = f64::NAN;
                 }
-                (s0, s1)
-            })
-            .collect();
-        if shared {
-            let tot = per.iter().fold((0.0, 0.0), |acc, x| (acc.0 + x.0, acc.1 + x.1));
-            let cnt = (batch * n) as f64;
-            per.iter_mut()
-                .for_each(|x| *x = ((tot.0 / cnt).sqrt(), (tot.1 / cnt).sqrt()));
-        } else {
-            per.iter_mut()
-                .for_each(|x| *x = ((x.0 / n as f64).sqrt(), (x.1 / n as f64).sqrt()));
+            }
         }
-        per
-    };
-    let d0 = norm(&rms(ws, &|ws, j| {
-        (ws.z[j].f64() / sc(j % n, ws.z[j]), ws.a[j].f64() / sc(j % n, ws.a[j]))
-    }));
-    let d1 = norm(&rms(ws, &|ws, j| {
-        (
-            ws.kz[0][j].f64() / sc(j % n, ws.z[j]),
-            ws.ka[0][j].f64() / sc(j % n, ws.a[j]),
-        )
-    }));
-    let mut z1 = z.clone();
-    let mut a1 = a.clone();
-    let mut h0s = vec![0.0; batch];
-    for r in 0..batch {
-        let h0 = if d0[r] < 1e-5 || d1[r] < 1e-5 {
-            1e-6
-        } else {
-            0.01 * d0[r] / d1[r]
-        };
-        h0s[r] = h0;
-        let ht = dir * T::c(h0);
-        ws.t[r] = ws.t[r] + ht;
-        for j in r * n..(r + 1) * n {
-            z1[j] = z[j] + ht * ws.kz[0][j];
-            a1[j] = a[j] + ht * ws.ka[0][j];
+        if bw.batch.shared {
+            let cnt = (self.active.len() * bw.batch.dim) as f64;
+            let mut ratio = (sz / cnt).sqrt().max((sa / cnt).sqrt());
+            if nonfinite_any {
+                ratio = f64::NAN;
+            }
+            // θ̄_new = θ̄ - Σ b_i G_i.
+            self.theta_new.copy_from_slice(&self.theta);
+            for (i, &bi) in bw.rk.b.iter().enumerate() {
+                add_to(&mut self.theta_new, -bi, &self.g[i]);
+            }
+            if bw.norm == AdjointNorm::Mixed {
+                ratio = self.mixed_norm(bw, be, ratio);
+            }
+            for &r in self.active.iter() {
+                self.ctrl[r].ratio = ratio;
+            }
         }
     }
-    eval(f, ws, &z1, &a1, stats, 1);
-    for r in 0..batch {
-        ws.t[r] = ws.t[r] - dir * T::c(h0s[r]);
-    }
-    let d2 = norm(&rms(ws, &|ws, j| {
-        (
-            (ws.kz[1][j] - ws.kz[0][j]).f64() / sc(j % n, ws.z[j]),
-            (ws.ka[1][j] - ws.ka[0][j]).f64() / sc(j % n, ws.a[j]),
-        )
-    }));
-    for r in 0..batch {
-        let (h0, d1, d2) = (h0s[r], d1[r], d2[r] / h0s[r]);
-        let h1 = if d1 <= 1e-15 && d2 <= 1e-15 {
-            (h0 * 1e-3).max(1e-6)
-        } else {
-            (0.01 / d1.max(d2)).powf(1.0 / (order as f64 + 1.0))
-        };
-        let mut h = (100.0 * h0).min(h1);
-        if !h.is_finite() {
-            h = 1e-6;
+
+    /// The mixed norm: `ratio` raised to each parameter tensor's RMS error `Σ b_err_i G_i`.
+    fn mixed_norm(&self, bw: &Backward<'_, T>, be: &[T], mut ratio: f64) -> f64 {
+        for grp in bw.groups {
+            let mut q = 0.0f64;
+            for idx in grp.clone() {
+                let e = embedded_error(be, &self.g, idx);
+                let x = e.f64() / error_scale(bw.opts, 0, self.theta[idx], self.theta_new[idx]).f64();
+                q += x * x;
+            }
+            if !grp.is_empty() {
+                ratio = ratio.max((q / grp.len() as f64).sqrt());
+            }
         }
-        ws.h[r] = dir * T::c(h);
+        ratio
+    }
+
+    /// Accepts or rejects each row's try by its error ratio (`acc_rows` lists the accepted);
+    /// a fixed step must give a finite state.
+    fn accept_reject(&mut self, bw: &Backward<'_, T>) -> Result<()> {
+        self.acc_rows.clear();
+        for idx in 0..self.active.len() {
+            let r = self.active[idx];
+            if !bw.adaptive && !self.finite_row(bw, r) {
+                return Err(OdeError::NonFinite {
+                    what: "adjoint state",
+                    t: (self.t[r] + self.hs[r]).f64(),
+                    sample: r,
+                });
+            }
+            let ok = !bw.adaptive || self.ctrl[r].accepts();
+            self.ok[r] = ok;
+            if ok {
+                self.acc_rows.push(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// The parameter adjoint of the accepted rows: `θ̄ -= Σ b_i G_i`, or, when some rows were
+    /// rejected, the weighted parameter VJPs again for the accepted ones only.
+    fn param_adjoint<F: VjpField<T> + ?Sized>(&mut self, f: &mut F, bw: &Backward<'_, T>) {
+        let (rk, n, m) = (bw.rk, bw.batch.dim, self.acc_rows.len());
+        if m == self.active.len() {
+            for (i, &bi) in rk.b.iter().enumerate() {
+                add_to(&mut self.theta, -bi, &self.g[i]);
+            }
+            return;
+        }
+        if m == 0 {
+            return;
+        }
+        for (i, &bi) in rk.b.iter().enumerate() {
+            if bi == T::zero() {
+                continue;
+            }
+            for (j, &r) in self.acc_rows.iter().enumerate() {
+                let (h, row, cj) = (self.hs[r], bw.row(r), j * n);
+                self.ct[j] = rk.stage_time(i, self.t[r], h);
+                self.cz[cj..cj + n].copy_from_slice(&self.zin[i][row.clone()]);
+                for (v, x) in self.cv[cj..cj + n].iter_mut().zip(&self.ain[i][row]) {
+                    *v = -(bi * h * *x);
+                }
+            }
+            f.vjp(
+                &self.ct[..m],
+                &self.cz[..m * n],
+                &self.cv[..m * n],
+                None,
+                &mut self.cgy[..m * n],
+                Some(&mut self.theta),
+            );
+            self.stats.nfe += 1;
+            self.stats.sample_evals += m;
+        }
+    }
+
+    /// The controller's next step for every try, accepted or not.
+    fn adapt_step_size(&mut self, bw: &Backward<'_, T>) {
+        if !bw.adaptive {
+            return;
+        }
+        for &r in self.active.iter() {
+            let factor = self.ctrl[r].adapt(&bw.opts.controller, self.ok[r], bw.rk.err_order);
+            self.h[r] = self.hs[r] * T::c(factor);
+        }
+    }
+
+    /// Counts the tries (once per batch in shared mode) and moves the accepted rows to their
+    /// step end; a row that reaches `span.t_lo` is done with the interval.
+    fn commit(&mut self, bw: &Backward<'_, T>, span: Interval<T>) {
+        for idx in 0..self.active.len() {
+            let r = self.active[idx];
+            self.steps[r] += 1;
+            let counted = usize::from(!bw.batch.shared || idx == 0);
+            if !self.ok[r] {
+                self.stats.rejected += counted;
+                continue;
+            }
+            self.stats.accepted += counted;
+            let row = bw.row(r);
+            self.z[row.clone()].copy_from_slice(&self.z_new[row.clone()]);
+            self.a[row.clone()].copy_from_slice(&self.a_new[row]);
+            let tn = control::step_end(self.t[r], self.hs[r], span.t_lo);
+            self.t[r] = tn;
+            if tn == span.t_lo {
+                self.live[r] = false;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AdjointNorm, Backward, Interval, Ws};
+    use crate::control::{self, Batch};
+    use crate::grad::Scale;
+    use crate::options::{SolveOptions, StepMode};
+    use crate::rk::Coeffs;
+    use crate::tableau::Method;
+
+    struct Case {
+        rk: Coeffs<f64>,
+        opts: SolveOptions<f64>,
+        params: std::ops::Range<usize>,
+    }
+
+    impl Case {
+        fn new(m: Method, opts: SolveOptions<f64>) -> Self {
+            Self {
+                rk: Coeffs::new(&m.tableau()),
+                opts,
+                params: 0..1,
+            }
+        }
+
+        fn backward(&self, rows: usize) -> Backward<'_, f64> {
+            Backward {
+                rk: &self.rk,
+                opts: &self.opts,
+                norm: AdjointNorm::Seminorm,
+                groups: std::slice::from_ref(&self.params),
+                batch: Batch {
+                    rows,
+                    dim: 1,
+                    shared: self.opts.step_mode == StepMode::Shared,
+                },
+                adaptive: self.rk.b_err.is_some() && self.opts.step_size.is_none(),
+            }
+        }
+    }
+
+    /// A workspace at `t = 1` with states `z` and cotangents `a`, integrating towards 0.
+    fn started(bw: &Backward<'_, f64>, z: &[f64], a: &[f64]) -> Ws<f64> {
+        let mut ws = Ws::default();
+        ws.prepare(bw, 1, z, a);
+        ws.active.extend(0..z.len());
+        ws.t.fill(1.0);
+        ws
+    }
+
+    const SPAN: Interval<f64> = Interval { t_lo: 0.0, dir: -1.0 };
+
+    /// With a zero cotangent the augmented state's norms are the state's: Hairer's step for
+    /// `dz/dt = θz` backwards in time.
+    #[test]
+    fn the_initial_step_is_hairers_on_the_augmented_state() {
+        let c = Case::new(Method::Dopri5, SolveOptions::default().rtol(1e-3).atol(1e-6));
+        let bw = c.backward(1);
+        let (theta, z) = (0.8, 2.0);
+        let mut ws = started(&bw, &[z], &[0.0]);
+        ws.initial_steps(&mut Scale { dim: 1, theta }, &bw, -1.0);
+        let sc = 1e-6 + 1e-3 * z;
+        let (d0, d1) = (z / sc, theta * z / sc);
+        let h0 = control::trial_step(d0, d1);
+        let dd = (theta * (z - h0 * theta * z) - theta * z).abs() / sc;
+        let h = control::initial_step(h0, d1, dd, 5);
+        assert!((ws.h[0] + h).abs() < 1e-13 * h, "{} vs {}", ws.h[0], -h);
+        assert!((ws.t[0] - 1.0).abs() < 1e-15 && ws.stats.nfe == 2);
+    }
+
+    /// Euler backwards on `dz/dt = θz`: `a` grows by `1 + |h|θ` per step and the parameter
+    /// adjoint gains `|h|·a·z`.
+    #[test]
+    fn one_step_of_the_augmented_system() {
+        let c = Case::new(Method::Euler, SolveOptions::default().step_size(0.25));
+        let bw = c.backward(2);
+        let theta = 0.5;
+        let mut ws = started(&bw, &[1.0, 2.0], &[3.0, -1.0]);
+        let f = &mut Scale { dim: 1, theta };
+        ws.choose_steps(&bw, SPAN).unwrap();
+        assert_eq!(ws.hs, vec![-0.25; 2]);
+        ws.stages(f, &bw);
+        ws.error_estimate(&bw);
+        ws.accept_reject(&bw).unwrap();
+        ws.param_adjoint(f, &bw);
+        ws.adapt_step_size(&bw);
+        ws.commit(&bw, SPAN);
+        assert_eq!(ws.z, vec![1.0 - 0.25 * theta, 2.0 * (1.0 - 0.25 * theta)]);
+        assert_eq!(ws.a, vec![3.0 * (1.0 + 0.25 * theta), -(1.0 + 0.25 * theta)]);
+        assert_eq!(ws.theta[0], 0.25 * (3.0 * 1.0 - 2.0));
+        assert_eq!((ws.t.clone(), ws.stats.accepted, ws.stats.nfe), (vec![0.75; 2], 2, 1));
+    }
+
+    /// A rejected row leaves the parameter adjoint as if it had not been in the batch.
+    #[test]
+    fn rejected_rows_leave_the_parameter_adjoint_alone() {
+        let c = Case::new(Method::Heun2, SolveOptions::default().first_step(0.1));
+        let f = &mut Scale { dim: 1, theta: 0.5 };
+        let mut run = |z: &[f64], a: &[f64], ratios: &[f64]| {
+            let bw = c.backward(z.len());
+            let mut ws = started(&bw, z, a);
+            ws.initial_steps(f, &bw, -1.0);
+            ws.choose_steps(&bw, SPAN).unwrap();
+            ws.stages(f, &bw);
+            for (r, &x) in ratios.iter().enumerate() {
+                ws.ctrl[r].ratio = x;
+            }
+            ws.accept_reject(&bw).unwrap();
+            ws.param_adjoint(f, &bw);
+            ws.commit(&bw, SPAN);
+            (ws.theta[0], ws.stats)
+        };
+        let (both, stats) = run(&[1.0, 2.0], &[3.0, -1.0], &[0.5, 2.0]);
+        let (alone, _) = run(&[1.0], &[3.0], &[0.5]);
+        assert!((both - alone).abs() < 1e-15 && both != 0.0);
+        assert_eq!((stats.accepted, stats.rejected), (1, 1));
+        // Redoing the accepted row's weighted VJPs costs one call per nonzero weight.
+        assert_eq!(stats.nfe, 2 + 2);
+    }
+
+    #[test]
+    fn shared_steps_are_counted_once_per_batch() {
+        let c = Case::new(Method::Heun2, SolveOptions::default().step_mode(StepMode::Shared));
+        let bw = c.backward(2);
+        let mut ws = started(&bw, &[1.0, 2.0], &[3.0, -1.0]);
+        ws.hs.fill(-0.5);
+        ws.ok.fill(true);
+        ws.commit(&bw, SPAN);
+        ws.ok.fill(false);
+        ws.commit(&bw, SPAN);
+        assert_eq!((ws.stats.accepted, ws.stats.rejected), (1, 1));
+        assert_eq!(ws.steps, vec![2, 2]);
     }
 }

@@ -234,12 +234,16 @@ impl<T: Scalar> Mlp<T> {
         let rows = y.len() / l;
         assert_eq!(v.len(), rows * l, "vjp: cotangent shape");
         assert_eq!(gy.len(), rows * l, "vjp: gy shape");
+        // The output scratch of calls without `f_out` is sized by every call, so such a call
+        // later (the adjoint's, after a rejected row) allocates nothing.
+        if self.fout.len() < rows * l {
+            self.fout.resize(rows * l, T::zero());
+        }
         match f_out {
             Some(f) => self.forward_cached(y, f),
             None => {
                 // Only the activations are needed; the output goes to a scratch buffer.
                 let mut fout = std::mem::take(&mut self.fout);
-                fout.resize(fout.len().max(rows * l), T::zero());
                 self.forward_cached(y, &mut fout[..rows * l]);
                 self.fout = fout;
             }

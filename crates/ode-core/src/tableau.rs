@@ -228,6 +228,8 @@ impl FromStr for Method {
     }
 }
 
+// A coefficient table: one arm per method, its Butcher tableau written out.
+#[allow(clippy::too_many_lines)]
 fn build(m: Method) -> Result<ButcherTableau> {
     use Interpolation::Hermite;
     match m {
