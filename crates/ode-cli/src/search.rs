@@ -1,7 +1,7 @@
 //! `ode search` and `ode study`: hyperparameter studies in a SQLite study store.
 
 use crate::evaluate::{self, EvalSplit};
-use crate::storage::{StorageUrl, shown};
+use crate::storage::StorageUrl;
 use crate::train::DataArgs;
 use clap::{Args, Subcommand, ValueEnum};
 use ode_search::driver::{
@@ -107,21 +107,7 @@ fn seconds(flag: &str, seconds: f64) -> Res<Duration> {
 
 /// Opens a store from a `sqlite:PATH` or `postgresql://…` URL.
 pub fn open_store(url: &str) -> Res<Box<dyn StudyStore>> {
-    if let Some(path) = url.strip_prefix("sqlite:") {
-        let path = Path::new(path.trim_start_matches("//"));
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        }
-        return Ok(Box::new(ode_search::SqliteStore::open(path)?));
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Box::new(ode_search::PostgresStore::connect(url)?));
-    }
-    Err(format!(
-        "--storage must look like sqlite:PATH or postgresql://USER:PASSWORD@HOST/DB, got '{}'",
-        shown(url)
-    )
-    .into())
+    Ok(ode_search::open_store(url)?)
 }
 
 /// Runs a study with local workers, then prints the leaderboard and writes the best config.

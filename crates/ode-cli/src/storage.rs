@@ -49,11 +49,7 @@ impl fmt::Debug for StorageUrl {
 /// A storage URL as messages show it: SQLite paths as they are, anything else without its
 /// password.
 pub fn shown(url: &str) -> String {
-    if url.starts_with("sqlite:") {
-        url.to_string()
-    } else {
-        ode_search::postgres::redact(url)
-    }
+    ode_search::shown_url(url)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub use ode_train as train;
 mod dialect;
 pub mod driver;
 pub mod memory;
+mod open;
 pub mod optuna;
 pub mod pg_connect;
 pub mod postgres;
@@ -18,6 +19,7 @@ pub mod worker_id;
 
 pub use driver::{SearchConfig, Strategy, enqueue_study, leaderboard, run_worker};
 pub use memory::MemoryStore;
+pub use open::{open_store, shown_url};
 pub use postgres::PostgresStore;
 pub use space::{Distribution, SearchSpace, SpaceError};
 pub use sqlite::SqliteStore;

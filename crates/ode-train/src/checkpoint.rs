@@ -86,6 +86,14 @@ pub struct CheckpointMeta {
     /// resuming can tell whether the two were saved together.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save_id: Option<String>,
+    /// Whether the model was trained on windows given as arrays already in the model's units
+    /// (`fit(X, Y)` in Python), so the statistics are 0 and 1 rather than the data's.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub prenormalized: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_train_frac() -> f64 {
@@ -112,6 +120,29 @@ impl CheckpointMeta {
             train_frac: ds.config.train_frac,
             test_frac: ds.config.test_frac,
             save_id: None,
+            prenormalized: false,
+        }
+    }
+
+    /// Metadata for a model trained on windows given as arrays, already normalised
+    /// ([`Split::from_windows`](crate::data::Split::from_windows)): columns `x0, x1, …` and
+    /// `y0, …`, means 0 and standard deviations 1, and `prenormalized` set.
+    pub fn for_windows(model: &ModelConfig) -> Self {
+        let (d, o) = (model.input_dim, model.outputs());
+        Self {
+            model: model.clone(),
+            features: (0..d).map(|j| format!("x{j}")).collect(),
+            targets: (0..o).map(|j| format!("y{j}")).collect(),
+            mean: vec![0.0; d],
+            std: vec![1.0; d],
+            target_mean: vec![0.0; o],
+            target_std: vec![1.0; o],
+            epoch: 0,
+            best_val_rmse: None,
+            train_frac: default_train_frac(),
+            test_frac: default_test_frac(),
+            save_id: None,
+            prenormalized: true,
         }
     }
 

@@ -1273,3 +1273,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn windows_given_as_arrays_are_batched_one_by_one_and_checked() {
+    use ode_train::data::Split;
+    // Three windows, C = 2, D = 1, H = 1, O = 2: window i's context is [10i, 10i + 1].
+    let x: Vec<f32> = (0..3).flat_map(|i| [10.0 * i as f32, 10.0 * i as f32 + 1.0]).collect();
+    let y: Vec<f32> = (0..3).flat_map(|i| [-(i as f32), 100.0 + i as f32]).collect();
+    let s = Split::from_windows("train", x.clone(), y.clone(), (3, 2, 1), (1, 2)).unwrap();
+    assert!(s.is_stacked());
+    assert_eq!(
+        (s.num_windows(), s.available_windows(), s.context_len(), s.horizon()),
+        (3, 3, 2, 1)
+    );
+    let (mut ctx, mut tgt) = (vec![0.0f32; 4], vec![0.0f32; 4]);
+    s.fill_batch(&[2, 0], &mut ctx, &mut tgt);
+    assert_eq!(ctx, [20.0, 21.0, 0.0, 1.0]);
+    assert_eq!(tgt, [-2.0, 102.0, 0.0, 100.0]);
+
+    let e = Split::from_windows("train", x[..5].to_vec(), y.clone(), (3, 2, 1), (1, 2)).unwrap_err();
+    assert!(
+        e.to_string().contains("X holds 5 values, not the 6 of shape [3, 2, 1]"),
+        "{e}"
+    );
+    let mut bad = y.clone();
+    bad[3] = f32::INFINITY;
+    let e = Split::from_windows("val", x.clone(), bad, (3, 2, 1), (1, 2)).unwrap_err();
+    assert!(e.to_string().contains("val windows: Y[1, 0, 1] is inf"), "{e}");
+    let e = Split::from_windows("train", Vec::new(), Vec::new(), (0, 2, 1), (1, 2)).unwrap_err();
+    assert!(e.to_string().contains("at least 1"), "{e}");
+}

@@ -159,6 +159,7 @@ impl Dataset {
             context_len: c,
             horizon: h,
             num_windows: n + 1 - c - h,
+            stacked: false,
         })
     }
 
@@ -223,6 +224,7 @@ impl Dataset {
                 context_len: c,
                 horizon: h,
                 num_windows: cap.map_or(available, |m| m.min(available)),
+                stacked: false,
             }
         };
         let train = make("train", 0, sizes.train, config.max_train_windows);

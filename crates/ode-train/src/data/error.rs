@@ -187,6 +187,13 @@ pub enum DataError {
         /// The file (or the table's source name).
         file: String,
     },
+    /// Windows given as arrays ([`Split::from_windows`](super::Split::from_windows)) with a
+    /// wrong shape or a non-finite value; the message names the array, its shape and the entry.
+    #[error("{reason}")]
+    Windows {
+        /// What is wrong, with the array's name and shape.
+        reason: String,
+    },
     /// A configuration value is out of range.
     #[error("invalid {name} = {value}: {reason}")]
     InvalidConfig {

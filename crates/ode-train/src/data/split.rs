@@ -1,8 +1,12 @@
-//! [`Split`]: one chronological split's normalised rows and its sliding windows.
+//! [`Split`]: one chronological split's normalised rows and its sliding windows, or windows
+//! given one by one ([`Split::from_windows`]).
+
+use super::DataError;
 
 /// One chronological split (train, val or test): its normalised rows and its windows.
 ///
-/// Window `i` uses the split's rows `[i, i + C)` as context and `[i + C, i + C + H)` as targets.
+/// Window `i` uses the split's rows `[i, i + C)` as context and `[i + C, i + C + H)` as targets;
+/// a split made by [`Split::from_windows`] holds each window's rows on their own instead.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Split {
     pub(super) name: &'static str,
@@ -15,6 +19,9 @@ pub struct Split {
     pub(super) context_len: usize,
     pub(super) horizon: usize,
     pub(super) num_windows: usize,
+    /// Windows stored one after another (`features`: `N × C·D`, `targets`: `N × H·O`) rather
+    /// than as overlapping rows.
+    pub(super) stacked: bool,
 }
 
 impl Split {
@@ -38,9 +45,20 @@ impl Split {
         self.num_windows
     }
 
-    /// Number of windows the split's rows allow, before any cap: `max(rows - C - H + 1, 0)`.
+    /// Number of windows the split's rows allow, before any cap: `max(rows - C - H + 1, 0)`
+    /// (the window count for [`Split::from_windows`]).
     pub fn available_windows(&self) -> usize {
+        if self.stacked {
+            return self.num_windows;
+        }
         (self.rows + 1).saturating_sub(self.context_len + self.horizon)
+    }
+
+    /// Whether the windows were given one by one ([`Split::from_windows`]); then
+    /// [`features`](Self::features) and [`targets`](Self::targets) hold each window's rows in
+    /// turn and row numbers refer to windows.
+    pub fn is_stacked(&self) -> bool {
+        self.stacked
     }
 
     /// Normalised feature rows, row-major `rows × input_dim`.
@@ -73,8 +91,12 @@ impl Split {
         self.horizon
     }
 
-    /// Table row of window `i`'s first target row (the first forecast row).
+    /// Table row of window `i`'s first target row (the first forecast row); `i` itself for
+    /// a split made by [`Split::from_windows`].
     pub fn target_start_row(&self, i: usize) -> usize {
+        if self.stacked {
+            return i;
+        }
         self.start_row + i + self.context_len
     }
 
@@ -105,8 +127,73 @@ impl Split {
                 self.name,
                 self.num_windows
             );
-            ctx[k * c * d..(k + 1) * c * d].copy_from_slice(&self.features[i * d..(i + c) * d]);
-            tgt[k * h * o..(k + 1) * h * o].copy_from_slice(&self.targets[(i + c) * o..(i + c + h) * o]);
+            let (x, y) = if self.stacked {
+                (i * c * d..(i + 1) * c * d, i * h * o..(i + 1) * h * o)
+            } else {
+                (i * d..(i + c) * d, (i + c) * o..(i + c + h) * o)
+            };
+            ctx[k * c * d..(k + 1) * c * d].copy_from_slice(&self.features[x]);
+            tgt[k * h * o..(k + 1) * h * o].copy_from_slice(&self.targets[y]);
         }
+    }
+}
+
+/// The shape `[N, C, D]` (`[N, H, O]`) of `N` windows, for errors.
+fn shape(n: usize, a: usize, b: usize) -> String {
+    format!("[{n}, {a}, {b}]")
+}
+
+impl Split {
+    /// A split of `n` independent windows: `features` holds `n × C × D` context values and
+    /// `targets` `n × H × O` target values (window-major, then time, then column), already in
+    /// the model's units; `name` is `train`, `val` or `test` for messages.
+    ///
+    /// Errors name the array, its shape and the first non-finite entry: an empty batch, a
+    /// zero dimension, a length that is not the product of the shape, or a NaN or infinity.
+    pub fn from_windows(
+        name: &'static str,
+        features: Vec<f32>,
+        targets: Vec<f32>,
+        (n, c, d): (usize, usize, usize),
+        (h, o): (usize, usize),
+    ) -> Result<Split, DataError> {
+        let bad = |reason: String| DataError::Windows { reason };
+        if n == 0 || c == 0 || d == 0 || h == 0 || o == 0 {
+            return Err(bad(format!(
+                "{name} windows: X has shape {} and Y {}; every dimension must be at least 1",
+                shape(n, c, d),
+                shape(n, h, o)
+            )));
+        }
+        for (what, values, want, dims) in [("X", &features, n * c * d, (c, d)), ("Y", &targets, n * h * o, (h, o))] {
+            if values.len() != want {
+                return Err(bad(format!(
+                    "{name} windows: {what} holds {} values, not the {want} of shape {}",
+                    values.len(),
+                    shape(n, dims.0, dims.1)
+                )));
+            }
+            if let Some(k) = values.iter().position(|v| !v.is_finite()) {
+                let (w, t, j) = (k / (dims.0 * dims.1), k / dims.1 % dims.0, k % dims.1);
+                return Err(bad(format!(
+                    "{name} windows: {what}[{w}, {t}, {j}] is {} (shape {}); remove or fill non-finite values",
+                    values[k],
+                    shape(n, dims.0, dims.1)
+                )));
+            }
+        }
+        Ok(Split {
+            name,
+            start_row: 0,
+            rows: n,
+            features,
+            targets,
+            input_dim: d,
+            output_dim: o,
+            context_len: c,
+            horizon: h,
+            num_windows: n,
+            stacked: true,
+        })
     }
 }

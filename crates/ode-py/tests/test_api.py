@@ -1,0 +1,96 @@
+"""The rest of the package's surface: predict, save/load, state_dict, presets, arrays, search."""
+
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+import ode_rs
+from ode_rs import NeuralODEModel, Trainer
+
+REFERENCE_NAMES = [
+    "encoder.0.weight", "encoder.0.bias", "encoder.2.weight", "encoder.2.bias",
+    "func.0.weight", "func.0.bias", "func.2.weight", "func.2.bias", "func.4.weight", "func.4.bias",
+    "decoder.weight", "decoder.bias",
+]
+
+
+def test_load_csv_gives_splits_and_dims(tmp_path):
+    path = tmp_path / "d.csv"
+    t = np.arange(300)
+    path.write_text("a,b,c\n" + "".join(f"{np.sin(i / 5):.6f},{np.cos(i / 7):.6f},{i % 11}\n" for i in t))
+    data = ode_rs.load_csv(path, context_len=8, horizon=4, targets=["a"])
+    assert (data.input_dim, data.output_dim) == (3, 1)
+    assert data.rows == (210, 30, 60)
+    assert data.train.X.shape == (210 - 12 + 1, 8, 3) and data.train.Y.shape == (199, 4, 1)
+    assert data.train.X.dtype == np.float32
+    assert abs(float(data.train.X[:, 0, 0].mean())) < 0.2
+
+
+def test_state_dict_has_the_reference_names_and_shapes(data):
+    model = NeuralODEModel(input_dim=5, latent_dim=8, hidden_dim=16)
+    sd = model.state_dict()
+    assert list(sd) == REFERENCE_NAMES
+    assert sd["encoder.0.weight"].shape == (16, 24 * 5)
+    assert sd["func.0.weight"].shape == (16, 8)
+    assert sd["decoder.weight"].shape == (5, 8)
+
+
+def test_predict_save_and_load_round_trip(tmp_path, data):
+    model = NeuralODEModel(input_dim=5, latent_dim=8, hidden_dim=16, solver="rk4")
+    Trainer(model, {"epochs": 1, "verbose": False}).fit(data.train, data.val)
+    x = data.val.X[:7]
+    y = model.predict(x)
+    assert y.shape == (7, 12, 5) and np.isfinite(y).all()
+    model.save(tmp_path / "m.safetensors")
+    again = NeuralODEModel.load(tmp_path / "m.safetensors")
+    assert np.array_equal(again.predict(x), y)
+    assert again.solver == "rk4" and again.latent_dim == 8
+    # In data units, through the statistics the checkpoint keeps.
+    raw = data.to_data_units(x)
+    assert np.allclose(again.predict(raw, data_units=True), data.to_data_units(y), rtol=1e-4, atol=1e-4)
+
+
+def test_presets_are_the_guides():
+    fast = NeuralODEModel.preset("fast", input_dim=5)
+    assert (fast.latent_dim, fast.hidden_dim, fast.solver, fast.rtol, fast.atol) == (16, 32, "euler", 1e-3, 1e-4)
+    acc = NeuralODEModel.preset("accurate", input_dim=3)
+    assert (acc.latent_dim, acc.hidden_dim, acc.solver, acc.input_dim) == (64, 128, "dopri5", 3)
+    with pytest.raises(ValueError, match="fast, balanced, accurate"):
+        NeuralODEModel.preset("quick")
+
+
+def test_fit_on_arrays_records_that_they_were_normalised(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((40, 6, 2)).astype(np.float64)
+    y = rng.standard_normal((40, 3, 1)).astype(np.float32)
+    model = NeuralODEModel(input_dim=2, latent_dim=4, hidden_dim=8, solver="euler")
+    history = Trainer(model, {"epochs": 2, "verbose": False, "checkpoint_dir": tmp_path}).fit(x, y)
+    assert len(history["val_rmse"]) == 2
+    assert model.predict(x[:3]).shape == (3, 3, 1)
+    raw = (tmp_path / "checkpoint.safetensors").read_bytes()
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    meta = json.loads(header["__metadata__"]["config"])
+    assert meta["prenormalized"] is True
+    assert NeuralODEModel.load(tmp_path / "checkpoint.safetensors")._native.prenormalized
+
+
+def test_search_writes_an_optuna_study_and_returns_the_best(tmp_path, data):
+    db = tmp_path / "s.db"
+    result = ode_rs.search(
+        space={"latent_dim": [8, 16], "solver": ["euler"], "hidden_dim": 16},
+        strategy="grid",
+        storage=f"sqlite:{db}",
+        data=data,
+        study="py",
+        epochs=1,
+        workers=1,
+    )
+    board, best = result
+    assert len(board) == 2 and all(r["state"] == "COMPLETE" for r in board)
+    assert board[0]["val_rmse"] <= board[1]["val_rmse"]
+    assert best["latent_dim"] == board[0]["params"]["latent_dim"] and best["solver"] == "euler"
+    assert result.best_val_rmse == board[0]["val_rmse"]
+    with sqlite3.connect(db) as con:
+        assert con.execute("select count(*) from trials").fetchone()[0] == 2
