@@ -176,6 +176,8 @@ pub(crate) struct Workspace<T> {
     probe: Vec<[f64; 2]>,
     /// In shared mode, the sample with the largest error at the last try.
     culprit: usize,
+    /// Whether a sample finished or failed since the active list was last pruned.
+    dropped: bool,
 }
 
 impl<T: Scalar> Workspace<T> {
@@ -216,6 +218,7 @@ impl<T: Scalar> Workspace<T> {
         self.rows.clear();
         self.rows.reserve(batch);
         self.culprit = 0;
+        self.dropped = false;
     }
 
     /// Every sample starts at `ts[0]` from its row of `y0`, which is also the first output.
@@ -228,15 +231,20 @@ impl<T: Scalar> Workspace<T> {
     }
 
     /// Drops finished and failed samples from the active list; false when none is left.
+    #[inline]
     pub(crate) fn retain_live(&mut self) -> bool {
-        let live = &self.live;
-        self.active.retain(|&r| live[r]);
+        if self.dropped {
+            let live = &self.live;
+            self.active.retain(|&r| live[r]);
+            self.dropped = false;
+        }
         !self.active.is_empty()
     }
 
     /// Marks sample `r` failed; in shared mode the first failure is kept to end the solve.
     fn fail(&mut self, r: usize, e: OdeError, shared_fail: &mut Option<OdeError>, shared: bool) {
         self.live[r] = false;
+        self.dropped = true;
         if shared {
             if shared_fail.is_none() {
                 *shared_fail = Some(e);
@@ -252,6 +260,7 @@ impl<T: Scalar> Workspace<T> {
             return Err(e);
         }
         self.live[r] = false;
+        self.dropped = true;
         self.status[r] = Some(e);
         Ok(())
     }
@@ -310,6 +319,7 @@ impl<T: Scalar> Workspace<T> {
 
     /// Each active sample's step `h_step` towards its target, or its failure: over the step
     /// budget, or no step possible (below `min_step` or the resolution of `t`).
+    #[inline]
     pub(crate) fn choose_steps(&mut self, s: &Setup<'_, T>) -> Result<()> {
         let mut shared_fail: Option<OdeError> = None;
         for idx in 0..self.active.len() {
@@ -322,6 +332,7 @@ impl<T: Scalar> Workspace<T> {
         shared_fail.map_or(Ok(()), Err)
     }
 
+    #[inline]
     fn step_of(&self, s: &Setup<'_, T>, r: usize) -> Result<T> {
         let t = self.t[r];
         let st = self.evals.stats[r];
@@ -342,6 +353,7 @@ impl<T: Scalar> Workspace<T> {
 
     /// The first stage `k1 = f(t, y)` where it is not carried over from the previous step (FSAL,
     /// the end derivative of Hermite output, or a rejected try); a non-finite one fails.
+    #[inline]
     pub(crate) fn first_stage<F: VectorField<T> + ?Sized>(&mut self, f: &mut F, s: &Setup<'_, T>) -> Result<()> {
         let (active, k1_valid) = (&self.active, &self.k1_valid);
         self.rows.clear();
@@ -365,6 +377,7 @@ impl<T: Scalar> Workspace<T> {
     }
 
     /// The remaining stages of the step and its solution `y_new`.
+    #[inline]
     pub(crate) fn stages<F: VectorField<T> + ?Sized>(&mut self, f: &mut F, s: &Setup<'_, T>) {
         for i in 1..s.rk.stages {
             let (done, todo) = self.k.split_at_mut(i);
@@ -387,6 +400,7 @@ impl<T: Scalar> Workspace<T> {
     /// Error ratios of adaptive steps: the RMS of the scaled embedded error (NaN for a
     /// non-finite `y_new`) per sample, or over the batch in shared mode, which also notes the
     /// culprit for error messages: the largest error, a NaN one above all.
+    #[inline]
     pub(crate) fn error_estimate(&mut self, s: &Setup<'_, T>) {
         let Some(be) = s.rk.b_err.as_deref().filter(|_| s.adaptive) else {
             return;
@@ -427,6 +441,7 @@ impl<T: Scalar> Workspace<T> {
 
     /// Accepts or rejects each try: by its error ratio, or for fixed steps by a finite state,
     /// without which the sample fails.
+    #[inline]
     pub(crate) fn accept_reject(&mut self, s: &Setup<'_, T>) -> Result<()> {
         for idx in 0..self.active.len() {
             let r = self.active[idx];
@@ -451,6 +466,7 @@ impl<T: Scalar> Workspace<T> {
     /// The derivative at the step end for Hermite output of non-FSAL methods, only where an
     /// output time falls strictly inside an accepted step (listed in `rows`); the next step
     /// reuses it as its first stage.
+    #[inline]
     pub(crate) fn end_derivative<F: VectorField<T> + ?Sized>(&mut self, f: &mut F, s: &Setup<'_, T>) {
         self.rows.clear();
         if s.rk.dense.is_some() || s.rk.fsal {
@@ -471,6 +487,7 @@ impl<T: Scalar> Workspace<T> {
 
     /// The controller's next step for every try, accepted or not; in shared mode the batch
     /// takes the last sample's.
+    #[inline]
     pub(crate) fn adapt_step_size(&mut self, s: &Setup<'_, T>) {
         if !s.adaptive {
             return;
@@ -491,6 +508,7 @@ impl<T: Scalar> Workspace<T> {
 
     /// Commits the accepted steps (counting the rejected ones): records them on the tape,
     /// writes the outputs they pass, and moves their samples to the step end.
+    #[inline]
     pub(crate) fn commit(&mut self, s: &Setup<'_, T>, out: &mut [T], mut tape: Option<&mut Tape<T>>) {
         if let Some(tp) = tape.as_deref_mut() {
             tp.begin_iteration();
@@ -513,6 +531,7 @@ impl<T: Scalar> Workspace<T> {
     }
 
     /// Dense output: writes sample `r`'s outputs inside its step `(t, tn]`.
+    #[inline]
     fn write_outputs(&mut self, s: &Setup<'_, T>, r: usize, tn: T, out: &mut [T], mut tape: Option<&mut Tape<T>>) {
         let (t, row, w) = (self.t[r], s.row(r), s.batch * s.dim);
         let f_end = if s.rk.fsal {
@@ -551,6 +570,7 @@ impl<T: Scalar> Workspace<T> {
 
     /// Moves sample `r` to the end `tn` of its accepted step and carries its first stage over
     /// when known (FSAL, or the Hermite end derivative).
+    #[inline]
     fn advance(&mut self, s: &Setup<'_, T>, r: usize, tn: T) {
         let row = s.row(r);
         self.y[row.clone()].copy_from_slice(&self.y_new[row.clone()]);
@@ -567,6 +587,7 @@ impl<T: Scalar> Workspace<T> {
         }
         if tn == s.t_end {
             self.live[r] = false;
+            self.dropped = true;
         }
     }
 
