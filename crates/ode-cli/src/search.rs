@@ -85,6 +85,7 @@ pub struct SearchArgs {
     /// is failed with a reason naming the limit (default: no limit).
     #[arg(long, value_name = "SECONDS")]
     trial_timeout: Option<f64>,
+    cancel: None,
     /// Once no trial is left to claim, how long to wait for trials other workers are still
     /// running (default: until their leases end); past it the search stops with a provisional
     /// result and a non-zero exit status.

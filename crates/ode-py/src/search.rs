@@ -12,6 +12,8 @@ use ode_train::data::Dataset;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 /// TOML text of a JSON object (Python dicts reach Rust as JSON).
 fn toml_text(json: &str, what: &str) -> PyResult<String> {
@@ -80,6 +82,7 @@ impl Study {
             max_attempts: 3,
             threads_per_trial: (cores / workers).max(1),
             trial_timeout: None,
+            cancel: Some(Arc::new(AtomicBool::new(false))),
         })
     }
 }
@@ -97,10 +100,20 @@ fn announce(o: &TrialOutcome) {
     eprintln!("trial {:>3} {what} ({} epochs, {:.1}s)", o.number, o.epochs, o.seconds);
 }
 
-/// Runs `workers` local workers on the study until no trial waits; the study's trials.
-fn run_study(cfg: &SearchConfig, data: &DataFn, storage: &str, workers: usize) -> Result<Vec<TrialRecord>, String> {
+/// How often the waiting thread looks for a pending Ctrl-C.
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+
+/// Runs `workers` local workers on the study until no trial waits, or until Ctrl-C (then the
+/// workers stop within a batch, and the `KeyboardInterrupt` comes back); the study's trials.
+fn run_study(
+    cfg: &SearchConfig,
+    data: &DataFn,
+    storage: &str,
+    workers: usize,
+) -> Result<(Vec<TrialRecord>, Option<PyErr>), String> {
     let mut store = ode_search::open_store(storage)?;
     let study = enqueue_study(store.as_mut(), cfg).map_err(|e| e.to_string())?;
+    let mut interrupted = None;
     let errors: Vec<String> = std::thread::scope(|sc| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
@@ -112,6 +125,18 @@ fn run_study(cfg: &SearchConfig, data: &DataFn, storage: &str, workers: usize) -
                 })
             })
             .collect();
+        while !handles.iter().all(|h| h.is_finished()) {
+            std::thread::sleep(SIGNAL_CHECK);
+            if interrupted.is_some() {
+                continue;
+            }
+            if let Err(e) = Python::attach(|py| py.check_signals()) {
+                interrupted = Some(e);
+                if let Some(c) = &cfg.cancel {
+                    c.store(true, Ordering::Relaxed);
+                }
+            }
+        }
         handles
             .into_iter()
             .filter_map(|h| h.join().unwrap_or_else(|_| Err("a worker panicked".into())).err())
@@ -120,7 +145,7 @@ fn run_study(cfg: &SearchConfig, data: &DataFn, storage: &str, workers: usize) -
     if !errors.is_empty() {
         return Err(errors.join("; "));
     }
-    store.trials(study).map_err(|e| e.to_string())
+    Ok((store.trials(study).map_err(|e| e.to_string())?, interrupted))
 }
 
 /// A leaderboard row as JSON: number, state, value, params, seconds, Pareto flag, failure.
@@ -173,9 +198,19 @@ pub fn search(
     let cfg = study.config(workers)?;
     let (table, source) = (data.table.clone(), data.inner.source.clone());
     let data_fn: DataFn = Arc::new(move |dc| Dataset::from_table(&table, dc, &source).map_err(|e| e.to_string()));
-    let trials = py
+    let (trials, interrupted) = py
         .detach(|| run_study(&cfg, &data_fn, storage, workers))
         .map_err(PyRuntimeError::new_err)?;
+    if let Some(e) = interrupted {
+        let done = trials.iter().filter(|t| t.state != TrialState::Waiting && t.state != TrialState::Running);
+        eprintln!(
+            "search interrupted: {} finished trials are in study '{}'; unfinished ones are taken over when the \
+             study runs again (a running one once its lease ends)",
+            done.count(),
+            cfg.study
+        );
+        return Err(e);
+    }
     let board = leaderboard(&trials);
     let rows: Vec<serde_json::Value> = board.iter().map(row).collect();
     let best = board

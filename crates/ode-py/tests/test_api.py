@@ -94,3 +94,35 @@ def test_search_writes_an_optuna_study_and_returns_the_best(tmp_path, data):
     assert result.best_val_rmse == board[0]["val_rmse"]
     with sqlite3.connect(db) as con:
         assert con.execute("select count(*) from trials").fetchone()[0] == 2
+
+
+def test_ctrl_c_stops_a_search_and_keeps_its_finished_trials(tmp_path, data):
+    import os
+    import signal
+    import threading
+    import time
+
+    db = tmp_path / "s.db"
+
+    def complete():
+        try:
+            with sqlite3.connect(db) as con:
+                return con.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    def interrupt_after_the_first_trial():
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and complete() < 1:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_after_the_first_trial, daemon=True).start()
+    space = {"latent_dim": [8, 16, 32, 64], "hidden_dim": [16, 32], "solver": ["dopri5"]}
+    with pytest.raises(KeyboardInterrupt):
+        ode_rs.search(space=space, strategy="grid", storage=f"sqlite:{db}", data=data, study="int",
+                      epochs=30, workers=1)
+    with sqlite3.connect(db) as con:
+        states = [s for (s,) in con.execute("select state from trials")]
+    assert len(states) == 8
+    assert 1 <= states.count("COMPLETE") < 8, states

@@ -25,6 +25,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_attempts: 3,
         threads_per_trial: 2,
         trial_timeout: None,
+        cancel: None,
     };
     let mut store = MemoryStore::new();
     let study = enqueue_study(&mut store, &cfg)?;

@@ -11,6 +11,7 @@ use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -62,6 +63,17 @@ pub struct SearchConfig {
     /// every batch and validation round: a trial over it is finished as `Fail` with a
     /// `fail_reason` naming the limit. `None`: no limit.
     pub trial_timeout: Option<Duration>,
+    /// Set from another thread (Ctrl-C in Python) to stop the workers: a running trial stops
+    /// within a batch and is left `RUNNING`, as after a crash, so the next run of the study takes
+    /// it over when its lease ends; no further trial is claimed. `None`: never.
+    pub cancel: Option<Arc<AtomicBool>>,
+}
+
+impl SearchConfig {
+    /// Whether [`SearchConfig::cancel`] was set.
+    pub fn cancelled(&self) -> bool {
+        self.cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 /// Builds the dataset a trial trains on, from its data settings.
@@ -254,6 +266,7 @@ pub fn load_definition(
                         .ok_or("trial_timeout_seconds is not a non-negative number of seconds")?,
                 ),
             },
+            cancel: None,
         },
         get("data")?.clone(),
     ))
@@ -300,7 +313,13 @@ pub fn run_worker<S: StudyStore + ?Sized>(
     mut on_outcome: impl FnMut(&TrialOutcome),
 ) -> Result<Vec<TrialOutcome>, StoreError> {
     let mut outcomes = Vec::new();
-    while let Some(claim) = store.claim(study, worker, cfg.lease_seconds, cfg.max_attempts)? {
+    loop {
+        if cfg.cancelled() {
+            break;
+        }
+        let Some(claim) = store.claim(study, worker, cfg.lease_seconds, cfg.max_attempts)? else {
+            break;
+        };
         let started = Instant::now();
         let cell = RefCell::new(&mut *store);
         let result = run_trial(&cell, study, cfg, data, &claim, started);
@@ -365,6 +384,17 @@ fn record<S: StudyStore + ?Sized>(
             })
         }
         Err(TrialError::Store(e)) => Err(e),
+        Err(TrialError::Cancelled { epochs }) => Ok(TrialOutcome {
+            number: claim.number,
+            state: TrialState::Running,
+            value: None,
+            epochs,
+            seconds,
+            reason: Some("interrupted: left running; the next run of the study takes it over when its lease ends".into()),
+            abandoned: true,
+            attempt,
+            weights: None,
+        }),
         Err(TrialError::Failed { reason, epochs }) => {
             store.set_attr(id, attempt, "fail_reason", &reason.clone().into())?;
             store.finish(id, attempt, TrialState::Fail, None)?;
@@ -385,6 +415,10 @@ fn record<S: StudyStore + ?Sized>(
 
 enum TrialError {
     Store(StoreError),
+    /// Stopped by [`SearchConfig::cancel`] after this many complete epochs.
+    Cancelled {
+        epochs: usize,
+    },
     Failed {
         /// Why, for the `fail_reason` attribute.
         reason: String,
@@ -577,6 +611,9 @@ fn run_trial<S: StudyStore + ?Sized>(
         pacer.borrow_mut().tick(store, claim)?;
         let mut trainer = trainer
             .on_progress(|_| {
+                if cfg.cancelled() {
+                    return ControlFlow::Break(());
+                }
                 let mut p = pacer.borrow_mut();
                 if let Some(e) = p.over_limit(epochs_done.get()) {
                     *timed_out.borrow_mut() = Some(e);
@@ -628,6 +665,11 @@ fn run_trial<S: StudyStore + ?Sized>(
     }
     if let Some(e) = timed_out.into_inner() {
         return Err(e);
+    }
+    if cfg.cancelled() && history.as_ref().is_ok_and(|h| h.stopped_by_callback) {
+        return Err(TrialError::Cancelled {
+            epochs: epochs_done.get(),
+        });
     }
     let h = history.map_err(|e| TrialError::Failed {
         reason: e.to_string(),

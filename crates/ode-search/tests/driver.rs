@@ -29,6 +29,7 @@ fn config(space: &str, strategy: Strategy, epochs: usize) -> SearchConfig {
         max_attempts: 3,
         threads_per_trial: 1,
         trial_timeout: None,
+        cancel: None,
     }
 }
 

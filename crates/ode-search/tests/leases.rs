@@ -24,6 +24,7 @@ fn config(base: &str, trials: usize, lease_seconds: f64) -> SearchConfig {
         max_attempts: 3,
         threads_per_trial: 1,
         trial_timeout: None,
+        cancel: None,
     }
 }
 
