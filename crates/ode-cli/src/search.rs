@@ -85,7 +85,6 @@ pub struct SearchArgs {
     /// is failed with a reason naming the limit (default: no limit).
     #[arg(long, value_name = "SECONDS")]
     trial_timeout: Option<f64>,
-    cancel: None,
     /// Once no trial is left to claim, how long to wait for trials other workers are still
     /// running (default: until their leases end); past it the search stops with a provisional
     /// result and a non-zero exit status.
@@ -149,6 +148,9 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         max_attempts: args.max_attempts,
         threads_per_trial: (cores / workers).max(1),
         trial_timeout: args.trial_timeout.map(|t| seconds("trial-timeout", t)).transpose()?,
+        // Ctrl-C ends the process; the stores keep every finished trial and leases hand the
+        // running ones to the next run.
+        cancel: None,
     };
     seconds("lease-seconds", args.lease_seconds)?;
     let max_wait = args.max_wait.map(|t| seconds("max-wait", t)).transpose()?;

@@ -202,7 +202,9 @@ pub fn search(
         .detach(|| run_study(&cfg, &data_fn, storage, workers))
         .map_err(PyRuntimeError::new_err)?;
     if let Some(e) = interrupted {
-        let done = trials.iter().filter(|t| t.state != TrialState::Waiting && t.state != TrialState::Running);
+        let done = trials
+            .iter()
+            .filter(|t| t.state != TrialState::Waiting && t.state != TrialState::Running);
         eprintln!(
             "search interrupted: {} finished trials are in study '{}'; unfinished ones are taken over when the \
              study runs again (a running one once its lease ends)",

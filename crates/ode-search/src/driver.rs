@@ -390,7 +390,9 @@ fn record<S: StudyStore + ?Sized>(
             value: None,
             epochs,
             seconds,
-            reason: Some("interrupted: left running; the next run of the study takes it over when its lease ends".into()),
+            reason: Some(
+                "interrupted: left running; the next run of the study takes it over when its lease ends".into(),
+            ),
             abandoned: true,
             attempt,
             weights: None,
