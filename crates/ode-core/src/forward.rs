@@ -533,6 +533,11 @@ impl<T: Scalar> Workspace<T> {
     /// Dense output: writes sample `r`'s outputs inside its step `(t, tn]`.
     #[inline]
     fn write_outputs(&mut self, s: &Setup<'_, T>, r: usize, tn: T, out: &mut [T], mut tape: Option<&mut Tape<T>>) {
+        // Most steps of a fine fixed-step grid pass no output time.
+        let next = self.next_out[r];
+        if next >= s.ts.len() || (s.ts[next] - tn) * s.dir > T::zero() {
+            return;
+        }
         let (t, row, w) = (self.t[r], s.row(r), s.batch * s.dim);
         let f_end = if s.rk.fsal {
             &self.k[s.rk.stages - 1]

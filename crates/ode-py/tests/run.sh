@@ -20,12 +20,14 @@ command -v "$PY" >/dev/null 2>&1 || skip "no $PY on PATH (set ODE_PYTHON)"
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 9))' || skip "$PY is older than 3.9"
 "$PY" -c 'import venv, ensurepip' 2>/dev/null || skip "$PY cannot make venvs (install python3-venv)"
 
+t0=$(date +%s)
 rm -rf "$WORK/venv" "$WORK/wheels"
 mkdir -p "$WORK"
 "$PY" -m venv "$WORK/venv"
 VPY=$WORK/venv/bin/python
 "$VPY" -m pip install --quiet --disable-pip-version-check -r crates/ode-py/tests/requirements.txt \
   || skip "cannot install maturin, pytest and numpy from PyPI"
+echo "python tests: venv with maturin, pytest and numpy in $(( $(date +%s) - t0 ))s" >&2
 
 # The dev profile (dependencies optimised, as the workspace's Cargo.toml sets it): quick to
 # build next to `cargo test`; a cdylib cannot be built with the test profile (cargo makes a
@@ -40,4 +42,5 @@ echo "python tests: wheel built and installed in $(( $(date +%s) - started ))s" 
 [ -n "${ODE_BIN:-}" ] || { [ -x target/debug/ode ] && export ODE_BIN=$PWD/target/debug/ode; }
 
 cd crates/ode-py/tests
-exec "../../../$VPY" -m pytest -q "$@"
+"../../../$VPY" -m pytest -q "$@"
+echo "python tests: whole stage in $(( $(date +%s) - t0 ))s" >&2
