@@ -114,6 +114,12 @@ pub(crate) fn floats(b: &Bound<'_, PyBytes>) -> Vec<f32> {
         .collect()
 }
 
+/// A bytes object of little-endian `f32` values (what Python turns into a NumPy array).
+pub(crate) fn float_bytes<'py>(py: Python<'py>, values: &[f32]) -> Bound<'py, PyBytes> {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    PyBytes::new(py, &bytes)
+}
+
 /// Windows given as arrays: `x` holds `N × C × D` and `y` `N × H × O` little-endian `f32`
 /// values, already in the model's (normalised) units.
 #[pyfunction]
@@ -249,7 +255,6 @@ impl Windows {
         let (mut x, mut y) = (vec![0f32; n * cw], vec![0f32; n * tw]);
         let all: Vec<usize> = (0..n).collect();
         s.fill_batch(&all, &mut x, &mut y);
-        let bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
-        (PyBytes::new(py, &bytes(&x)), PyBytes::new(py, &bytes(&y)))
+        (float_bytes(py, &x), float_bytes(py, &y))
     }
 }

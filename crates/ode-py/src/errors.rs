@@ -16,15 +16,23 @@ pyo3::create_exception!(
      non-finite state); the message says where and what to change."
 );
 
+/// `FileNotFoundError` or `OSError` for a failed file operation (`io`), else `ValueError`,
+/// with `message`.
+fn file_or_value(io: Option<&std::io::Error>, message: String) -> PyErr {
+    match io {
+        Some(source) if source.kind() == std::io::ErrorKind::NotFound => PyFileNotFoundError::new_err(message),
+        Some(_) => PyOSError::new_err(message),
+        None => PyValueError::new_err(message),
+    }
+}
+
 /// A data error: `OSError` when the file cannot be read, `ValueError` for its contents.
 pub fn data(e: DataError) -> PyErr {
-    match &e {
-        DataError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            PyFileNotFoundError::new_err(e.to_string())
-        }
-        DataError::Io { .. } => PyOSError::new_err(e.to_string()),
-        _ => PyValueError::new_err(e.to_string()),
-    }
+    let io = match &e {
+        DataError::Io { source, .. } => Some(source),
+        _ => None,
+    };
+    file_or_value(io, e.to_string())
 }
 
 /// A solver or configuration error: `SolverError` for failed solves, a `RuntimeError` when
@@ -41,13 +49,11 @@ pub fn ode(e: OdeError) -> PyErr {
 
 /// A checkpoint error: `OSError` for reading and writing, `ValueError` for the contents.
 pub fn checkpoint(e: CheckpointError) -> PyErr {
-    match &e {
-        CheckpointError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
-            PyFileNotFoundError::new_err(e.to_string())
-        }
-        CheckpointError::Io { .. } => PyOSError::new_err(e.to_string()),
-        _ => PyValueError::new_err(e.to_string()),
-    }
+    let io = match &e {
+        CheckpointError::Io { source, .. } => Some(source),
+        _ => None,
+    };
+    file_or_value(io, e.to_string())
 }
 
 /// A training error, with the trainer's message (remedies included).

@@ -1,7 +1,7 @@
 //! The model for Python: a configuration, its weights once drawn, trained or loaded, and what
 //! a checkpoint records about the data it was trained on.
 
-use crate::data::floats;
+use crate::data::{float_bytes, floats};
 use crate::errors;
 use ode_train::checkpoint::{self, CheckpointMeta};
 use ode_train::{Forecaster, ModelConfig, NeuralOdeModel, Workspace};
@@ -116,11 +116,11 @@ impl Model {
             .iter()
             .map(|(name, shape, off)| {
                 let n: usize = shape.iter().product();
-                let bytes: Vec<u8> = model.params()[*off..off + n]
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect();
-                (name.to_string(), shape.clone(), PyBytes::new(py, &bytes))
+                (
+                    name.to_string(),
+                    shape.clone(),
+                    float_bytes(py, &model.params()[*off..off + n]),
+                )
             })
             .collect())
     }
@@ -153,8 +153,7 @@ impl Model {
             py.detach(|| predict_normalised(&model, &x, shape.0))
                 .map_err(errors::ode)?
         };
-        let bytes: Vec<u8> = out.iter().flat_map(|v| v.to_le_bytes()).collect();
-        Ok(PyBytes::new(py, &bytes))
+        Ok(float_bytes(py, &out))
     }
 
     /// Writes a safetensors checkpoint (the same format as `ode train`'s).

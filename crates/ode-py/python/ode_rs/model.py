@@ -96,10 +96,11 @@ class NeuralODEModel:
         return json.loads(self._native.config_json())
 
     def __getattr__(self, name):
-        if name != "_native":
-            config = json.loads(self.__dict__["_native"].config_json()) if "_native" in self.__dict__ else {}
-            if name in config:
-                return config[name]
+        # Model settings read as attributes (model.latent_dim, model.solver, ...).
+        native = self.__dict__.get("_native")
+        config = json.loads(native.config_json()) if native is not None else {}
+        if name in config:
+            return config[name]
         raise AttributeError(f"'NeuralODEModel' object has no attribute {name!r}")
 
     @property
