@@ -77,6 +77,11 @@ pub const ATTEMPT_ATTR: &str = "ode:attempt";
 pub const WORKER_ATTR: &str = "ode:worker";
 /// User attribute explaining why a trial failed.
 pub const FAIL_REASON_ATTR: &str = "fail_reason";
+/// Study system attribute where Optuna keeps the objectives' names (`Study.set_metric_names`):
+/// optuna-dashboard and `study.metric_names` label the objective with it.
+pub const METRIC_NAMES_ATTR: &str = "study:metric_names";
+/// The name of the one objective every study minimises: the best validation RMSE of a trial.
+pub const METRIC_NAME: &str = "val_rmse";
 /// Trial system attribute holding an enqueued trial's parameters as Optuna shows them (what
 /// `study.enqueue_trial` writes).
 pub const FIXED_PARAMS_ATTR: &str = "fixed_params";

@@ -13,9 +13,9 @@
 
 use crate::dialect::{Begin, Dialect, Lock, transaction};
 use crate::optuna::{
-    ALEMBIC_REVISION, ATTEMPT_ATTR, FAIL_REASON_ATTR, FIXED_PARAMS_ATTR, OPTUNA_SCHEMA_VERSION, OPTUNA_VERSION,
-    WORKER_ATTR, add_fixed_params, decode_param, encode_params, finish_value, intermediate_repr, local_now,
-    parse_attempt, parse_attr, parse_state, python_json, stored_to_value, value_repr,
+    ALEMBIC_REVISION, ATTEMPT_ATTR, FAIL_REASON_ATTR, FIXED_PARAMS_ATTR, METRIC_NAME, METRIC_NAMES_ATTR,
+    OPTUNA_SCHEMA_VERSION, OPTUNA_VERSION, WORKER_ATTR, add_fixed_params, decode_param, encode_params, finish_value,
+    intermediate_repr, local_now, parse_attempt, parse_attr, parse_state, python_json, stored_to_value, value_repr,
 };
 use crate::store::{Claimed, ParamDistribution, StoreError, StudyStore, TrialRecord, TrialState, bad, orphaned};
 use crate::strategy::Params;
@@ -418,6 +418,18 @@ impl Listing {
     }
 }
 
+/// Labels the objective `val_rmse` the way `Study.set_metric_names` does, unless the study
+/// already names it (one made by an earlier version gets the label; Optuna's own name stays).
+fn name_the_metric<D: Dialect>(db: &mut D, study: i64) -> Result<(), StoreError> {
+    let names = serde_json::to_string(&[METRIC_NAME]).expect("a list of strings is JSON");
+    db.execute(
+        "INSERT INTO study_system_attributes (study_id, \"key\", value_json) VALUES ($1, $2, $3) \
+         ON CONFLICT (study_id, \"key\") DO NOTHING",
+        &[study.into(), METRIC_NAMES_ATTR.into(), names.as_str().into()],
+    )?;
+    Ok(())
+}
+
 impl<D: Dialect> StudyStore for D {
     fn open_study(&mut self, name: &str) -> Result<i64, StoreError> {
         transaction(self, Begin::Write, |db| {
@@ -425,18 +437,21 @@ impl<D: Dialect> StudyStore for D {
                 "INSERT INTO studies (study_name) VALUES ($1) ON CONFLICT (study_name) DO NOTHING RETURNING study_id",
                 &[name.into()],
             )?;
-            if let Some((id,)) = inserted {
+            let id = if let Some((id,)) = inserted {
                 db.execute(
                     "INSERT INTO study_directions (direction, study_id, objective) VALUES ('MINIMIZE', $1, 0)",
                     &[id.into()],
                 )?;
-                return Ok(id);
-            }
-            let existing: Option<(i64,)> =
-                db.row("SELECT study_id FROM studies WHERE study_name = $1", &[name.into()])?;
-            existing
-                .map(|(id,)| id)
-                .ok_or_else(|| bad(db.location(), format!("study '{name}' vanished while being opened")))
+                id
+            } else {
+                let existing: Option<(i64,)> =
+                    db.row("SELECT study_id FROM studies WHERE study_name = $1", &[name.into()])?;
+                existing
+                    .map(|(id,)| id)
+                    .ok_or_else(|| bad(db.location(), format!("study '{name}' vanished while being opened")))?
+            };
+            name_the_metric(db, id)?;
+            Ok(id)
         })
     }
 

@@ -577,6 +577,7 @@ con.close()
 # 3. The study as Optuna sees it.
 study = optuna.load_study(study_name=name, storage=ours)
 out["direction"] = study.direction.name
+out["metric_names"] = study.metric_names
 trials = []
 for t in study.trials:
     try:
@@ -706,6 +707,11 @@ fn optuna_loads_the_study_we_write() {
     eprintln!("optuna {} read the study", got["version"]);
     assert_eq!(got["problems"], serde_json::json!([]), "{got:#}");
     assert_eq!(got["direction"], "MINIMIZE");
+    assert_eq!(
+        got["metric_names"],
+        serde_json::json!(["val_rmse"]),
+        "the objective's name"
+    );
 
     let want_params =
         |k: usize| serde_json::Value::Object(params(k).iter().map(|(n, v)| (n.clone(), external(v))).collect());

@@ -217,6 +217,38 @@ fn studies_open_idempotently_and_minimise() {
 }
 
 #[test]
+fn studies_name_their_objective_val_rmse_unless_already_named() {
+    let (_dir, path) = db_file();
+    let mut s = store(&path);
+    let a = s.open_study("alpha").unwrap();
+    let b = s.open_study("beta").unwrap();
+    let conn = Connection::open(&path).unwrap();
+    let names = |id: i64| -> Vec<String> {
+        conn.prepare(
+            "SELECT value_json FROM study_system_attributes WHERE study_id = ?1 AND key = 'study:metric_names'",
+        )
+        .unwrap()
+        .query_map([id], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+    };
+    assert_eq!(names(a), vec![r#"["val_rmse"]"#.to_string()]);
+    // A study from before the label gets it when opened again; one Optuna named keeps its name.
+    conn.execute("DELETE FROM study_system_attributes WHERE study_id = ?1", [a])
+        .unwrap();
+    conn.execute(
+        "UPDATE study_system_attributes SET value_json = '[\"loss\"]' WHERE study_id = ?1",
+        [b],
+    )
+    .unwrap();
+    assert_eq!(s.open_study("alpha").unwrap(), a);
+    assert_eq!(s.open_study("beta").unwrap(), b);
+    assert_eq!(names(a), vec![r#"["val_rmse"]"#.to_string()]);
+    assert_eq!(names(b), vec![r#"["loss"]"#.to_string()]);
+}
+
+#[test]
 fn params_of_every_distribution_kind_round_trip() {
     let (_dir, path) = db_file();
     let mut s = store(&path);
@@ -804,6 +836,7 @@ con.close()
 # 3. The study as Optuna sees it.
 study = optuna.load_study(study_name=name, storage="sqlite:///" + path)
 out["direction"] = study.direction.name
+out["metric_names"] = study.metric_names
 trials = []
 for t in study.trials:
     try:
@@ -928,6 +961,11 @@ fn optuna_loads_the_study_we_write() {
     eprintln!("optuna {} read the study", got["version"]);
     assert_eq!(got["problems"], serde_json::json!([]), "{got:#}");
     assert_eq!(got["direction"], "MINIMIZE");
+    assert_eq!(
+        got["metric_names"],
+        serde_json::json!(["val_rmse"]),
+        "the objective's name"
+    );
 
     let want_params =
         |k: usize| serde_json::Value::Object(params(k).iter().map(|(n, v)| (n.clone(), external(v))).collect());
