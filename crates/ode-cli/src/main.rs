@@ -2,6 +2,7 @@
 //! See the crate README for examples.
 
 mod evaluate;
+mod progress;
 mod search;
 mod solve;
 mod storage;

@@ -1,7 +1,7 @@
 //! `ode train`, `ode predict`, `ode diagnose` and `ode data generate`.
 
+use crate::progress::EpochProgress;
 use clap::{Args, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
 use ode_train::Baselines;
 use ode_train::checkpoint::{self, CheckpointMeta, OptimState};
 use ode_train::data::{DataConfig, Dataset, ReadOptions, Split, Table};
@@ -173,30 +173,19 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     announce(&source, &ds, &model);
     let baselines = ode_train::baselines::for_dataset(&ds, run.season)?;
     eprintln!("{}", baselines.summary_line());
-    let bar = progress_bar(args.quiet);
-    let b2 = bar.clone();
-    let quiet = args.quiet;
+    let progress = EpochProgress::new(args.quiet);
+    let (mut on_batch, on_epoch) = (progress.clone(), progress.clone());
     let mut train_cfg = resolved.train.clone();
     train_cfg.batch_order = batch_order(args)?;
     let mut trainer = Trainer::new(model, train_cfg, &mut tracker)?
         .with_checkpoint(CheckpointTarget { path: ckpt.clone(), meta })
         .with_baselines(baselines.clone())
-        .on_batch_end(move |epoch, batch, batches, loss| {
-            if batch == 1 {
-                b2.reset();
-                b2.set_length(batches as u64);
-                b2.set_prefix(epoch.to_string());
-            }
-            b2.set_position(batch as u64);
-            b2.set_message(format!("{loss:.5}"));
-        })
+        .on_batch_end(move |epoch, batch, batches, loss| on_batch.batch(epoch, batch, batches, loss))
         .on_epoch_end(move |epoch, m, _| {
-            if !quiet {
-                eprintln!(
-                    "epoch {epoch:>3}: train_loss {:.5}  val_rmse {:.5}{}  nfe fwd {:.0} bwd {:.0}  steps {:.0}+{:.0} rejected  {:.2}s",
-                    m.train_loss, m.val_rmse, skill_note(m.skill), m.nfe_forward, m.nfe_backward, m.accepted_steps, m.rejected_steps, m.seconds
-                );
-            }
+            on_epoch.line(&format!(
+                "epoch {epoch:>3}: train_loss {:.5}  val_rmse {:.5}{}  nfe fwd {:.0} bwd {:.0}  steps {:.0}+{:.0} rejected  {:.2}s",
+                m.train_loss, m.val_rmse, skill_note(m.skill), m.nfe_forward, m.nfe_backward, m.accepted_steps, m.rejected_steps, m.seconds
+            ));
         });
     if let Some((s, best)) = resumed {
         trainer = trainer.resume(s, best);
@@ -204,7 +193,7 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     let device = trainer.device_name();
     eprintln!("solving on {device}");
     let result = trainer.fit(&ds.train, &ds.val);
-    bar.finish_and_clear();
+    progress.finish();
     let (history, error) = match result {
         Ok(h) => (h, None),
         Err(e) => (ode_train::History::default(), Some(e)),
@@ -271,20 +260,6 @@ fn announce(source: &str, ds: &Dataset, model: &NeuralOdeModel<f32>) {
             "backprop"
         }
     );
-}
-
-/// The per-epoch batch progress bar (hidden with `--quiet`).
-fn progress_bar(quiet: bool) -> ProgressBar {
-    if quiet {
-        return ProgressBar::hidden();
-    }
-    let b = ProgressBar::new(0);
-    b.set_style(
-        ProgressStyle::with_template("epoch {prefix:>3} [{bar:30}] {pos}/{len} batches, loss {msg} ({elapsed})")
-            .expect("template")
-            .progress_chars("=> "),
-    );
-    b
 }
 
 /// The batch order of `--batch-order FILE.json` (one index list per epoch), if given.
