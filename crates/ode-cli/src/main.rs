@@ -3,6 +3,7 @@
 
 mod evaluate;
 mod progress;
+mod report;
 mod search;
 mod solve;
 mod storage;
@@ -31,6 +32,8 @@ enum Command {
     /// RMSE and MAE of a checkpoint on the test (or val) windows, per target in normalised and
     /// data units, next to the baselines on the same windows.
     Evaluate(evaluate::EvaluateArgs),
+    /// Write an HTML report (plots as inline SVG) of a training run directory.
+    Report(report::ReportArgs),
     /// Run a hyperparameter study with local workers; prints the leaderboard, writes the best config.
     Search(Box<search::SearchArgs>),
     /// Join a study from any machine and train its waiting trials.
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Predict(a) => train::predict(a),
         Command::Diagnose(a) => train::diagnose(a),
         Command::Evaluate(a) => evaluate::evaluate(a),
+        Command::Report(a) => report::run(a),
         Command::Search(a) => search::search(a),
         Command::Worker(a) => search::worker(a),
         Command::Study { command } => search::study(command),

@@ -94,6 +94,9 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+    /// Do not write DIR/report.html (the HTML report `ode report DIR` writes) at the end.
+    #[arg(long)]
+    no_report: bool,
 }
 
 /// What `ode train` writes to `summary.json`.
@@ -201,6 +204,12 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     let mut summary = Summary::of(device, &history, baselines, started);
     summary.error = error.as_ref().map(|e| e.to_string());
     std::fs::write(args.out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
+    if !args.no_report {
+        let path = args.out.join("report.html");
+        if let Err(e) = crate::report::write_run_report(&args.out, &path) {
+            eprintln!("warning: no report: {e}");
+        }
+    }
     if let Some(e) = error {
         return Err(Box::new(e));
     }
