@@ -6,7 +6,7 @@
 //! message, unless `ODE_REQUIRE_OPTUNA_DASHBOARD=1` (CI), where it fails.
 
 mod common;
-use common::ode;
+use common::{SEARCH_SMALL, external_tool, ode};
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -18,27 +18,14 @@ const SPACE: &str = "[params.latent_dim]\nchoices = [4, 8]\n[params.solver]\ncho
 
 /// The dashboard executable, or None (after the skip message) when there is none.
 fn dashboard() -> Option<String> {
-    let works = |exe: &str| {
-        Command::new(exe)
-            .arg("--version")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    };
-    let exe = std::env::var("ODE_OPTUNA_DASHBOARD").unwrap_or_else(|_| "optuna-dashboard".into());
-    if works(&exe) {
-        return Some(exe);
-    }
     let how = "pip install -r crates/ode-cli/tests/optuna-dashboard-requirements.txt and set ODE_OPTUNA_DASHBOARD \
                to its optuna-dashboard";
-    if std::env::var("ODE_REQUIRE_OPTUNA_DASHBOARD").as_deref() == Ok("1") {
-        panic!("ODE_REQUIRE_OPTUNA_DASHBOARD=1 but `{exe} --version` does not run: {how}");
-    }
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n********** optuna-dashboard test SKIPPED: {how} **********\n"
-    );
-    None
+    external_tool(
+        "ODE_OPTUNA_DASHBOARD",
+        "optuna-dashboard",
+        "ODE_REQUIRE_OPTUNA_DASHBOARD",
+        how,
+    )
 }
 
 /// The dashboard server, killed when dropped.
@@ -102,20 +89,10 @@ fn optuna_dashboard_shows_an_ode_search_study_with_its_metric_name() {
     std::fs::write(&space, SPACE).unwrap();
     let db = dir.path().join("s.db");
     let storage = format!("sqlite:{}", db.display());
-    let (ok, _, err) = ode(&[
+    let mut args = vec![
         "search",
         "--dataset",
         "spiral",
-        "--rows",
-        "300",
-        "--hidden-dim",
-        "12",
-        "--context-len",
-        "8",
-        "--horizon",
-        "4",
-        "--epochs",
-        "2",
         "--space",
         space.to_str().unwrap(),
         "--strategy",
@@ -124,7 +101,9 @@ fn optuna_dashboard_shows_an_ode_search_study_with_its_metric_name() {
         &storage,
         "--study",
         "dash",
-    ]);
+    ];
+    args.extend(SEARCH_SMALL);
+    let (ok, _, err) = ode(&args);
     assert!(ok, "{err}");
     let (ok, out, err) = ode(&["study", "export", "--storage", &storage, "--study", "dash"]);
     assert!(ok, "{err}");

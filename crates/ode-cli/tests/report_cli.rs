@@ -2,7 +2,7 @@
 //! have labelled axes and one mark per epoch.
 
 mod common;
-use common::{SMALL, ode};
+use common::{SMALL, external_tool, ode};
 
 /// The `<figure>` with `id` in `html`, or a failure naming what is there.
 fn figure<'a>(html: &'a str, id: &str) -> &'a str {
@@ -110,24 +110,8 @@ fn report_errors_name_the_file_and_line() {
 /// Headless Chromium (`ODE_CHROMIUM`, or `chromium` on PATH), or None after a skip message;
 /// with `ODE_REQUIRE_CHROMIUM=1` (CI) a missing one fails.
 fn chromium() -> Option<String> {
-    let exe = std::env::var("ODE_CHROMIUM").unwrap_or_else(|_| "chromium".into());
-    let runs = std::process::Command::new(&exe)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if runs {
-        return Some(exe);
-    }
     let how = "apt-get install chromium fonts-dejavu-core, or set ODE_CHROMIUM";
-    if std::env::var("ODE_REQUIRE_CHROMIUM").as_deref() == Ok("1") {
-        panic!("ODE_REQUIRE_CHROMIUM=1 but `{exe} --version` does not run: {how}");
-    }
-    use std::io::Write;
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n********** report rendering test SKIPPED: no chromium ({how}) **********\n"
-    );
-    None
+    external_tool("ODE_CHROMIUM", "chromium", "ODE_REQUIRE_CHROMIUM", how)
 }
 
 /// `html` rendered by headless Chromium in a `w`×`h` window: RGBA rows.

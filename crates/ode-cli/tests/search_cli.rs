@@ -1,23 +1,11 @@
 //! End-to-end runs of `ode search`, `ode worker` and `ode study` on a SQLite store.
 
 mod common;
-use common::ode;
+use common::{SEARCH_SMALL, ode};
 
 use std::process::Command;
 
 const SPACE: &str = "[params.latent_dim]\nchoices = [4, 8]\n[params.solver]\nchoices = [\"euler\", \"rk4\"]\n";
-const SMALL: [&str; 10] = [
-    "--rows",
-    "300",
-    "--hidden-dim",
-    "12",
-    "--context-len",
-    "8",
-    "--horizon",
-    "4",
-    "--epochs",
-    "2",
-];
 
 #[test]
 fn grid_search_writes_a_leaderboard_a_best_config_and_resumes() {
@@ -43,7 +31,7 @@ fn grid_search_writes_a_leaderboard_a_best_config_and_resumes() {
         "--best-config",
         best.to_str().unwrap(),
     ];
-    args.extend(SMALL);
+    args.extend(SEARCH_SMALL);
     let (ok, out, err) = ode(&args);
     assert!(ok, "{err}");
     assert!(
@@ -116,7 +104,7 @@ fn a_worker_joins_a_running_study_and_no_trial_runs_twice() {
         "--workers",
         "1",
     ];
-    args.extend(SMALL);
+    args.extend(SEARCH_SMALL);
     args.extend(["--best-config", "/dev/null"]);
     let search = Command::new(env!("CARGO_BIN_EXE_ode")).args(&args).output();
     let (ok, _, err) = ode(&["worker", "--storage", &db, "--study", "r", "--workers", "1"]);
@@ -323,7 +311,7 @@ fn search_waits_for_a_trial_another_worker_holds_or_stops_with_a_provisional_res
         "--trial-timeout",
         "4",
     ];
-    args.extend(SMALL);
+    args.extend(SEARCH_SMALL);
     *args.last_mut().unwrap() = "100000";
     let (ok, _, err) = ode(&args);
     assert!(ok && err.contains("enqueued only"), "{err}");

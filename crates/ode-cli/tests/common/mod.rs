@@ -38,3 +38,40 @@ pub const SMALL: [&str; 10] = [
 pub fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
+
+/// Small training settings for `ode search` trials (300 rows, hidden 12, context 8, horizon 4,
+/// 2 epochs).
+pub const SEARCH_SMALL: [&str; 10] = [
+    "--rows",
+    "300",
+    "--hidden-dim",
+    "12",
+    "--context-len",
+    "8",
+    "--horizon",
+    "4",
+    "--epochs",
+    "2",
+];
+
+/// An external program a test needs (`env_var`, else `default` on PATH), if `--version` runs;
+/// otherwise None after a skip message, or a failure when `require_var` is `1` (as in CI).
+pub fn external_tool(env_var: &str, default: &str, require_var: &str, how: &str) -> Option<String> {
+    let exe = std::env::var(env_var).unwrap_or_else(|_| default.into());
+    let runs = Command::new(&exe)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if runs {
+        return Some(exe);
+    }
+    if std::env::var(require_var).as_deref() == Ok("1") {
+        panic!("{require_var}=1 but `{exe} --version` does not run: {how}");
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n********** SKIPPED: no {default} ({how}) **********\n"
+    );
+    None
+}
