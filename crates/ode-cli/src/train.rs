@@ -205,10 +205,7 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     summary.error = error.as_ref().map(|e| e.to_string());
     std::fs::write(args.out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
     if !args.no_report {
-        let path = args.out.join("report.html");
-        if let Err(e) = crate::report::write_run_report(&args.out, &path) {
-            eprintln!("warning: no report: {e}");
-        }
+        write_report(&args.out, &ds, &table);
     }
     if let Some(e) = error {
         return Err(Box::new(e));
@@ -222,6 +219,19 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     );
     warn_if_not_beating_persistence(&summary);
     Ok(())
+}
+
+/// The run's forecasts (from the best checkpoint, when there is one) and its HTML report;
+/// failures are warnings, since the trained model is already saved.
+fn write_report(dir: &Path, ds: &Dataset, table: &Table) {
+    if dir.join("checkpoint.safetensors").exists()
+        && let Err(e) = crate::forecasts::write(dir, ds, table)
+    {
+        eprintln!("warning: no forecasts in the report: {e}");
+    }
+    if let Err(e) = crate::report::write_run_report(dir, &dir.join("report.html")) {
+        eprintln!("warning: no report: {e}");
+    }
 }
 
 /// What `--resume` restores besides the weights: Adam's state and the best val_rmse so far.

@@ -24,14 +24,13 @@ fn texts(html: &str) -> Vec<&str> {
 
 /// Trains the small spiral model into `out` with `extra` flags; fails the test if it fails.
 fn train_spiral(out: &std::path::Path, extra: &[&str]) {
-    let mut args = vec![
-        "train",
-        "--dataset",
-        "spiral",
-        "--quiet",
-        "--out",
-        out.to_str().unwrap(),
-    ];
+    train_on(out, &["--dataset", "spiral"], extra);
+}
+
+/// Trains the small model on `source` (data flags) into `out`; fails the test if it fails.
+fn train_on(out: &std::path::Path, source: &[&str], extra: &[&str]) {
+    let mut args = vec!["train", "--quiet", "--out", out.to_str().unwrap()];
+    args.extend(source);
     args.extend(extra);
     args.extend(SMALL);
     let (ok, _, err) = ode(&args);
@@ -74,6 +73,30 @@ fn train_writes_a_self_contained_report_with_a_mark_per_epoch_and_report_rewrite
     for b in ["persistence", "window_mean", "linear_ar"] {
         assert!(texts(loss).contains(&b), "no {b} line");
     }
+    // Forecasts: a figure per target, a panel per window with context, truth and forecast.
+    let fc = common::json(&run.join("forecasts.json"));
+    let windows = fc["windows"].as_array().unwrap();
+    assert_eq!(windows.len(), 3, "{fc}");
+    for (q, t) in windows[0]["targets"].as_array().unwrap().iter().enumerate() {
+        let name = t["name"].as_str().unwrap();
+        let f = figure(&html, &format!("forecast-{q}"));
+        let labels = texts(f);
+        let y_label = format!("{name} (data units)");
+        assert!(
+            labels.contains(&"rows from the forecast origin") && labels.contains(&y_label.as_str()),
+            "{name}: {labels:?}"
+        );
+        let marks: usize = windows
+            .iter()
+            .map(|w| {
+                let t = &w["targets"][q];
+                let len = |k: &str| t[k].as_array().map_or(0, Vec::len);
+                len("context") + len("truth") + len("forecast")
+            })
+            .sum();
+        assert_eq!(marks, 3 * (8 + 4 + 4), "{name}: context 8, horizon 4, 3 windows");
+        assert_eq!(f.matches("<circle").count(), marks, "{name}: one mark per value");
+    }
     assert!(html.contains("<table id=\"summary\">") && html.contains("best_val_rmse"));
     assert!(
         html.contains("solver = &quot;rk4&quot;") || html.contains("solver = \"rk4\""),
@@ -88,6 +111,95 @@ fn train_writes_a_self_contained_report_with_a_mark_per_epoch_and_report_rewrite
     let quiet_run = dir.path().join("run2");
     train_spiral(&quiet_run, &["--epochs", "1", "--no-report"]);
     assert!(quiet_run.join("summary.json").exists() && !quiet_run.join("report.html").exists());
+}
+
+/// The rows of a CSV file without quoting: header, then cells by column name.
+fn csv_rows(path: &std::path::Path) -> Vec<std::collections::HashMap<String, String>> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<String> = lines.next().unwrap().split(',').map(str::to_string).collect();
+    lines
+        .map(|l| header.iter().cloned().zip(l.split(',').map(str::to_string)).collect())
+        .collect()
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * (1.0 + a.abs().max(b.abs()))
+}
+
+#[test]
+fn forecasts_are_the_checkpoints_forecasts_in_data_units_and_outlive_the_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, run, pred) = (
+        dir.path().join("d.csv"),
+        dir.path().join("run"),
+        dir.path().join("p.csv"),
+    );
+    let data_s = data.to_str().unwrap();
+    let (ok, _, err) = ode(&[
+        "data",
+        "generate",
+        "--dataset",
+        "spiral",
+        "--rows",
+        "300",
+        "--out",
+        data_s,
+    ]);
+    assert!(ok, "{err}");
+    train_on(&run, &["--data", data_s], &["--epochs", "2", "--solver", "rk4"]);
+    let ckpt = run.join("checkpoint.safetensors");
+    let args = ["predict", "--checkpoint", ckpt.to_str().unwrap(), "--data", data_s];
+    let (ok, _, err) = ode(&[&args[..], &["--out", pred.to_str().unwrap()]].concat());
+    assert!(ok, "{err}");
+    let (table, predicted) = (csv_rows(&data), csv_rows(&pred));
+    let fc = common::json(&run.join("forecasts.json"));
+    assert_eq!(fc["split"], "val");
+    let mut last_row = 0;
+    for w in fc["windows"].as_array().unwrap() {
+        let first = w["first_row"].as_u64().unwrap() as usize;
+        assert!(first > last_row, "windows in order: {fc}");
+        last_row = first;
+        for t in w["targets"].as_array().unwrap() {
+            let name = t["name"].as_str().unwrap();
+            let values =
+                |k: &str| -> Vec<f64> { t[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
+            let cell = |rows: &[std::collections::HashMap<String, String>], r: usize, col: &str| -> f64 {
+                rows[r][col].parse().unwrap()
+            };
+            for (k, (truth, forecast)) in values("truth").into_iter().zip(values("forecast")).enumerate() {
+                let row = first + k;
+                let at = |p: &std::collections::HashMap<String, String>| {
+                    p["row"] == row.to_string() && p["step"] == (k + 1).to_string()
+                };
+                let p = predicted
+                    .iter()
+                    .position(at)
+                    .expect("ode predict forecasts the row at this step");
+                assert!(
+                    close(forecast, cell(&predicted, p, &format!("{name}_pred")), 1e-5),
+                    "{name} row {row}"
+                );
+                assert!(
+                    close(truth, cell(&predicted, p, &format!("{name}_actual")), 1e-6),
+                    "{name} row {row}"
+                );
+                assert!(
+                    close(truth, cell(&table, row, name), 1e-5),
+                    "{name} row {row}: the data"
+                );
+            }
+            for (k, v) in values("context").into_iter().enumerate() {
+                assert!(close(v, cell(&table, first - 8 + k, name), 1e-5), "{name} context {k}");
+            }
+        }
+    }
+    // The report needs the run directory only.
+    std::fs::remove_file(&data).unwrap();
+    let (ok, _, err) = ode(&["report", run.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let html = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert_eq!(figure(&html, "forecast-1").matches("<circle").count(), 3 * 16);
 }
 
 #[test]
@@ -157,21 +269,32 @@ fn chromium_renders_every_plot_of_the_report_with_ink_inside_its_axes() {
     let run = dir.path().join("run");
     train_spiral(&run, &["--epochs", "4"]);
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
-    for id in ["loss", "nfe", "steps", "seconds"] {
+    for id in ["loss", "nfe", "steps", "seconds", "forecast-0", "forecast-1"] {
         let f = figure(&html, id);
         let svg = &f[f.find("<svg").expect("an svg")..];
+        let width: usize = svg
+            .split_once("width=\"")
+            .and_then(|(_, r)| r.split_once('"'))
+            .and_then(|(w, _)| w.parse().ok())
+            .expect("the svg has a width");
         let page = format!("<!DOCTYPE html><html><body style=\"margin:0;background:#fff\">{svg}</body></html>");
-        let rgba = screenshot(&chrome, dir.path(), &page, (640, 320));
-        // Inside the axes (the chart area right of the y labels, above the x labels): the
-        // lines and marks must be drawn, and not over everything.
-        let (mut ink, mut total) = (0usize, 0usize);
-        for y in 20..260 {
-            for x in 100..620 {
-                let p = &rgba[(y * 640 + x) * 4..][..3];
-                total += 1;
-                ink += usize::from(p.iter().any(|&c| c < 200));
+        let rgba = screenshot(&chrome, dir.path(), &page, (width as u32, 320));
+        // Inside the axes of each 640- or 320-pixel chart (right of the y labels, above the x
+        // labels): the lines and marks must be drawn, and not over everything.
+        let chart = if id.starts_with("forecast") { 320 } else { 640 };
+        for left in (0..width).step_by(chart) {
+            let (mut ink, mut total) = (0usize, 0usize);
+            for y in 30..260 {
+                for x in left + 90..left + chart - 20 {
+                    let p = &rgba[(y * width + x) * 4..][..3];
+                    total += 1;
+                    ink += usize::from(p.iter().any(|&c| c < 200));
+                }
             }
+            assert!(
+                ink > 300 && ink < total / 2,
+                "{id} at x {left}: {ink} of {total} pixels drawn"
+            );
         }
-        assert!(ink > 400 && ink < total / 2, "{id}: {ink} of {total} pixels drawn");
     }
 }

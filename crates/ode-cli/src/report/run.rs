@@ -1,8 +1,9 @@
 //! The report of one training run: learning curves against the baselines, solver work per
 //! epoch, the summary and the configuration, from the files `ode train --out DIR` writes.
 
-use super::plot::{Figure, Reference, Series, line_plot};
+use super::plot::{Figure, Panel, Reference, Series, line_plot, panel_plot};
 use super::{escape, page};
+use crate::forecasts::{self, Forecasts};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -78,15 +79,87 @@ pub fn write_run_report(dir: &Path, out: &Path) -> Res<()> {
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
     let config = std::fs::read_to_string(dir.join("config.toml")).unwrap_or_default();
+    let forecasts = match forecasts::read(dir) {
+        Ok(Some(f)) => forecast_plots(&f),
+        Ok(None) => format!(
+            "<p>no {} (written by `ode train` at the end of training)</p>",
+            forecasts::FILE
+        ),
+        Err(e) => format!("<p>forecasts not shown: {}</p>", escape(&e.to_string())),
+    };
     let html = page(
         &format!("Training run {}", dir.display()),
-        &body(&metrics, summary.as_ref(), &config),
+        &body(&metrics, summary.as_ref(), &config, &forecasts),
     );
     std::fs::write(out, html).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     Ok(())
 }
 
-fn body(m: &Metrics, summary: Option<&serde_json::Value>, config: &str) -> String {
+/// Targets whose forecasts a report plots (the first ones in output order).
+const MAX_TARGETS: usize = 8;
+
+/// One figure per target (up to [`MAX_TARGETS`]): a panel per window with the target's
+/// context, the truth and the forecast, against the rows from the forecast origin.
+fn forecast_plots(f: &Forecasts) -> String {
+    let targets = f.windows.first().map_or(0, |w| w.targets.len());
+    let mut html = String::new();
+    for q in 0..targets.min(MAX_TARGETS) {
+        let name = &f.windows[0].targets[q].name;
+        let title = format!(
+            "{} on {} windows (data units): forecast of the best checkpoint{} against the truth",
+            escape(name),
+            f.split,
+            f.epoch.map_or(String::new(), |e| format!(" (epoch {e})"))
+        );
+        let y_label = format!("{name} (data units)");
+        let id = format!("forecast-{q}");
+        let fig = Figure {
+            id: &id,
+            title: &title,
+            x_label: "rows from the forecast origin",
+            y_label: &y_label,
+        };
+        let panels: Vec<Panel> = f.windows.iter().map(|w| window_panel(w, q)).collect();
+        html += &panel_plot(&fig, &panels);
+    }
+    if targets > MAX_TARGETS {
+        html += &format!(
+            "<p>{} more targets not plotted (see {})</p>",
+            targets - MAX_TARGETS,
+            forecasts::FILE
+        );
+    }
+    html
+}
+
+/// Target `q` in window `w`: context rows at −C+1…0, truth and forecast at 1…H.
+fn window_panel(w: &forecasts::WindowForecast, q: usize) -> Panel {
+    let t = &w.targets[q];
+    let ahead = |v: &[f64]| v.iter().enumerate().map(|(k, &y)| ((k + 1) as f64, y)).collect();
+    let mut series = Vec::new();
+    if let Some(ctx) = &t.context {
+        let c = ctx.len() as f64;
+        series.push(Series {
+            name: "context".into(),
+            points: ctx.iter().enumerate().map(|(k, &y)| (k as f64 + 1.0 - c, y)).collect(),
+        });
+    }
+    series.push(Series {
+        name: "truth".into(),
+        points: ahead(&t.truth),
+    });
+    series.push(Series {
+        name: "forecast".into(),
+        points: ahead(&t.forecast),
+    });
+    let when = w.time.as_deref().map_or(String::new(), |t| format!(", {t}"));
+    Panel {
+        caption: format!("window {} (row {}{when})", w.window, w.first_row),
+        series,
+    }
+}
+
+fn body(m: &Metrics, summary: Option<&serde_json::Value>, config: &str, forecasts: &str) -> String {
     let epochs = |names: &[&str]| names.iter().map(|n| m.per_epoch(n)).collect::<Vec<_>>();
     let fig = |id, title, y_label| Figure {
         id,
@@ -132,6 +205,8 @@ fn body(m: &Metrics, summary: Option<&serde_json::Value>, config: &str) -> Strin
     html += &summary_table(summary);
     html += "\n<h2>Plots</h2>\n";
     html += &plots.concat();
+    html += "\n<h2>Forecasts</h2>\n";
+    html += forecasts;
     html += "\n<h2>Parameters</h2>\n<table>";
     for (k, v) in &m.params {
         html += &format!("<tr><th>{}</th><td>{}</td></tr>", escape(k), escape(v));
