@@ -33,7 +33,10 @@ enum Command {
     /// RMSE and MAE of a checkpoint on the test (or val) windows, per target in normalised and
     /// data units, next to the baselines on the same windows.
     Evaluate(evaluate::EvaluateArgs),
-    /// Write an HTML report (plots as inline SVG) of a training run directory.
+    /// Write an HTML report (plots as inline SVG) of a training run directory or of a study.
+    #[command(
+        override_usage = "ode report RUN_DIR [--out FILE]\n       ode report --study NAME [--storage URL] [--out FILE]"
+    )]
     Report(report::ReportArgs),
     /// Run a hyperparameter study with local workers; prints the leaderboard, writes the best config.
     Search(Box<search::SearchArgs>),

@@ -73,6 +73,13 @@ pub struct SearchArgs {
     /// --best-config path with the extension .safetensors, when that ends in .toml).
     #[arg(long)]
     best_checkpoint: Option<PathBuf>,
+    /// Where to write the study's HTML report at the end, the one `ode report --study STUDY`
+    /// writes (default: STUDY-report.html next to --best-config, when that ends in .toml).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Do not write the HTML report.
+    #[arg(long, conflicts_with = "report")]
+    no_report: bool,
     /// Seconds without a heartbeat after which a running trial goes to another worker (workers
     /// renew it every eighth of that while their trial makes progress; the trial of a process
     /// of this machine that died is taken over at once).
@@ -203,6 +210,12 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         (Err(e), Err(why)) => return Err(format!("{why} (and the study cannot be read back: {e})").into()),
         (Err(e), Ok(())) => return Err(e.into()),
     };
+    if let Some(out) = study_report(args) {
+        match crate::report::write_study_report(&args.study, &args.storage.to_string(), &trials, &out) {
+            Ok(()) => eprintln!("study report written to {}", out.display()),
+            Err(e) => eprintln!("warning: no study report: {e}"),
+        }
+    }
     report_study(&cfg, &trials, stopped.err().map(|e| e.to_string()), &args.best_config)?;
     let test = TestScore {
         cfg: &cfg,
@@ -218,6 +231,20 @@ pub fn search(args: &SearchArgs) -> Res<()> {
 /// Where `ode search` saves the best trial's weights: `--best-checkpoint`, else the
 /// `--best-config` path with the extension `.safetensors` when it ends in `.toml` (not, say,
 /// for `/dev/null`); `None`: nowhere.
+/// Where `ode search` writes the study report: `--report`, else `STUDY-report.html` in the
+/// folder of `--best-config` when that ends in `.toml`; `None` with `--no-report`.
+fn study_report(args: &SearchArgs) -> Option<PathBuf> {
+    if args.no_report {
+        return None;
+    }
+    args.report.clone().or_else(|| {
+        (args.best_config.extension().is_some_and(|e| e == "toml")).then(|| {
+            let name = crate::report::default_study_report(&args.study);
+            args.best_config.parent().map_or(name.clone(), |dir| dir.join(name))
+        })
+    })
+}
+
 fn best_checkpoint(args: &SearchArgs) -> Option<PathBuf> {
     args.best_checkpoint.clone().or_else(|| {
         (args.best_config.extension().is_some_and(|e| e == "toml"))
@@ -699,11 +726,16 @@ fn trial_json(t: &TrialRecord) -> serde_json::Value {
 }
 
 fn load(args: &StudyArgs) -> Res<Vec<TrialRecord>> {
-    let mut store = open_store(&args.storage)?;
-    if !store.study_names()?.contains(&args.study) {
-        return Err(format!("no study named '{}' in {}", args.study, args.storage).into());
+    load_trials(&args.storage, &args.study)
+}
+
+/// Every trial of the existing study `study` in `storage` (an error names a missing study).
+pub fn load_trials(storage: &StorageUrl, study: &str) -> Res<Vec<TrialRecord>> {
+    let mut store = open_store(storage)?;
+    if !store.study_names()?.contains(&study.to_string()) {
+        return Err(format!("no study named '{study}' in {storage}").into());
     }
-    let id = store.open_study(&args.study)?;
+    let id = store.open_study(study)?;
     Ok(store.trials(id)?)
 }
 

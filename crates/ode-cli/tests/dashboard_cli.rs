@@ -89,6 +89,7 @@ fn optuna_dashboard_shows_an_ode_search_study_with_its_metric_name() {
     std::fs::write(&space, SPACE).unwrap();
     let db = dir.path().join("s.db");
     let storage = format!("sqlite:{}", db.display());
+    let best = dir.path().join("best.toml");
     let mut args = vec![
         "search",
         "--dataset",
@@ -101,6 +102,8 @@ fn optuna_dashboard_shows_an_ode_search_study_with_its_metric_name() {
         &storage,
         "--study",
         "dash",
+        "--best-config",
+        best.to_str().unwrap(),
     ];
     args.extend(SEARCH_SMALL);
     let (ok, _, err) = ode(&args);

@@ -2,25 +2,7 @@
 //! have labelled axes and one mark per epoch.
 
 mod common;
-use common::{SMALL, external_tool, ode};
-
-/// The `<figure>` with `id` in `html`, or a failure naming what is there.
-fn figure<'a>(html: &'a str, id: &str) -> &'a str {
-    let start = html
-        .find(&format!("<figure class=\"plot\" id=\"{id}\">"))
-        .unwrap_or_else(|| panic!("no plot '{id}' in the report"));
-    let end = html[start..].find("</figure>").expect("figure closes") + start;
-    &html[start..end]
-}
-
-/// The texts of the SVG `<text>` elements in `html`, trimmed.
-fn texts(html: &str) -> Vec<&str> {
-    html.split("<text")
-        .skip(1)
-        .filter_map(|t| t.split_once('>').and_then(|(_, rest)| rest.split_once("</text>")))
-        .map(|(inner, _)| inner.trim())
-        .collect()
-}
+use common::{PANELS, SMALL, WHOLE, assert_rendered, chromium, figure, ode, texts};
 
 /// Trains the small spiral model into `out` with `extra` flags; fails the test if it fails.
 fn train_spiral(out: &std::path::Path, extra: &[&str]) {
@@ -70,8 +52,9 @@ fn train_writes_a_self_contained_report_with_a_mark_per_epoch_and_report_rewrite
     }
     // The baselines are reference lines of the learning curves.
     let loss = figure(&html, "loss");
-    for b in ["persistence", "window_mean", "linear_ar"] {
-        assert!(texts(loss).contains(&b), "no {b} line");
+    let caption = &loss[..loss.find("<svg").unwrap()];
+    for b in ["train_loss", "val_rmse", "persistence", "window_mean", "linear_ar"] {
+        assert!(caption.contains(b), "no {b} in the legend: {caption}");
     }
     // Forecasts: a figure per target, a panel per window with context, truth and forecast.
     let fc = common::json(&run.join("forecasts.json"));
@@ -219,49 +202,6 @@ fn report_errors_name_the_file_and_line() {
     assert!(!ok && err.contains("metrics.jsonl, line 2"), "{err}");
 }
 
-/// Headless Chromium (`ODE_CHROMIUM`, or `chromium` on PATH), or None after a skip message;
-/// with `ODE_REQUIRE_CHROMIUM=1` (CI) a missing one fails.
-fn chromium() -> Option<String> {
-    let how = "apt-get install chromium fonts-dejavu-core, or set ODE_CHROMIUM";
-    external_tool("ODE_CHROMIUM", "chromium", "ODE_REQUIRE_CHROMIUM", how)
-}
-
-/// `html` rendered by headless Chromium in a `w`×`h` window: RGBA rows.
-fn screenshot(chrome: &str, dir: &std::path::Path, html: &str, (w, h): (u32, u32)) -> Vec<u8> {
-    let page = dir.join("page.html");
-    let png = dir.join("page.png");
-    std::fs::write(&page, html).unwrap();
-    let _ = std::fs::remove_file(&png);
-    let out = std::process::Command::new(chrome)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-        ])
-        .args([
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
-        .arg("--hide-scrollbars")
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg(format!("--window-size={w},{h}"))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("file://{}", page.display()))
-        .output()
-        .expect("chromium runs");
-    assert!(png.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
-    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&png).unwrap()));
-    let mut reader = decoder.read_info().unwrap();
-    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
-    let info = reader.next_frame(&mut buf).unwrap();
-    assert_eq!((info.width, info.height), (w, h));
-    let channels = info.color_type.samples();
-    buf.chunks(channels).flat_map(|p| [p[0], p[1], p[2], 255]).collect()
-}
-
 #[test]
 fn chromium_renders_every_plot_of_the_report_with_ink_inside_its_axes() {
     let Some(chrome) = chromium() else { return };
@@ -269,32 +209,10 @@ fn chromium_renders_every_plot_of_the_report_with_ink_inside_its_axes() {
     let run = dir.path().join("run");
     train_spiral(&run, &["--epochs", "4"]);
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
-    for id in ["loss", "nfe", "steps", "seconds", "forecast-0", "forecast-1"] {
-        let f = figure(&html, id);
-        let svg = &f[f.find("<svg").expect("an svg")..];
-        let width: usize = svg
-            .split_once("width=\"")
-            .and_then(|(_, r)| r.split_once('"'))
-            .and_then(|(w, _)| w.parse().ok())
-            .expect("the svg has a width");
-        let page = format!("<!DOCTYPE html><html><body style=\"margin:0;background:#fff\">{svg}</body></html>");
-        let rgba = screenshot(&chrome, dir.path(), &page, (width as u32, 320));
-        // Inside the axes of each 640- or 320-pixel chart (right of the y labels, above the x
-        // labels): the lines and marks must be drawn, and not over everything.
-        let chart = if id.starts_with("forecast") { 320 } else { 640 };
-        for left in (0..width).step_by(chart) {
-            let (mut ink, mut total) = (0usize, 0usize);
-            for y in 30..260 {
-                for x in left + 90..left + chart - 20 {
-                    let p = &rgba[(y * width + x) * 4..][..3];
-                    total += 1;
-                    ink += usize::from(p.iter().any(|&c| c < 200));
-                }
-            }
-            assert!(
-                ink > 300 && ink < total / 2,
-                "{id} at x {left}: {ink} of {total} pixels drawn"
-            );
-        }
+    for id in ["loss", "nfe", "steps", "seconds"] {
+        assert_rendered(&chrome, dir.path(), &html, id, WHOLE);
+    }
+    for id in ["forecast-0", "forecast-1"] {
+        assert_rendered(&chrome, dir.path(), &html, id, PANELS);
     }
 }

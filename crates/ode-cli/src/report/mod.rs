@@ -3,28 +3,66 @@
 
 mod plot;
 mod run;
+mod study;
 
+use crate::storage::StorageUrl;
 use clap::Args;
 use std::path::PathBuf;
 
 pub use run::write_run_report;
+pub use study::write_study_report;
 
-/// `ode report RUN_DIR [--out FILE]`.
+/// `ode report RUN_DIR [--out FILE]` or `ode report --study NAME [--storage URL] [--out FILE]`.
 #[derive(Args)]
 pub struct ReportArgs {
     /// The run directory `ode train --out` wrote (metrics.jsonl, summary.json, config.toml).
-    pub run_dir: PathBuf,
-    /// Where to write the report (default RUN_DIR/report.html).
+    #[arg(required_unless_present = "study", conflicts_with = "study")]
+    pub run_dir: Option<PathBuf>,
+    /// A study to report on instead of a run (its trials are read from --storage).
+    #[arg(long)]
+    pub study: Option<String>,
+    /// Study store of --study: sqlite:PATH or postgresql://USER:PASSWORD@HOST/DB.
+    #[arg(long, default_value = "sqlite:ode-studies.db", requires = "study")]
+    pub storage: StorageUrl,
+    /// Where to write the report (default RUN_DIR/report.html, or STUDY-report.html).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
 
 /// Writes the report and prints where.
 pub fn run(args: &ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let out = args.out.clone().unwrap_or_else(|| args.run_dir.join("report.html"));
-    write_run_report(&args.run_dir, &out)?;
+    let out = match (&args.run_dir, &args.study) {
+        (Some(dir), _) => {
+            let out = args.out.clone().unwrap_or_else(|| dir.join("report.html"));
+            write_run_report(dir, &out)?;
+            out
+        }
+        (None, Some(name)) => {
+            let trials = crate::search::load_trials(&args.storage, name)?;
+            let out = args.out.clone().unwrap_or_else(|| default_study_report(name));
+            write_study_report(name, &args.storage.to_string(), &trials, &out)?;
+            out
+        }
+        (None, None) => return Err("give a run directory or --study NAME".into()),
+    };
     println!("wrote {}", out.display());
     Ok(())
+}
+
+/// `NAME-report.html` in the working directory, with characters other than letters, digits,
+/// `-`, `_` and `.` in the study name replaced by `_`.
+pub fn default_study_report(study: &str) -> PathBuf {
+    let safe: String = study
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    PathBuf::from(format!("{safe}-report.html"))
 }
 
 /// `text` with HTML's special characters escaped.
@@ -45,4 +83,13 @@ fn page(title: &str, body: &str) -> String {
          pre{{background:#f6f6f6;padding:1em}}</style></head>\n<body><h1>{t}</h1>\n{body}\n</body></html>\n",
         t = escape(title)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_study_report_is_named_after_the_study_in_safe_characters() {
+        let p = super::default_study_report("lr sweep/v2");
+        assert_eq!(p, std::path::PathBuf::from("lr_sweep_v2-report.html"));
+    }
 }

@@ -4,12 +4,44 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-/// One line of a plot: its legend name and its (x, y) points.
+/// One line of a plot: its legend name, its (x, y) points and how it is drawn.
 pub struct Series {
     /// Legend name.
     pub name: String,
     /// The points, in x order.
     pub points: Vec<(f64, f64)>,
+    /// How it is drawn.
+    pub look: Look,
+}
+
+impl Series {
+    /// A line through `points` with a mark on each, in the colour of its position.
+    pub fn new(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+        Self {
+            name: name.into(),
+            points,
+            look: Look::default(),
+        }
+    }
+
+    /// The same series drawn as `look` says.
+    pub fn with(self, look: Look) -> Self {
+        Self { look, ..self }
+    }
+}
+
+/// How a series is drawn; the default is a line with a circle on every point, coloured by
+/// the series' position, in the legend.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Look {
+    /// Palette index instead of the series' position.
+    pub color: Option<usize>,
+    /// Marks only, no line (a scatter plot).
+    pub points_only: bool,
+    /// Left out of the legend (the second and later series of a kind).
+    pub unlabelled: bool,
+    /// A cross over the last point (a trial pruned there).
+    pub cut: bool,
 }
 
 /// A horizontal reference line (a baseline's score), drawn without point marks.
@@ -21,6 +53,7 @@ pub struct Reference {
 }
 
 /// What a plot shows: its element id, title and axis labels.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Figure<'a> {
     /// The `id` of the `<figure>` (tests and links find the plot by it).
     pub id: &'a str,
@@ -30,6 +63,8 @@ pub struct Figure<'a> {
     pub x_label: &'a str,
     /// Y axis label.
     pub y_label: &'a str,
+    /// Names of the x values 0, 1, 2, … (a categorical axis), instead of numbers.
+    pub x_names: Option<&'a [String]>,
 }
 
 const COLORS: [RGBColor; 6] = [
@@ -49,14 +84,14 @@ pub struct Panel {
     pub series: Vec<Series>,
 }
 
-/// What one chart draws: labels, lines, reference lines, whether it has the legend.
+/// What one chart draws: labels, lines and reference lines.
 struct Chart<'a> {
     caption: Option<&'a str>,
     x_label: &'a str,
     y_label: &'a str,
+    x_names: Option<&'a [String]>,
     series: &'a [Series],
     refs: &'a [Reference],
-    legend: bool,
 }
 
 /// The finite points of `s`.
@@ -78,7 +113,8 @@ fn bounds(series: &[Series], refs: &[Reference]) -> Option<((f64, f64), (f64, f6
         (y0, y1) = (y0.min(r.y), y1.max(r.y));
     }
     let pad = ((y1 - y0) * 0.05).max(y1.abs() * 1e-3).max(1e-12);
-    let xpad = if x1 > x0 { 0.0 } else { 0.5 };
+    // Marks at the ends stay clear of the axes.
+    let xpad = if x1 > x0 { (x1 - x0) * 0.03 } else { 0.5 };
     Some(((x0 - xpad, x1 + xpad), (y0 - pad, y1 + pad)))
 }
 
@@ -90,10 +126,10 @@ fn empty(fig: &Figure<'_>) -> String {
     )
 }
 
-/// `svg` wrapped in the `<figure>` of `fig`.
-fn figure(fig: &Figure<'_>, svg: &str) -> String {
+/// `svg` wrapped in the `<figure>` of `fig`, the legend after the title.
+fn figure(fig: &Figure<'_>, legend: &str, svg: &str) -> String {
     format!(
-        "<figure class=\"plot\" id=\"{}\"><figcaption>{}</figcaption>{svg}</figure>",
+        "<figure class=\"plot\" id=\"{}\"><figcaption>{}<br>{legend}</figcaption>{svg}</figure>",
         fig.id, fig.title
     )
 }
@@ -101,16 +137,20 @@ fn figure(fig: &Figure<'_>, svg: &str) -> String {
 /// The plot as a `<figure>` holding an SVG of 640×320 pixels; an empty note instead when no
 /// series has a finite point.
 pub fn line_plot(fig: &Figure<'_>, series: &[Series], refs: &[Reference]) -> String {
-    let Some(b) = bounds(series, refs) else {
+    let Some(mut b) = bounds(series, refs) else {
         return empty(fig);
     };
+    if fig.x_names.is_some() {
+        // Room around the first and last category.
+        b.0 = (b.0.0.min(0.0) - 0.5, b.0.1.max(0.0) + 0.5);
+    }
     let chart = Chart {
         caption: None,
         x_label: fig.x_label,
         y_label: fig.y_label,
+        x_names: fig.x_names,
         series,
         refs,
-        legend: true,
     };
     let mut svg = String::new();
     let drawn: Drawn = (|| {
@@ -119,7 +159,7 @@ pub fn line_plot(fig: &Figure<'_>, series: &[Series], refs: &[Reference]) -> Str
         Ok(root.present()?)
     })();
     drawn.expect("drawing into a string does not fail");
-    figure(fig, &svg)
+    figure(fig, &legend(series, refs), &svg)
 }
 
 /// Panels side by side (320×320 pixels each) in one `<figure>`, each with its own axes
@@ -132,20 +172,30 @@ pub fn panel_plot(fig: &Figure<'_>, panels: &[Panel]) -> String {
     }
     let mut svg = String::new();
     draw_panels(&mut svg, fig, panels).expect("drawing into a string does not fail");
-    let names: Vec<&str> = panels[0].series.iter().map(|s| s.name.as_str()).collect();
-    let legend: String = names
+    figure(fig, &legend(&panels[0].series, &[]), &svg)
+}
+
+/// The legend, for the caption (where it covers no data): a dot in each labelled series'
+/// colour and a dash in each reference line's, with their names.
+fn legend(series: &[Series], refs: &[Reference]) -> String {
+    let key = |color: usize, mark: &str, name: &str| {
+        let RGBColor(r, g, b) = COLORS[color % COLORS.len()];
+        format!(
+            " <span class=\"key\" style=\"color:rgb({r},{g},{b})\">{mark}&nbsp;{}</span>",
+            super::escape(name)
+        )
+    };
+    let lines = series
         .iter()
         .enumerate()
-        .map(|(i, n)| {
-            let RGBColor(r, g, b) = COLORS[i % COLORS.len()];
-            format!(" <span class=\"key\" style=\"color:rgb({r},{g},{b})\">&#9679; {n}</span>")
-        })
-        .collect();
-    let caption = Figure {
-        title: &format!("{}{legend}", fig.title),
-        ..*fig
-    };
-    figure(&caption, &svg)
+        .filter(|(_, s)| !s.look.unlabelled)
+        .map(|(i, s)| key(s.look.color.unwrap_or(i), "&#9679;", &s.name));
+    let references = refs
+        .iter()
+        .filter(|r| r.y.is_finite())
+        .enumerate()
+        .map(|(i, r)| key(series.len() + i, "&#8212;", &r.name));
+    lines.chain(references).collect()
 }
 
 fn draw_panels(svg: &mut String, fig: &Figure<'_>, panels: &[Panel]) -> Drawn {
@@ -157,14 +207,24 @@ fn draw_panels(svg: &mut String, fig: &Figure<'_>, panels: &[Panel]) -> Drawn {
             caption: Some(&p.caption),
             x_label: fig.x_label,
             y_label: fig.y_label,
+            x_names: None,
             series: &p.series,
             refs: &[],
-            legend: false,
         };
         draw(&area, &chart, b)?;
     }
     root.present()?;
     Ok(())
+}
+
+/// An x tick: the name of category `v` on a categorical axis (none between categories),
+/// otherwise the number.
+fn x_tick(names: Option<&[String]>, v: f64) -> String {
+    match names {
+        Some(n) if (v - v.round()).abs() < 1e-6 && v > -0.5 => n.get(v.round() as usize).cloned().unwrap_or_default(),
+        Some(_) => String::new(),
+        None => tick(v),
+    }
 }
 
 /// An axis tick: whole numbers without decimals, others with up to four significant digits.
@@ -184,8 +244,8 @@ fn tick(v: f64) -> String {
 
 type Drawn = Result<(), Box<dyn std::error::Error>>;
 
-/// Draws `c` on `area` over the ranges `(x, y)`: axes, lines with a mark per point, reference
-/// lines and (if asked) the legend.
+/// Draws `c` on `area` over the ranges `(x, y)`: axes, lines with a mark per point (a cross
+/// on the last of a cut series) and reference lines.
 fn draw(area: &DrawingArea<SVGBackend<'_>, Shift>, c: &Chart<'_>, (x, y): ((f64, f64), (f64, f64))) -> Drawn {
     area.fill(&WHITE)?;
     let mut builder = ChartBuilder::on(area);
@@ -201,36 +261,26 @@ fn draw(area: &DrawingArea<SVGBackend<'_>, Shift>, c: &Chart<'_>, (x, y): ((f64,
         .configure_mesh()
         .x_desc(c.x_label)
         .y_desc(c.y_label)
-        .x_label_formatter(&|v| tick(*v))
+        .x_label_formatter(&|v| x_tick(c.x_names, *v))
         .y_label_formatter(&|v| tick(*v))
         .light_line_style(WHITE)
         .axis_desc_style(("sans-serif", 15))
         .label_style(("sans-serif", 12))
         .draw()?;
     for (i, s) in c.series.iter().enumerate() {
-        let color = COLORS[i % COLORS.len()];
+        let look = s.look;
+        let color = COLORS[look.color.unwrap_or(i) % COLORS.len()];
         let pts: Vec<(f64, f64)> = finite(s).collect();
-        chart
-            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
-            .label(s.name.as_str())
-            .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 16, ly)], color.stroke_width(2)));
+        let line = if look.points_only { &[][..] } else { &pts[..] };
+        chart.draw_series(LineSeries::new(line.iter().copied(), color.stroke_width(2)))?;
         chart.draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))?;
+        if let Some(&last) = pts.last().filter(|_| look.cut) {
+            chart.draw_series([Cross::new(last, 6, BLACK.stroke_width(2))])?;
+        }
     }
     for (i, r) in c.refs.iter().filter(|r| r.y.is_finite()).enumerate() {
-        let color = COLORS[(c.series.len() + i) % COLORS.len()].mix(0.7);
-        chart
-            .draw_series(LineSeries::new([(x.0, r.y), (x.1, r.y)], color.stroke_width(1)))?
-            .label(r.name.as_str())
-            .legend(move |(lx, ly)| PathElement::new(vec![(lx, ly), (lx + 16, ly)], color.stroke_width(1)));
-    }
-    if c.legend {
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .label_font(("sans-serif", 12))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()?;
+        let color = COLORS[(c.series.len() + i) % COLORS.len()];
+        chart.draw_series(LineSeries::new([(x.0, r.y), (x.1, r.y)], color.stroke_width(1)))?;
     }
     Ok(())
 }
@@ -246,11 +296,9 @@ mod tests {
             title: "Loss",
             x_label: "epoch",
             y_label: "val_rmse",
+            ..Default::default()
         };
-        let s = Series {
-            name: "val".into(),
-            points: (1..=7).map(|e| (e as f64, 1.0 / e as f64)).collect(),
-        };
+        let s = Series::new("val", (1..=7).map(|e| (e as f64, 1.0 / e as f64)).collect());
         let r = Reference {
             name: "persistence".into(),
             y: 0.9,
@@ -272,11 +320,9 @@ mod tests {
             title: "Forecasts",
             x_label: "rows",
             y_label: "OT",
+            ..Default::default()
         };
-        let line = |name: &str, n: usize| Series {
-            name: name.into(),
-            points: (0..n).map(|k| (k as f64, (k * k) as f64)).collect(),
-        };
+        let line = |name: &str, n: usize| Series::new(name, (0..n).map(|k| (k as f64, (k * k) as f64)).collect());
         let panels = [
             Panel {
                 caption: "window 0".into(),
@@ -284,13 +330,7 @@ mod tests {
             },
             Panel {
                 caption: "window 9".into(),
-                series: vec![
-                    line("truth", 4),
-                    Series {
-                        name: "forecast".into(),
-                        points: vec![(1.0, f64::NAN)],
-                    },
-                ],
+                series: vec![line("truth", 4), Series::new("forecast", vec![(1.0, f64::NAN)])],
             },
         ];
         let html = panel_plot(&fig, &panels);

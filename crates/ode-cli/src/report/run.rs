@@ -51,10 +51,7 @@ impl Metrics {
         for &(step, v) in self.series.get(name).into_iter().flatten().filter(|p| p.0 >= 1.0) {
             by_epoch.insert(step as u64, v);
         }
-        Series {
-            name: name.to_string(),
-            points: by_epoch.into_iter().map(|(e, v)| (e as f64, v)).collect(),
-        }
+        Series::new(name, by_epoch.into_iter().map(|(e, v)| (e as f64, v)).collect())
     }
 
     /// The baselines' validation RMSE (`baseline_*` at step 0), as reference lines.
@@ -118,6 +115,7 @@ fn forecast_plots(f: &Forecasts) -> String {
             title: &title,
             x_label: "rows from the forecast origin",
             y_label: &y_label,
+            ..Default::default()
         };
         let panels: Vec<Panel> = f.windows.iter().map(|w| window_panel(w, q)).collect();
         html += &panel_plot(&fig, &panels);
@@ -139,19 +137,13 @@ fn window_panel(w: &forecasts::WindowForecast, q: usize) -> Panel {
     let mut series = Vec::new();
     if let Some(ctx) = &t.context {
         let c = ctx.len() as f64;
-        series.push(Series {
-            name: "context".into(),
-            points: ctx.iter().enumerate().map(|(k, &y)| (k as f64 + 1.0 - c, y)).collect(),
-        });
+        series.push(Series::new(
+            "context",
+            ctx.iter().enumerate().map(|(k, &y)| (k as f64 + 1.0 - c, y)).collect(),
+        ));
     }
-    series.push(Series {
-        name: "truth".into(),
-        points: ahead(&t.truth),
-    });
-    series.push(Series {
-        name: "forecast".into(),
-        points: ahead(&t.forecast),
-    });
+    series.push(Series::new("truth", ahead(&t.truth)));
+    series.push(Series::new("forecast", ahead(&t.forecast)));
     let when = w.time.as_deref().map_or(String::new(), |t| format!(", {t}"));
     Panel {
         caption: format!("window {} (row {}{when})", w.window, w.first_row),
@@ -166,6 +158,7 @@ fn body(m: &Metrics, summary: Option<&serde_json::Value>, config: &str, forecast
         title,
         x_label: "epoch",
         y_label,
+        ..Default::default()
     };
     let plots = [
         line_plot(
