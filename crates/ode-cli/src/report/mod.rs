@@ -78,7 +78,7 @@ fn page(title: &str, body: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><style>\
          body{{font-family:sans-serif;margin:2em;max-width:1400px}}\
-         figure.plot{{display:inline-block;margin:0 1em 1em 0}}\
+         figure.plot{{display:inline-block;margin:0 1em 1em 0;vertical-align:top}}figure.plot figcaption{{max-width:640px}}\
          table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}\
          pre{{background:#f6f6f6;padding:1em}}</style></head>\n<body><h1>{t}</h1>\n{body}\n</body></html>\n",
         t = escape(title)

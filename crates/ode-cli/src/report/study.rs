@@ -52,14 +52,14 @@ fn body(store: &str, trials: &[TrialRecord]) -> String {
         count(TrialState::Running),
         count(TrialState::Waiting)
     );
-    html += "<h2>Leaderboard</h2>\n";
-    html += &leaderboard_table(&board);
-    html += "\n<h2>Plots</h2>\n";
+    html += "<h2>Plots</h2>\n";
     html += &pareto_plot(&board);
     html += &curves_plot(trials);
     for name in param_names(trials) {
         html += &param_plot(trials, &name);
     }
+    html += "\n<h2>Leaderboard</h2>\n";
+    html += &leaderboard_table(&board);
     html += "\n<h2>Failed trials</h2>\n";
     html += &failed_table(trials);
     html
