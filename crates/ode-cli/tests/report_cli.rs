@@ -200,6 +200,22 @@ fn report_errors_name_the_file_and_line() {
     .unwrap();
     let (ok, _, err) = ode(&["report", dir.path().to_str().unwrap()]);
     assert!(!ok && err.contains("metrics.jsonl, line 2"), "{err}");
+    // A malformed summary or forecasts file is named in the report, which is still written.
+    std::fs::write(
+        dir.path().join("metrics.jsonl"),
+        "{\"metric\":\"val_rmse\",\"step\":1,\"value\":0.5}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("summary.json"), "{\"best_val_rmse\": ").unwrap();
+    std::fs::write(dir.path().join("forecasts.json"), "[]").unwrap();
+    let (ok, _, err) = ode(&["report", dir.path().to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(html.contains("summary.json is malformed"), "{html}");
+    assert!(
+        html.contains("forecasts not shown") && html.contains("forecasts.json"),
+        "{html}"
+    );
 }
 
 #[test]

@@ -72,9 +72,11 @@ impl Metrics {
 /// Writes the HTML report of run directory `dir` to `out`.
 pub fn write_run_report(dir: &Path, out: &Path) -> Res<()> {
     let metrics = Metrics::read(&dir.join("metrics.jsonl"))?;
-    let summary: Option<serde_json::Value> = std::fs::read_to_string(dir.join("summary.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
+    let summary_path = dir.join("summary.json");
+    let summary: Result<serde_json::Value, String> = match std::fs::read_to_string(&summary_path) {
+        Ok(t) => serde_json::from_str(&t).map_err(|e| format!("{} is malformed: {e}", summary_path.display())),
+        Err(_) => Err("no summary.json (the run did not finish)".into()),
+    };
     let config = std::fs::read_to_string(dir.join("config.toml")).unwrap_or_default();
     let forecasts = match forecasts::read(dir) {
         Ok(Some(f)) => forecast_plots(&f),
@@ -86,7 +88,7 @@ pub fn write_run_report(dir: &Path, out: &Path) -> Res<()> {
     };
     let html = page(
         &format!("Training run {}", dir.display()),
-        &body(&metrics, summary.as_ref(), &config, &forecasts),
+        &body(&metrics, summary.as_ref().map_err(String::as_str), &config, &forecasts),
     );
     std::fs::write(out, html).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     Ok(())
@@ -151,7 +153,7 @@ fn window_panel(w: &forecasts::WindowForecast, q: usize) -> Panel {
     }
 }
 
-fn body(m: &Metrics, summary: Option<&serde_json::Value>, config: &str, forecasts: &str) -> String {
+fn body(m: &Metrics, summary: Result<&serde_json::Value, &str>, config: &str, forecasts: &str) -> String {
     let epochs = |names: &[&str]| names.iter().map(|n| m.per_epoch(n)).collect::<Vec<_>>();
     let fig = |id, title, y_label| Figure {
         id,
@@ -210,10 +212,11 @@ fn body(m: &Metrics, summary: Option<&serde_json::Value>, config: &str, forecast
     html
 }
 
-/// The headline numbers of `summary.json`.
-fn summary_table(summary: Option<&serde_json::Value>) -> String {
-    let Some(s) = summary else {
-        return "<p>no summary.json (the run did not finish)</p>".into();
+/// The headline numbers of `summary.json`, or why there are none.
+fn summary_table(summary: Result<&serde_json::Value, &str>) -> String {
+    let s = match summary {
+        Ok(s) => s,
+        Err(why) => return format!("<p>{}</p>", escape(why)),
     };
     let keys = [
         "device",
