@@ -56,6 +56,13 @@ fn train_writes_a_self_contained_report_with_a_mark_per_epoch_and_report_rewrite
     for b in ["train_loss", "val_rmse", "persistence", "window_mean", "linear_ar"] {
         assert!(caption.contains(b), "no {b} in the legend: {caption}");
     }
+    // The HTML parses, and holds these plots with these marks.
+    let plots = common::parsed_plots(&html);
+    for (id, circles) in &plots {
+        assert_eq!(figure(&html, id).matches("<circle").count(), *circles, "{id}");
+    }
+    let ids: Vec<&str> = plots.keys().map(String::as_str).collect();
+    assert_eq!(ids, ["forecast-0", "forecast-1", "loss", "nfe", "seconds", "steps"]);
     // Forecasts: a figure per target, a panel per window with context, truth and forecast.
     let fc = common::json(&run.join("forecasts.json"));
     let windows = fc["windows"].as_array().unwrap();

@@ -81,6 +81,22 @@ fn search_writes_a_study_report_of_every_trial_that_ode_report_rewrites() {
         "the space's outcome changed"
     );
     assert_eq!(rows(&html, "leaderboard"), 8);
+    // The HTML parses and holds the plots: Pareto, curves, one per parameter.
+    let plots = common::parsed_plots(&html);
+    let ids: Vec<&str> = plots.keys().map(String::as_str).collect();
+    assert_eq!(
+        ids,
+        [
+            "curves",
+            "param-hidden_dim",
+            "param-learning_rate",
+            "param-solver",
+            "pareto"
+        ]
+    );
+    for (id, circles) in &plots {
+        assert_eq!(figure(&html, id).matches("<circle").count(), *circles, "{id}");
+    }
     // Pareto front: a mark per complete trial, and one per trial on the front.
     let on_front = complete.iter().filter(|t| t["pareto"] == true).count();
     let pareto = figure(&html, "pareto");

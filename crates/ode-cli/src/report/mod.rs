@@ -76,7 +76,7 @@ fn escape(text: &str) -> String {
 /// A whole page: title, a small stylesheet, the body.
 fn page(title: &str, body: &str) -> String {
     format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t}</title><style>\
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/><title>{t}</title><style>\
          body{{font-family:sans-serif;margin:2em;max-width:1400px}}\
          figure.plot{{display:inline-block;margin:0 1em 1em 0;vertical-align:top}}figure.plot figcaption{{max-width:640px}}\
          table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}\

@@ -129,7 +129,7 @@ fn empty(fig: &Figure<'_>) -> String {
 /// `svg` wrapped in the `<figure>` of `fig`, the legend after the title.
 fn figure(fig: &Figure<'_>, legend: &str, svg: &str) -> String {
     format!(
-        "<figure class=\"plot\" id=\"{}\"><figcaption>{}<br>{legend}</figcaption>{svg}</figure>",
+        "<figure class=\"plot\" id=\"{}\"><figcaption>{}<br/>{legend}</figcaption>{svg}</figure>",
         fig.id, fig.title
     )
 }
@@ -181,7 +181,7 @@ fn legend(series: &[Series], refs: &[Reference]) -> String {
     let key = |color: usize, mark: &str, name: &str| {
         let RGBColor(r, g, b) = COLORS[color % COLORS.len()];
         format!(
-            " <span class=\"key\" style=\"color:rgb({r},{g},{b})\">{mark}&nbsp;{}</span>",
+            " <span class=\"key\" style=\"color:rgb({r},{g},{b})\">{mark}&#160;{}</span>",
             super::escape(name)
         )
     };

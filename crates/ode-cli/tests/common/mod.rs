@@ -184,3 +184,26 @@ pub fn assert_rendered(chrome: &str, dir: &Path, html: &str, id: &str, charts: C
         );
     }
 }
+
+/// Parses a report as XML (it is well-formed: every element closed, the SVG inline, only
+/// numeric character references) and returns each plot's `id` with its number of `<circle>`
+/// marks; a parse error fails the test with the position.
+pub fn parsed_plots(html: &str) -> std::collections::BTreeMap<String, usize> {
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..Default::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(html, options)
+        .unwrap_or_else(|e| panic!("the report does not parse: {e}"));
+    assert_eq!(doc.root_element().tag_name().name(), "html");
+    doc.descendants()
+        .filter(|n| n.has_tag_name("figure") && n.attribute("class") == Some("plot"))
+        .map(|f| {
+            let id = f.attribute("id").expect("a plot has an id").to_string();
+            let svg = f.children().find(|c| c.tag_name().name() == "svg");
+            let svg = svg.unwrap_or_else(|| panic!("plot {id} has no svg"));
+            let circles = svg.descendants().filter(|n| n.tag_name().name() == "circle").count();
+            (id, circles)
+        })
+        .collect()
+}
