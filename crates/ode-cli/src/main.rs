@@ -2,6 +2,7 @@
 //! See the crate README for examples.
 
 mod evaluate;
+mod mlflow;
 mod progress;
 mod report;
 mod search;

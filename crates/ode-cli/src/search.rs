@@ -1,6 +1,7 @@
 //! `ode search` and `ode study`: hyperparameter studies in a SQLite study store.
 
 use crate::evaluate::{self, EvalSplit};
+use crate::mlflow::study::StudyRuns;
 use crate::storage::StorageUrl;
 use crate::train::DataArgs;
 use clap::{Args, Subcommand, ValueEnum};
@@ -95,6 +96,8 @@ pub struct SearchArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     run: RunConfig,
+    #[command(flatten)]
+    tracking: crate::mlflow::TrackingArgs,
 }
 
 /// `seconds` as a duration, or an error naming the flag.
@@ -112,6 +115,7 @@ pub fn open_store(url: &str) -> Res<Box<dyn StudyStore>> {
 
 /// Runs a study with local workers, then prints the leaderboard and writes the best config.
 pub fn search(args: &SearchArgs) -> Res<()> {
+    args.tracking.mlflow()?;
     let space = match &args.space {
         Some(p) => SearchSpace::from_toml(
             &std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
@@ -138,7 +142,7 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cfg = SearchConfig {
+    let mut cfg = SearchConfig {
         study: args.study.clone(),
         strategy,
         space,
@@ -151,6 +155,7 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         // Ctrl-C ends the process; the stores keep every finished trial and leases hand the
         // running ones to the next run.
         cancel: None,
+        trial_tracker: None,
     };
     seconds("lease-seconds", args.lease_seconds)?;
     let max_wait = args.max_wait.map(|t| seconds("max-wait", t)).transpose()?;
@@ -165,6 +170,8 @@ pub fn search(args: &SearchArgs) -> Res<()> {
     let mut store = open_store(&args.storage)?;
     let study = enqueue_study(store.as_mut(), &cfg)?;
     save_definition(store.as_mut(), study, &cfg, &serde_json::to_value(&data_args)?)?;
+    let mlflow = StudyRuns::start(&args.tracking, store.as_mut(), study, &cfg, "ode search")?;
+    cfg.trial_tracker = mlflow.as_ref().map(|m| m.trial_trackers(&cfg));
     let total = store.trials(study)?.len();
     let already = store
         .trials(study)?
@@ -198,6 +205,9 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         kept: Mutex::new(None),
     };
     let stopped = pool.run_to_the_end(store.as_mut(), already, max_wait);
+    if let Some(m) = mlflow {
+        m.finish(true, stopped.is_ok());
+    }
     let trials = match (store.trials(study), &stopped) {
         (Ok(t), _) => t,
         (Err(e), Err(why)) => return Err(format!("{why} (and the study cannot be read back: {e})").into()),
@@ -526,10 +536,13 @@ pub struct WorkerArgs {
     /// Worker threads on this machine (default: the core count).
     #[arg(long)]
     workers: Option<usize>,
+    #[command(flatten)]
+    tracking: crate::mlflow::TrackingArgs,
 }
 
 /// Joins a study created by `ode search` and works on its waiting trials.
 pub fn worker(args: &WorkerArgs) -> Res<()> {
+    args.tracking.mlflow()?;
     let mut store = open_store(&args.storage)?;
     if !store.study_names()?.contains(&args.study) {
         return Err(format!("no study named '{}' in {}", args.study, args.storage).into());
@@ -539,6 +552,8 @@ pub fn worker(args: &WorkerArgs) -> Res<()> {
     let workers = args.workers.unwrap_or(cores).max(1);
     let (mut cfg, data_json) = load_definition(store.as_mut(), study, (cores / workers).max(1))?;
     cfg.study = args.study.clone();
+    let mlflow = StudyRuns::start(&args.tracking, store.as_mut(), study, &cfg, "ode worker")?;
+    cfg.trial_tracker = mlflow.as_ref().map(|m| m.trial_trackers(&cfg));
     let data_args: DataArgs = serde_json::from_value(data_json)?;
     let (table, source) = data_args.table()?;
     let data: DataFn = Arc::new(move |dc| Dataset::from_table(&table, dc, &source).map_err(|e| e.to_string()));
