@@ -421,9 +421,39 @@ fn a_server_down_mid_run_loses_and_duplicates_nothing() {
     let mut server = Server::start(&exe, tmp.path(), free_port());
     let out = tmp.path().join("run");
     let (url, out_s) = (server.url(), out.to_str().unwrap().to_string());
-    let mut args = train_args(&out_s, &url, "outage-test", "40");
-    // Enough work per epoch that the run outlasts the outage's start.
-    args.extend(["--rows", "1500", "--mlflow-flush-timeout", "120"]);
+    // Enough work per epoch (20000 rows in batches of 4) that the run outlasts the outage's start.
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "spiral",
+        "--rows",
+        "20000",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "30",
+    ];
+    args.extend([
+        "--latent-dim",
+        "8",
+        "--hidden-dim",
+        "16",
+        "--context-len",
+        "8",
+        "--horizon",
+        "4",
+    ]);
+    args.extend([
+        "--out",
+        &out_s,
+        "--tracker",
+        "mlflow",
+        "--tracking-uri",
+        &url,
+        "--experiment",
+        "outage-test",
+    ]);
+    args.extend(["--mlflow-flush-timeout", "120"]);
     let stderr_path = tmp.path().join("ode.err");
     let mut child = ode_command(tmp.path(), &args)
         .stdout(Stdio::null())
@@ -441,7 +471,12 @@ fn a_server_down_mid_run_loses_and_duplicates_nothing() {
     let started = Instant::now();
     while epochs_logged() < 2 {
         assert!(started.elapsed() < Duration::from_secs(120), "no epoch logged");
-        assert!(child.try_wait().unwrap().is_none(), "ode train ended early");
+        if child.try_wait().unwrap().is_some() {
+            panic!(
+                "ode train ended early: {}",
+                std::fs::read_to_string(&stderr_path).unwrap()
+            );
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
     server.kill();

@@ -232,15 +232,22 @@ mod tests {
         mixed.extend((0..995).map(metric));
         let b = cut(mixed);
         assert_eq!(b.iter().map(Batch::len).collect::<Vec<_>>(), [1000, 15]);
-        // Long values: cut by bytes before the count limits.
-        let long: Vec<Record> = (0..100)
-            .map(|i| Record::Tag {
-                key: format!("t{i}"),
-                value: "x".repeat(8000),
+        // Long values: 100 params of 6000 characters and 100 tags of 8000 (1.4 MB) are cut by
+        // size before the count limits.
+        let mut long: Vec<Record> = (0..100)
+            .map(|i| Record::Param {
+                key: format!("p{i}"),
+                value: "x".repeat(6000),
             })
             .collect();
+        long.extend((0..100).map(|i| Record::Tag {
+            key: format!("t{i}"),
+            value: "y".repeat(8000),
+        }));
         let b = cut(long);
-        assert!(b.len() >= 2, "{} batches", b.len());
+        assert_eq!(b.len(), 2);
+        assert_eq!(b[0].params.len(), 100);
+        assert!(b[0].tags.len() < 100 && !b[0].tags.is_empty(), "{}", b[0].tags.len());
         assert!(b.iter().all(|b| b.to_json().to_string().len() <= MAX_BYTES));
     }
 
