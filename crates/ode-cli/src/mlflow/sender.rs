@@ -84,19 +84,32 @@ enum Work {
         start_time: i64,
     },
     Logs {
+        run: RunHandle,
         run_id: String,
         batch: Batch,
     },
     Artifact {
+        run: RunHandle,
         artifact_uri: String,
         name: String,
         bytes: Arc<Vec<u8>>,
     },
     End {
+        run: RunHandle,
         run_id: String,
         status: &'static str,
         end_time: i64,
     },
+}
+
+impl Work {
+    fn run(&self) -> RunHandle {
+        match self {
+            Work::Create { run, .. } | Work::Logs { run, .. } | Work::Artifact { run, .. } | Work::End { run, .. } => {
+                *run
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -107,6 +120,8 @@ struct Slot {
     artifact_uri: Option<String>,
     /// Its creation was refused: its records are dropped.
     refused: bool,
+    /// Requests of the run the server refused (the first is reported, the rest counted).
+    refusals: usize,
 }
 
 #[derive(Default)]
@@ -267,9 +282,22 @@ impl Sender {
                 .map_or_else(|e| e.into_inner().0, |r| r.0);
         }
         let unsent = unsent(&st);
+        let refused: Vec<String> = st
+            .runs
+            .iter()
+            .filter(|r| r.refusals > 1)
+            .map(|r| format!("{} of run '{}'", r.refusals - 1, r.name))
+            .collect();
         st.stop = true;
         drop(st);
         self.shared.changed.notify_all();
+        if !refused.is_empty() {
+            (self.report)(&format!(
+                "warning: MLflow at {} refused further requests, dropped as well: {}",
+                self.url,
+                refused.join(", ")
+            ));
+        }
         if let Some(unsent) = unsent {
             (self.report)(&format!(
                 "warning: MLflow at {}: gave up after waiting {:.0} s; not sent: {unsent} (metrics.jsonl has every \
@@ -344,11 +372,12 @@ fn next_work(st: &mut State) -> Option<(Work, String)> {
             Op::Log { record, .. } => {
                 let batch = gather(&mut st.queue, run, record);
                 let what = format!("{} of run '{name}'", batch.describe());
-                (Work::Logs { run_id: id, batch }, what)
+                (Work::Logs { run, run_id: id, batch }, what)
             }
             Op::Artifact { name: file, bytes, .. } => match uri {
                 Some(artifact_uri) => (
                     Work::Artifact {
+                        run,
                         artifact_uri,
                         name: file.clone(),
                         bytes,
@@ -360,6 +389,7 @@ fn next_work(st: &mut State) -> Option<(Work, String)> {
             },
             Op::End { status, end_time, .. } => (
                 Work::End {
+                    run,
                     run_id: id,
                     status,
                     end_time,
@@ -433,16 +463,18 @@ fn execute(
             let info = client.create_run(&experiment_id, &new.name, *start_time, &tags)?;
             Ok(Some((info, experiment_id)))
         }
-        Work::Logs { run_id, batch } => client.log_batch(run_id, batch).map(|_| None),
+        Work::Logs { run_id, batch, .. } => client.log_batch(run_id, batch).map(|_| None),
         Work::Artifact {
             artifact_uri,
             name,
             bytes,
+            ..
         } => client.upload_artifact(artifact_uri, name, bytes).map(|_| None),
         Work::End {
             run_id,
             status,
             end_time,
+            ..
         } => client.update_run(run_id, status, *end_time).map(|_| None),
     }
 }
@@ -497,16 +529,20 @@ fn serve(shared: &Shared, client: &Client, report: &(dyn Fn(&str) + Send + Sync)
                     slot.experiment_id = Some(exp);
                 }
                 (Err(e), w) => {
-                    if let Work::Create { run, .. } = w {
-                        st.runs[*run].refused = true;
-                    }
+                    let slot = &mut st.runs[w.run()];
+                    slot.refusals += 1;
                     let dropped = match w {
                         Work::Create { .. } => "; nothing of this run is sent",
                         _ => "; dropped",
                     };
-                    report(&format!(
-                        "warning: MLflow at {url} refused {what}: {e}{dropped} (metrics.jsonl has every param and metric)"
-                    ));
+                    slot.refused |= matches!(w, Work::Create { .. });
+                    // Once per run: a run the server stopped taking (e.g. deleted) refuses the rest too.
+                    if slot.refusals == 1 {
+                        report(&format!(
+                            "warning: MLflow at {url} refused {what}: {e}{dropped} (metrics.jsonl has every param and \
+                             metric)"
+                        ));
+                    }
                 }
                 _ => {}
             }
@@ -703,5 +739,20 @@ mod tests {
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines[0].starts_with("warning: MLflow at") && lines[0].contains("unreachable (HTTP 503: busy)"));
         assert!(lines[1].contains("reachable again"));
+    }
+
+    #[test]
+    fn further_refusals_of_a_run_are_counted_not_repeated() {
+        let refused =
+            r#"{"error_code": "INVALID_PARAMETER_VALUE", "message": "The run must be in the 'active' state"}"#;
+        let (url, seen) = fake_server(vec![(400, refused), (400, refused)]);
+        let lines = log_a_run(&url);
+        assert_eq!(paths(&seen).iter().filter(|p| p.ends_with("log-batch")).count(), 2);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].contains("refused 1 param of run 'r'") && lines[0].contains("'active' state"));
+        assert!(
+            lines[1].contains("refused further requests, dropped as well: 1 of run 'r'"),
+            "{lines:?}"
+        );
     }
 }
