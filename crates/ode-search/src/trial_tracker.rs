@@ -17,9 +17,12 @@ pub trait TrialTracker: Tracker + Send {
     fn end(self: Box<Self>, outcome: &TrialOutcome);
 }
 
+/// A function from a trial's number and parameters to the [`TrialTracker`] of an attempt at it.
+pub type MakeTrialTracker = dyn Fn(u64, &Params) -> Box<dyn TrialTracker> + Send + Sync;
+
 /// Makes the [`TrialTracker`] of each attempt at a trial from its number and parameters.
 #[derive(Clone)]
-pub struct TrialTrackerFn(pub Arc<dyn Fn(u64, &Params) -> Box<dyn TrialTracker> + Send + Sync>);
+pub struct TrialTrackerFn(pub Arc<MakeTrialTracker>);
 
 impl TrialTrackerFn {
     /// Wraps `f`.
