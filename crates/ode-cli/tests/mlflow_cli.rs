@@ -410,7 +410,7 @@ fn search_is_a_parent_run_with_a_child_per_trial_and_workers_attach() {
     for t in trials.values() {
         assert_trial_run(t, 2);
     }
-    // Three parent runs in all? No: two studies, two parents, four trials.
+    // Two studies: two parent runs and four trial runs, nothing else.
     assert_eq!(read["runs"].as_array().unwrap().len(), 6, "{read}");
 }
 
@@ -584,4 +584,88 @@ fn bad_tracker_settings_are_named() {
     );
     assert!(!ok);
     assert!(err.contains("--tracker mlflow"), "{err}");
+}
+
+#[test]
+fn a_request_the_server_refuses_is_reported_once_and_training_goes_on() {
+    let Some(exe) = mlflow() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&exe, tmp.path(), free_port());
+    let out = tmp.path().join("run");
+    let (url, out_s) = (server.url(), out.to_str().unwrap().to_string());
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "spiral",
+        "--rows",
+        "20000",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "40",
+    ];
+    args.extend([
+        "--latent-dim",
+        "8",
+        "--hidden-dim",
+        "16",
+        "--context-len",
+        "8",
+        "--horizon",
+        "4",
+    ]);
+    args.extend([
+        "--out",
+        &out_s,
+        "--tracker",
+        "mlflow",
+        "--tracking-uri",
+        &url,
+        "--experiment",
+        "refuse-test",
+    ]);
+    let stderr_path = tmp.path().join("ode.err");
+    let mut child = ode_command(tmp.path(), &args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    // Delete the run on the server while it trains: MLflow then refuses what is logged to it
+    // (HTTP 400, "must be in the 'active' state"), which no retry can fix.
+    let delete = "import sys, time\n\
+                  from mlflow.tracking import MlflowClient\n\
+                  c = MlflowClient(tracking_uri=sys.argv[1])\n\
+                  for _ in range(600):\n    \
+                      e = c.get_experiment_by_name('refuse-test')\n    \
+                      runs = c.search_runs([e.experiment_id]) if e else []\n    \
+                      if runs:\n        \
+                          c.delete_run(runs[0].info.run_id)\n        \
+                          break\n    \
+                      time.sleep(0.1)\n\
+                  else:\n    \
+                      sys.exit('no run')\n";
+    let python = Path::new(&exe).with_file_name("python");
+    let deleted = Command::new(&python).args(["-c", delete, &url]).output().unwrap();
+    assert!(deleted.status.success(), "{}", String::from_utf8_lossy(&deleted.stderr));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run must still be training when it is deleted"
+    );
+    let status = child.wait().unwrap();
+    let err = std::fs::read_to_string(&stderr_path).unwrap();
+    assert!(status.success(), "{err}");
+    let refused: Vec<&str> = err.lines().filter(|l| l.contains("refused")).collect();
+    assert!(!refused.is_empty(), "{err}");
+    assert!(
+        refused[0].contains(&url) && refused[0].contains("'active' state") && refused[0].contains("dropped"),
+        "{err}"
+    );
+    // Reported once: any later refusal of the run is only counted, in one closing line.
+    assert!(refused.len() <= 2, "{err}");
+    if let Some(more) = refused.get(1) {
+        assert!(more.contains("refused further requests, dropped as well"), "{err}");
+    }
+    assert!(!err.contains("unreachable"), "{err}");
+    // metrics.jsonl has every epoch.
+    assert_eq!(jsonl(&out.join("metrics.jsonl")).1["val_rmse"].len(), 40);
 }

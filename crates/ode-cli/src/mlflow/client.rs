@@ -55,6 +55,9 @@ impl Client {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(5)))
             .timeout_global(Some(Duration::from_secs(60)))
+            // Below the servers' keep-alive (uvicorn: 5 s), so that no idle connection is reused
+            // just as the server closes it.
+            .max_idle_age(Duration::from_secs(4))
             .build();
         Self {
             base: base.trim_end_matches('/').to_string(),
