@@ -250,12 +250,24 @@ fn train_logs_params_metrics_tags_and_artifacts() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let outside = tmp.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
+    // The first with flags, the second with MLflow's environment variables instead.
+    let url = server.url();
     for (dir, name) in [(repo, "in-repo"), (outside.as_path(), "outside")] {
         let out = tmp.path().join(name);
-        let (ok, _, err) = ode_in(
-            dir,
-            &train_args(out.to_str().unwrap(), &server.url(), "train-test", "3"),
-        );
+        let mut args = train_args(out.to_str().unwrap(), &url, "train-test", "3");
+        let from_env = name == "outside";
+        if from_env {
+            // Drop --tracking-uri URL --experiment NAME.
+            args.truncate(args.len() - 4);
+        }
+        let mut command = ode_command(dir, &args);
+        if from_env {
+            command
+                .env("MLFLOW_TRACKING_URI", server.url())
+                .env("MLFLOW_EXPERIMENT_NAME", "train-test");
+        }
+        let o = command.output().unwrap();
+        let (ok, err) = (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned());
         assert!(ok, "{err}");
         assert!(!err.contains("warning: MLflow"), "{err}");
     }

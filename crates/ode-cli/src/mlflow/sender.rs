@@ -755,4 +755,75 @@ mod tests {
             "{lines:?}"
         );
     }
+
+    #[test]
+    fn batches_keep_each_runs_order_across_interleaved_runs() {
+        let metric = |k: &str| Record::Metric {
+            key: k.into(),
+            value: 1.0,
+            timestamp: 1,
+            step: 1,
+        };
+        let new = |name: &str| NewRun {
+            experiment: Experiment::Id("0".into()),
+            name: name.into(),
+            tags: vec![],
+            parent: None,
+        };
+        let mut st = State::default();
+        for (i, name) in ["a", "b"].into_iter().enumerate() {
+            st.runs.push(Slot {
+                name: name.into(),
+                id: Some(format!("id-{name}")),
+                ..Slot::default()
+            });
+            assert_eq!(st.runs.len() - 1, i);
+        }
+        st.runs.push(Slot::default());
+        let log = |run, k: &str| Op::Log { run, record: metric(k) };
+        st.queue = VecDeque::from([
+            log(0, "a1"),
+            log(1, "b1"),
+            log(0, "a2"),
+            Op::Create {
+                run: 2,
+                new: new("c"),
+                start_time: 0,
+            },
+            log(0, "a3"),
+            Op::End {
+                run: 0,
+                status: "FINISHED",
+                end_time: 0,
+            },
+            log(0, "a4"),
+            log(1, "b2"),
+        ]);
+        let keys = |w: &Work| match w {
+            Work::Logs { run_id, batch, .. } => {
+                let ks: Vec<String> = batch
+                    .metrics
+                    .iter()
+                    .map(|m| match m {
+                        Record::Metric { key, .. } => key.clone(),
+                        _ => unreachable!(),
+                    })
+                    .collect();
+                format!("{run_id}: {}", ks.join(","))
+            }
+            Work::Create { new, .. } => format!("create {}", new.name),
+            Work::End { run_id, .. } => format!("end {run_id}"),
+            Work::Artifact { .. } => "artifact".into(),
+        };
+        let mut order = Vec::new();
+        while let Some((w, _)) = next_work(&mut st) {
+            order.push(keys(&w));
+        }
+        // Run a's records up to its end go together (past b's and c's ops); what a logged after
+        // its end comes after it.
+        assert_eq!(
+            order,
+            ["id-a: a1,a2,a3", "id-b: b1,b2", "create c", "end id-a", "id-a: a4"]
+        );
+    }
 }
