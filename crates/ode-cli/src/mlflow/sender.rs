@@ -311,13 +311,13 @@ impl Sender {
 
 /// What is still queued or being sent, in words; `None` when nothing is.
 fn unsent(st: &State) -> Option<String> {
-    let mut counts: [(usize, &str); 6] = [
-        (0, "run creations"),
-        (0, "params"),
-        (0, "metrics"),
-        (0, "tags"),
-        (0, "artifacts"),
-        (0, "run status updates"),
+    let mut counts: [(usize, &str, &str); 6] = [
+        (0, "run creation", "run creations"),
+        (0, "param", "params"),
+        (0, "metric", "metrics"),
+        (0, "tag", "tags"),
+        (0, "artifact", "artifacts"),
+        (0, "run status update", "run status updates"),
     ];
     for op in &st.queue {
         let i = match op {
@@ -334,8 +334,8 @@ fn unsent(st: &State) -> Option<String> {
     }
     let mut parts: Vec<String> = counts
         .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, what)| format!("{n} {what}"))
+        .filter(|(n, ..)| *n > 0)
+        .map(|(n, one, many)| format!("{n} {}", if *n == 1 { one } else { many }))
         .collect();
     if let Some(w) = &st.in_flight {
         parts.push(format!("{w} being sent"));
