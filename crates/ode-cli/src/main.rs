@@ -3,6 +3,7 @@
 
 mod evaluate;
 mod forecasts;
+mod mlflow;
 mod progress;
 mod report;
 mod search;

@@ -1,6 +1,7 @@
 //! `ode search` and `ode study`: hyperparameter studies in a SQLite study store.
 
 use crate::evaluate::{self, EvalSplit};
+use crate::mlflow::study::StudyRuns;
 use crate::storage::StorageUrl;
 use crate::train::DataArgs;
 use clap::{Args, Subcommand, ValueEnum};
@@ -102,6 +103,8 @@ pub struct SearchArgs {
     config: Option<PathBuf>,
     #[command(flatten)]
     run: RunConfig,
+    #[command(flatten)]
+    tracking: crate::mlflow::TrackingArgs,
 }
 
 /// `seconds` as a duration, or an error naming the flag.
@@ -119,6 +122,7 @@ pub fn open_store(url: &str) -> Res<Box<dyn StudyStore>> {
 
 /// Runs a study with local workers, then prints the leaderboard and writes the best config.
 pub fn search(args: &SearchArgs) -> Res<()> {
+    args.tracking.mlflow()?;
     let space = match &args.space {
         Some(p) => SearchSpace::from_toml(
             &std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
@@ -145,7 +149,7 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cfg = SearchConfig {
+    let mut cfg = SearchConfig {
         study: args.study.clone(),
         strategy,
         space,
@@ -158,6 +162,7 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         // Ctrl-C ends the process; the stores keep every finished trial and leases hand the
         // running ones to the next run.
         cancel: None,
+        trial_tracker: None,
     };
     seconds("lease-seconds", args.lease_seconds)?;
     let max_wait = args.max_wait.map(|t| seconds("max-wait", t)).transpose()?;
@@ -172,6 +177,8 @@ pub fn search(args: &SearchArgs) -> Res<()> {
     let mut store = open_store(&args.storage)?;
     let study = enqueue_study(store.as_mut(), &cfg)?;
     save_definition(store.as_mut(), study, &cfg, &serde_json::to_value(&data_args)?)?;
+    let mlflow = StudyRuns::start(&args.tracking, store.as_mut(), study, &cfg, "ode search")?;
+    cfg.trial_tracker = mlflow.as_ref().map(|m| m.trial_trackers(&cfg));
     let total = store.trials(study)?.len();
     let already = store
         .trials(study)?
@@ -205,18 +212,27 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         kept: Mutex::new(None),
     };
     let stopped = pool.run_to_the_end(store.as_mut(), already, max_wait);
+    let ok = stopped.is_ok();
     let trials = match (store.trials(study), &stopped) {
         (Ok(t), _) => t,
-        (Err(e), Err(why)) => return Err(format!("{why} (and the study cannot be read back: {e})").into()),
-        (Err(e), Ok(())) => return Err(e.into()),
-    };
-    if let Some(out) = study_report(args) {
-        match crate::report::write_study_report(&args.study, &args.storage.to_string(), &trials, &out) {
-            Ok(()) => eprintln!("study report written to {}", out.display()),
-            Err(e) => eprintln!("warning: no study report: {e}"),
+        (Err(e), why) => {
+            if let Some(m) = mlflow {
+                m.finish(false, &[]);
+            }
+            return Err(match why {
+                Err(why) => format!("{why} (and the study cannot be read back: {e})").into(),
+                Ok(()) => e.into(),
+            });
         }
+    };
+    let report = write_study_report(args, &trials);
+    let outcome = report_study(&cfg, &trials, stopped.err().map(|e| e.to_string()), &args.best_config);
+    if let Some(m) = mlflow {
+        let mut artifacts = vec![(args.best_config.as_path(), "best.toml")];
+        artifacts.extend(report.as_deref().map(|r| (r, "study-report.html")));
+        m.finish(ok, &artifacts);
     }
-    report_study(&cfg, &trials, stopped.err().map(|e| e.to_string()), &args.best_config)?;
+    outcome?;
     let test = TestScore {
         cfg: &cfg,
         data: &data,
@@ -231,6 +247,21 @@ pub fn search(args: &SearchArgs) -> Res<()> {
 /// Where `ode search` saves the best trial's weights: `--best-checkpoint`, else the
 /// `--best-config` path with the extension `.safetensors` when it ends in `.toml` (not, say,
 /// for `/dev/null`); `None`: nowhere.
+/// Writes the study report where [`study_report`] says (a failure is a warning); its path.
+fn write_study_report(args: &SearchArgs, trials: &[TrialRecord]) -> Option<PathBuf> {
+    let out = study_report(args)?;
+    match crate::report::write_study_report(&args.study, &args.storage.to_string(), trials, &out) {
+        Ok(()) => {
+            eprintln!("study report written to {}", out.display());
+            Some(out)
+        }
+        Err(e) => {
+            eprintln!("warning: no study report: {e}");
+            None
+        }
+    }
+}
+
 /// Where `ode search` writes the study report: `--report`, else `STUDY-report.html` in the
 /// folder of `--best-config` when that ends in `.toml`; `None` with `--no-report`.
 fn study_report(args: &SearchArgs) -> Option<PathBuf> {
@@ -553,10 +584,13 @@ pub struct WorkerArgs {
     /// Worker threads on this machine (default: the core count).
     #[arg(long)]
     workers: Option<usize>,
+    #[command(flatten)]
+    tracking: crate::mlflow::TrackingArgs,
 }
 
 /// Joins a study created by `ode search` and works on its waiting trials.
 pub fn worker(args: &WorkerArgs) -> Res<()> {
+    args.tracking.mlflow()?;
     let mut store = open_store(&args.storage)?;
     if !store.study_names()?.contains(&args.study) {
         return Err(format!("no study named '{}' in {}", args.study, args.storage).into());
@@ -566,6 +600,8 @@ pub fn worker(args: &WorkerArgs) -> Res<()> {
     let workers = args.workers.unwrap_or(cores).max(1);
     let (mut cfg, data_json) = load_definition(store.as_mut(), study, (cores / workers).max(1))?;
     cfg.study = args.study.clone();
+    let mlflow = StudyRuns::start(&args.tracking, store.as_mut(), study, &cfg, "ode worker")?;
+    cfg.trial_tracker = mlflow.as_ref().map(|m| m.trial_trackers(&cfg));
     let data_args: DataArgs = serde_json::from_value(data_json)?;
     let (table, source) = data_args.table()?;
     let data: DataFn = Arc::new(move |dc| Dataset::from_table(&table, dc, &source).map_err(|e| e.to_string()));

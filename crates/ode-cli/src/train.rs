@@ -97,6 +97,8 @@ pub struct TrainArgs {
     /// Do not write DIR/report.html (the HTML report `ode report DIR` writes) at the end.
     #[arg(long)]
     no_report: bool,
+    #[command(flatten)]
+    tracking: crate::mlflow::TrackingArgs,
 }
 
 /// What `ode train` writes to `summary.json`.
@@ -172,6 +174,10 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     } else {
         JsonlTracker::create(&args.out.join("metrics.jsonl"))?
     };
+    let mut mlflow = crate::mlflow::TrainRun::start(&args.tracking, &args.out, &resolved.model.solver.to_string())?;
+    let mut sinks: Vec<&mut dyn ode_train::Tracker> = vec![&mut tracker];
+    sinks.extend(mlflow.as_mut().map(|m| m.tracker() as &mut dyn ode_train::Tracker));
+    let mut tracker = ode_train::tracker::Tee(sinks);
     let meta = CheckpointMeta::for_dataset(model.config(), &ds);
     announce(&source, &ds, &model);
     let baselines = ode_train::baselines::for_dataset(&ds, run.season)?;
@@ -196,16 +202,20 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     let device = trainer.device_name();
     eprintln!("solving on {device}");
     let result = trainer.fit(&ds.train, &ds.val);
+    drop(trainer);
     progress.finish();
     let (history, error) = match result {
         Ok(h) => (h, None),
         Err(e) => (ode_train::History::default(), Some(e)),
     };
-    let mut summary = Summary::of(device, &history, baselines, started);
+    let mut summary = Summary::of(device.clone(), &history, baselines, started);
     summary.error = error.as_ref().map(|e| e.to_string());
     std::fs::write(args.out.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
     if !args.no_report {
         write_report(&args.out, &ds, &table);
+    }
+    if let Some(m) = mlflow {
+        m.finish(&args.out, &device, error.is_none());
     }
     if let Some(e) = error {
         return Err(Box::new(e));

@@ -83,6 +83,7 @@ impl Study {
             threads_per_trial: (cores / workers).max(1),
             trial_timeout: None,
             cancel: Some(Arc::new(AtomicBool::new(false))),
+            trial_tracker: None,
         })
     }
 }

@@ -27,6 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         threads_per_trial: 2,
         trial_timeout: None,
         cancel: None,
+        trial_tracker: None,
     };
     let mut store = MemoryStore::new();
     let study = enqueue_study(&mut store, &cfg)?;

@@ -4,8 +4,10 @@
 use crate::space::{Distribution, SearchSpace, to_run_config};
 use crate::store::{Claimed, ParamDistribution, StoreError, StudyStore, TrialRecord, TrialState};
 use crate::strategy::{Params, grid, random_trial};
+use crate::trial_tracker::{AsTracker, TrialTracker, TrialTrackerFn};
 use ode_train::checkpoint::CheckpointMeta;
 use ode_train::data::{DataConfig, Dataset};
+use ode_train::tracker::Tee;
 use ode_train::{Baselines, History, MemoryTracker, NeuralOdeModel, Resolved, RunConfig, TrainError, Trainer};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -67,6 +69,9 @@ pub struct SearchConfig {
     /// within a batch and is left `RUNNING`, as after a crash, so the next run of the study takes
     /// it over when its lease ends; no further trial is claimed. `None`: never.
     pub cancel: Option<Arc<AtomicBool>>,
+    /// Makes an extra tracker for each attempt at a trial (e.g. a run on an MLflow server),
+    /// which gets what the trial's trainer logs and then its outcome. `None`: none.
+    pub trial_tracker: Option<TrialTrackerFn>,
 }
 
 impl SearchConfig {
@@ -267,6 +272,7 @@ pub fn load_definition(
                 ),
             },
             cancel: None,
+            trial_tracker: None,
         },
         get("data")?.clone(),
     ))
@@ -321,8 +327,10 @@ pub fn run_worker<S: StudyStore + ?Sized>(
             break;
         };
         let started = Instant::now();
+        let mut extra = cfg.trial_tracker.as_ref().map(|f| (f.0)(claim.number, &claim.params));
         let cell = RefCell::new(&mut *store);
-        let result = run_trial(&cell, study, cfg, data, &claim, started);
+        let mine = extra.as_mut().map(|t| &mut **t as &mut dyn TrialTracker);
+        let result = run_trial(&cell, study, cfg, data, &claim, started, mine);
         let store = cell.into_inner();
         let outcome = match record(store, &claim, result, started) {
             Ok(o) => o,
@@ -341,6 +349,9 @@ pub fn run_worker<S: StudyStore + ?Sized>(
             },
             Err(e) => return Err(e),
         };
+        if let Some(t) = extra {
+            t.end(&outcome);
+        }
         on_outcome(&outcome);
         outcomes.push(TrialOutcome {
             weights: None,
@@ -584,6 +595,7 @@ fn run_trial<S: StudyStore + ?Sized>(
     data: &DataFn,
     claim: &Claimed,
     started: Instant,
+    extra: Option<&mut dyn TrialTracker>,
 ) -> Result<TrialResult, TrialError> {
     let (id, attempt) = (claim.trial_id, claim.attempt);
     let threads = cfg.threads_per_trial.max(1);
@@ -596,7 +608,10 @@ fn run_trial<S: StudyStore + ?Sized>(
         .map_err(|e| TrialError::failed(format!("bad configuration: {e}")))?;
     pacer.tick(store, claim)?;
     let model = trial_model(&r, &ds).map_err(TrialError::failed)?;
-    let mut tracker = MemoryTracker::default();
+    let (mut memory, mut extra) = (MemoryTracker::default(), extra.map(AsTracker));
+    let mut tracker = Tee(std::iter::once(&mut memory as &mut dyn ode_train::Tracker)
+        .chain(extra.as_mut().map(|t| t as &mut dyn ode_train::Tracker))
+        .collect());
     let store_err: RefCell<Option<StoreError>> = RefCell::new(None);
     let keep = |res: Result<(), StoreError>| {
         if let Err(e) = res {

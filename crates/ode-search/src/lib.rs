@@ -15,6 +15,7 @@ pub mod space;
 pub mod sqlite;
 pub mod store;
 pub mod strategy;
+pub mod trial_tracker;
 pub mod worker_id;
 
 pub use driver::{SearchConfig, Strategy, enqueue_study, leaderboard, run_worker};
@@ -25,3 +26,4 @@ pub use space::{Distribution, SearchSpace, SpaceError};
 pub use sqlite::SqliteStore;
 pub use store::{StudyStore, TrialState};
 pub use strategy::{Params, drop_inactive, grid, random_trial};
+pub use trial_tracker::{TrialTracker, TrialTrackerFn};

@@ -30,6 +30,7 @@ fn config(space: &str, strategy: Strategy, epochs: usize) -> SearchConfig {
         threads_per_trial: 1,
         trial_timeout: None,
         cancel: None,
+        trial_tracker: None,
     }
 }
 

@@ -25,6 +25,7 @@ fn config(base: &str, trials: usize, lease_seconds: f64) -> SearchConfig {
         threads_per_trial: 1,
         trial_timeout: None,
         cancel: None,
+        trial_tracker: None,
     }
 }
 
