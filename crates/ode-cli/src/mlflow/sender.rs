@@ -506,8 +506,8 @@ fn serve(shared: &Shared, client: &Client, report: &(dyn Fn(&str) + Send + Sync)
                 if !st.down {
                     st.down = true;
                     report(&format!(
-                        "warning: MLflow at {url} unreachable ({why}); retrying in the background, metrics.jsonl has \
-                         everything"
+                        "warning: MLflow at {url} unreachable ({why}); retrying in the background (training goes \
+                         on; metrics.jsonl or the study store keeps everything)"
                     ));
                 }
                 let wait = backoff.failed(if st.closing { CLOSING_CAP } else { super::backoff::CAP });
