@@ -3,12 +3,18 @@
 import os
 import pathlib
 import shutil
+import signal
 
 import pytest
 
 import ode_rs
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
+
+# A process started in the background by a non-interactive shell (`cmd &`, nohup) inherits
+# SIGINT ignored, and Python then installs no KeyboardInterrupt handler: the Ctrl-C tests would
+# send a signal nobody hears. Give the tests the handler an interactive Python has.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def small_data(**kw):
