@@ -120,9 +120,16 @@ pub fn open_store(url: &str) -> Res<Box<dyn StudyStore>> {
     Ok(ode_search::open_store(url)?)
 }
 
-/// Runs a study with local workers, then prints the leaderboard and writes the best config.
-pub fn search(args: &SearchArgs) -> Res<()> {
-    args.tracking.mlflow()?;
+/// The local worker count: `--workers`, else the core count (at least 1).
+fn local_workers(args: &SearchArgs) -> usize {
+    args.workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1)
+}
+
+/// The study's definition from the flags: space (file or the guide's), fixed settings
+/// (config file, then flags), strategy, and the cores shared among `workers`.
+fn study_config(args: &SearchArgs, workers: usize) -> Res<SearchConfig> {
     let space = match &args.space {
         Some(p) => SearchSpace::from_toml(
             &std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?,
@@ -144,12 +151,8 @@ pub fn search(args: &SearchArgs) -> Res<()> {
             min_epochs: args.min_epochs,
         },
     };
-    let workers = args
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut cfg = SearchConfig {
+    Ok(SearchConfig {
         study: args.study.clone(),
         strategy,
         space,
@@ -163,7 +166,14 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         // running ones to the next run.
         cancel: None,
         trial_tracker: None,
-    };
+    })
+}
+
+/// Runs a study with local workers, then prints the leaderboard and writes the best config.
+pub fn search(args: &SearchArgs) -> Res<()> {
+    args.tracking.mlflow()?;
+    let workers = local_workers(args);
+    let mut cfg = study_config(args, workers)?;
     seconds("lease-seconds", args.lease_seconds)?;
     let max_wait = args.max_wait.map(|t| seconds("max-wait", t)).transpose()?;
     let mut data_args = args.data.clone();
@@ -629,7 +639,8 @@ pub fn worker(args: &WorkerArgs) -> Res<()> {
 }
 
 /// A trial's numeric user attribute.
-fn attr(t: &TrialRecord, name: &str) -> Option<f64> {
+/// A numeric user attribute of a trial (training seconds, skill, a baseline's RMSE).
+pub(crate) fn attr(t: &TrialRecord, name: &str) -> Option<f64> {
     t.user_attrs.get(name).and_then(|v| v.as_f64())
 }
 
@@ -652,7 +663,7 @@ fn warn_if_best_trial_loses_to_persistence(trials: &[TrialRecord]) {
 }
 
 /// A parameter value as a person writes it (strings without TOML quotes).
-fn text(v: &toml::Value) -> String {
+pub(crate) fn text(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
         other => other.to_string(),

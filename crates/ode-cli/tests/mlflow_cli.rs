@@ -441,52 +441,39 @@ fn search_is_a_parent_run_with_a_child_per_trial_and_workers_attach() {
     assert_eq!(read["runs"].as_array().unwrap().len(), 6, "{read}");
 }
 
+/// Starts `ode train` into `out` with `--tracker mlflow` on `url` (experiment `experiment`),
+/// `epochs` epochs and `extra` flags, its stderr to a file (returned): enough work per epoch
+/// (20000 rows in batches of 4) that the run outlasts what a test does to the server meanwhile.
+fn long_run(dir: &Path, out: &Path, url: &str, experiment: &str, epochs: &str, extra: &[&str]) -> (Child, PathBuf) {
+    let mut args = vec!["train", "--dataset", "spiral", "--rows", "20000", "--batch-size", "4"];
+    args.extend(["--epochs", epochs, "--latent-dim", "8", "--hidden-dim", "16"]);
+    args.extend(["--context-len", "8", "--horizon", "4", "--out", out.to_str().unwrap()]);
+    args.extend(["--tracker", "mlflow", "--tracking-uri", url, "--experiment", experiment]);
+    args.extend(extra);
+    let stderr_path = dir.join("ode.err");
+    let child = ode_command(dir, &args)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    (child, stderr_path)
+}
+
 #[test]
 fn a_server_down_mid_run_loses_and_duplicates_nothing() {
     let Some(exe) = mlflow() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let mut server = Server::start(&exe, tmp.path(), free_port());
     let out = tmp.path().join("run");
-    let (url, out_s) = (server.url(), out.to_str().unwrap().to_string());
-    // Enough work per epoch (20000 rows in batches of 4) that the run outlasts the outage's start.
-    let mut args = vec![
-        "train",
-        "--dataset",
-        "spiral",
-        "--rows",
-        "20000",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "30",
-    ];
-    args.extend([
-        "--latent-dim",
-        "8",
-        "--hidden-dim",
-        "16",
-        "--context-len",
-        "8",
-        "--horizon",
-        "4",
-    ]);
-    args.extend([
-        "--out",
-        &out_s,
-        "--tracker",
-        "mlflow",
-        "--tracking-uri",
+    let url = server.url();
+    let (mut child, stderr_path) = long_run(
+        tmp.path(),
+        &out,
         &url,
-        "--experiment",
         "outage-test",
-    ]);
-    args.extend(["--mlflow-flush-timeout", "120"]);
-    let stderr_path = tmp.path().join("ode.err");
-    let mut child = ode_command(tmp.path(), &args)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
+        "30",
+        &["--mlflow-flush-timeout", "120"],
+    );
     // Kill the server once the first epochs are in metrics.jsonl.
     let epochs_logged = || {
         std::fs::read_to_string(out.join("metrics.jsonl"))
@@ -619,44 +606,8 @@ fn a_request_the_server_refuses_is_reported_once_and_training_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&exe, tmp.path(), free_port());
     let out = tmp.path().join("run");
-    let (url, out_s) = (server.url(), out.to_str().unwrap().to_string());
-    let mut args = vec![
-        "train",
-        "--dataset",
-        "spiral",
-        "--rows",
-        "20000",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "40",
-    ];
-    args.extend([
-        "--latent-dim",
-        "8",
-        "--hidden-dim",
-        "16",
-        "--context-len",
-        "8",
-        "--horizon",
-        "4",
-    ]);
-    args.extend([
-        "--out",
-        &out_s,
-        "--tracker",
-        "mlflow",
-        "--tracking-uri",
-        &url,
-        "--experiment",
-        "refuse-test",
-    ]);
-    let stderr_path = tmp.path().join("ode.err");
-    let mut child = ode_command(tmp.path(), &args)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr_path).unwrap())
-        .spawn()
-        .unwrap();
+    let url = server.url();
+    let (mut child, stderr_path) = long_run(tmp.path(), &out, &url, "refuse-test", "40", &[]);
     // Delete the run on the server while it trains: MLflow then refuses what is logged to it
     // (HTTP 400, "must be in the 'active' state"), which no retry can fix.
     let delete = "import sys, time\n\

@@ -4,6 +4,7 @@
 
 use super::plot::{Figure, Look, Series, line_plot};
 use super::{escape, page};
+use crate::search::{attr, text};
 use ode_search::driver::Entry;
 use ode_search::store::TrialRecord;
 use ode_search::{TrialState, leaderboard};
@@ -24,10 +25,6 @@ pub fn write_study_report(name: &str, store: &str, trials: &[TrialRecord], out: 
     let html = page(&format!("Study {name}"), &body(store, trials));
     std::fs::write(out, html).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     Ok(())
-}
-
-fn attr(t: &TrialRecord, name: &str) -> Option<f64> {
-    t.user_attrs.get(name).and_then(|v| v.as_f64())
 }
 
 /// A trial's score: the objective of a complete trial, the best epoch of a pruned one.
@@ -96,13 +93,13 @@ fn leaderboard_table(board: &[Entry]) -> String {
 
 /// A trial's parameters as `name=value`, floats to four significant digits.
 fn params_text(t: &TrialRecord) -> String {
-    let text = |v: &toml::Value| match v {
+    let short = |v: &toml::Value| match v {
         toml::Value::Float(x) => format!("{}", format!("{x:.3e}").parse::<f64>().unwrap_or(*x)),
-        other => category(other),
+        other => text(other),
     };
     t.params
         .iter()
-        .map(|(k, v)| format!("{k}={}", text(v)))
+        .map(|(k, v)| format!("{k}={}", short(v)))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -197,14 +194,10 @@ fn axis_of(values: &[&toml::Value]) -> Axis {
         }
         Some(_) => Axis::Linear,
         None => {
-            let names: BTreeSet<String> = values.iter().map(|v| category(v)).collect();
+            let names: BTreeSet<String> = values.iter().map(|v| text(v)).collect();
             Axis::Categories(names.into_iter().collect())
         }
     }
-}
-
-fn category(v: &toml::Value) -> String {
-    v.as_str().map_or_else(|| v.to_string(), str::to_string)
 }
 
 impl Axis {
@@ -213,7 +206,7 @@ impl Axis {
         match self {
             Axis::Linear => num,
             Axis::Log => num.map(f64::log10),
-            Axis::Categories(names) => names.iter().position(|n| *n == category(v)).map(|i| i as f64),
+            Axis::Categories(names) => names.iter().position(|n| *n == text(v)).map(|i| i as f64),
         }
     }
 }
