@@ -8,7 +8,7 @@
 //!   the true solution), and per-sample accepted step counts within ±2 of the CPU's;
 //! - adjoint gradients: every entry within `5e-4·max|ref|` of the tensor (or state) it belongs to.
 
-use ode_core::{AdjointNorm, AdjointSolver, Method, Mlp, OdeError, SolveOptions, Solver, StepMode};
+use ode_core::{AdjointNorm, AdjointSolver, ControllerKind, Method, Mlp, OdeError, SolveOptions, Solver, StepMode};
 use ode_gpu::{GpuError, GpuSolver};
 use ode_tests::{gpu_or_skip, seeded_mlp, seeded_values, to_f32, worst_ratio};
 
@@ -266,6 +266,9 @@ fn bad_input_is_an_error_not_a_panic() {
     let shared = SolveOptions::<f32>::default().step_mode(StepMode::Shared);
     let e = GpuSolver::new(ctx.clone(), Method::Dopri5, shared, 3, 5, params.clone()).unwrap_err();
     assert!(e.to_string().contains("per_sample"), "{e}");
+    let torchdiffeq = SolveOptions::<f32>::default().controller_kind(ControllerKind::Torchdiffeq);
+    let e = GpuSolver::new(ctx.clone(), Method::Dopri5, torchdiffeq, 3, 5, params.clone()).unwrap_err();
+    assert!(e.to_string().contains("controller = default"), "{e}");
     let e = GpuSolver::new(ctx.clone(), Method::Dopri5, Default::default(), 3, 5, vec![0.0; 4]).unwrap_err();
     assert!(matches!(e, GpuError::Ode(OdeError::ShapeMismatch { .. })), "{e}");
     let mut gpu = GpuSolver::new(ctx, Method::Dopri5, Default::default(), 3, 5, params).unwrap();

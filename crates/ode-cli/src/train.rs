@@ -664,6 +664,9 @@ pub struct DiagnoseArgs {
     /// Adjoint norm override: seminorm or mixed.
     #[arg(long)]
     adjoint_norm: Option<ode_train::gpu::core::AdjointNorm>,
+    /// Step-size rules override: default or torchdiffeq.
+    #[arg(long)]
+    controller: Option<ode_train::gpu::core::ControllerKind>,
     /// Print JSON (loss, NFE, and every gradient tensor as a flat row-major list).
     #[arg(long)]
     json: bool,
@@ -725,6 +728,9 @@ pub fn diagnose(args: &DiagnoseArgs) -> Res<()> {
     }
     if let Some(v) = &args.adjoint_norm {
         mc.adjoint_norm = *v;
+    }
+    if let Some(v) = args.controller {
+        mc.controller = v;
     }
     let model = NeuralOdeModel::from_params(mc.clone(), model.params().to_vec())?;
     let ds = Dataset::from_table_with_scalers(

@@ -3,6 +3,7 @@
 
 use crate::Scalar;
 use crate::control::{self, Batch, ControlState};
+use crate::controller_kind::ControllerKind;
 use crate::error::{OdeError, Result};
 use crate::grad::VjpField;
 use crate::options::{SolveOptions, StepMode};
@@ -238,7 +239,13 @@ impl<T: Scalar> AdjointSolver<T> {
             ws.active.extend(0..batch);
             ws.t.fill(t_hi);
             ws.live.fill(true);
-            if bw.adaptive && k == last {
+            // torchdiffeq solves each interval with a new solver: its own initial step and
+            // a fresh controller.
+            let restart = bw.opts.controller_kind == ControllerKind::Torchdiffeq;
+            if bw.adaptive && (k == last || restart) {
+                if restart {
+                    ws.ctrl.fill(ControlState::default());
+                }
                 ws.initial_steps(f, &bw, span.dir);
             }
             ws.integrate(f, &bw, span)?;
@@ -426,7 +433,8 @@ impl<T: Scalar> Ws<T> {
         });
         for r in 0..batch {
             let [h0, d1] = self.probe[r];
-            let h = control::initial_step(h0, d1, self.norms[r].0.max(self.norms[r].1), bw.rk.order);
+            let order = bw.opts.controller_kind.initial_step_order(bw.rk.order);
+            let h = control::initial_step(h0, d1, self.norms[r].0.max(self.norms[r].1), order);
             self.h[r] = dir * T::c(h);
         }
     }
@@ -537,7 +545,7 @@ impl<T: Scalar> Ws<T> {
     /// not finite), per row or over the batch in shared mode, where the mixed norm also takes
     /// each parameter tensor's.
     fn error_estimate(&mut self, bw: &Backward<'_, T>) {
-        let Some(be) = bw.rk.b_err.as_deref().filter(|_| bw.adaptive) else {
+        let Some(be) = bw.rk.error_weights(bw.opts.controller_kind).filter(|_| bw.adaptive) else {
             return;
         };
         let n = bw.batch.dim as f64;
@@ -662,7 +670,7 @@ impl<T: Scalar> Ws<T> {
             return;
         }
         for &r in self.active.iter() {
-            let factor = self.ctrl[r].adapt(&bw.opts.controller, self.ok[r], bw.rk.err_order);
+            let factor = self.ctrl[r].adapt(control::Rules::of(bw.opts), self.ok[r], bw.rk.err_order);
             self.h[r] = self.hs[r] * T::c(factor);
         }
     }

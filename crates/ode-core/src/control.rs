@@ -3,6 +3,7 @@
 //! step that cannot be taken.
 
 use crate::Scalar;
+use crate::controller_kind::ControllerKind;
 use crate::error::OdeError;
 use crate::options::{PidController, SolveOptions};
 
@@ -69,6 +70,25 @@ pub(crate) fn initial_step(h0: f64, d1: f64, dd: f64, order: usize) -> f64 {
     if h.is_finite() { h } else { 1e-6 }
 }
 
+/// The step-size rules a solve follows: the controller's settings and whose rules apply.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules<'a> {
+    /// The controller's settings.
+    pub(crate) pid: &'a PidController,
+    /// Whose rules.
+    pub(crate) kind: ControllerKind,
+}
+
+impl<'a> Rules<'a> {
+    /// The rules of a solve with options `opts`.
+    pub(crate) fn of<T>(opts: &'a SolveOptions<T>) -> Self {
+        Self {
+            pid: &opts.controller,
+            kind: opts.controller_kind,
+        }
+    }
+}
+
 /// One sample's step-size controller: the last error ratio and the memory of accepted ones.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct ControlState {
@@ -101,9 +121,9 @@ impl ControlState {
     /// After a try that was `accepted` or not: the factor its step is multiplied by for the
     /// next try (error order `err_order`); remembers the ratio of an accepted step.
     #[inline]
-    pub(crate) fn adapt(&mut self, pid: &PidController, accepted: bool, err_order: f64) -> f64 {
-        let [r1, r2] = self.hist;
-        let factor = pid.factor(accepted, self.ratio, r1, r2, err_order);
+    pub(crate) fn adapt(&mut self, rules: Rules<'_>, accepted: bool, err_order: f64) -> f64 {
+        let r1 = self.hist[0];
+        let factor = rules.kind.factor(rules.pid, accepted, self.ratio, self.hist, err_order);
         self.nonfinite = !self.ratio.is_finite();
         if accepted {
             self.hist = [self.ratio.max(1e-10), r1];
@@ -147,7 +167,8 @@ pub(crate) fn no_step_error<T: Scalar>(
 
 #[cfg(test)]
 mod tests {
-    use super::{Batch, ControlState, initial_step, no_step_error, rms_pairs, step_end, trial_step};
+    use super::{Batch, ControlState, Rules, initial_step, no_step_error, rms_pairs, step_end, trial_step};
+    use crate::controller_kind::ControllerKind;
     use crate::error::OdeError;
     use crate::options::PidController;
 
@@ -184,22 +205,26 @@ mod tests {
     #[test]
     fn the_controller_remembers_accepted_ratios_only() {
         let pid = PidController::default();
+        let rules = Rules {
+            pid: &pid,
+            kind: ControllerKind::Default,
+        };
         let mut c = ControlState {
             ratio: 0.5,
             ..ControlState::default()
         };
         assert!(c.accepts());
-        let f = c.adapt(&pid, true, 5.0);
+        let f = c.adapt(rules, true, 5.0);
         assert_eq!(f, (0.9 * 0.5f64.powf(-1.0 / 5.0)).clamp(0.2, 10.0));
         assert_eq!(c.hist, [0.5, 1.0]);
         c.ratio = 4.0;
         assert!(!c.accepts());
-        assert_eq!(c.adapt(&pid, false, 5.0), 0.9 * 4.0f64.powf(-1.0 / 5.0));
+        assert_eq!(c.adapt(rules, false, 5.0), 0.9 * 4.0f64.powf(-1.0 / 5.0));
         assert_eq!(c.hist, [0.5, 1.0]);
         assert!(!c.nonfinite);
         c.ratio = f64::NAN;
         assert!(!c.accepts());
-        assert_eq!(c.adapt(&pid, false, 5.0), pid.min_factor);
+        assert_eq!(c.adapt(rules, false, 5.0), pid.min_factor);
         assert!(c.nonfinite);
     }
 

@@ -33,6 +33,8 @@ pub(crate) struct Setup<'a, T> {
     pub(crate) shared: bool,
     /// Error-controlled steps (an embedded method without a fixed `step_size`).
     pub(crate) adaptive: bool,
+    /// Adaptive steps that may run past the last output time (torchdiffeq's rules).
+    pub(crate) overshoot: bool,
     /// `+1` forward in time, `-1` backward.
     pub(crate) dir: T,
     /// The last output time.
@@ -43,6 +45,8 @@ impl<'a, T: Scalar> Setup<'a, T> {
     /// The setup of a solve through `ts` (at least two times) of `batch` samples of `dim` values.
     pub(crate) fn new(rk: &'a Coeffs<T>, opts: &'a SolveOptions<T>, ts: &'a [T], batch: usize, dim: usize) -> Self {
         let t_end = ts[ts.len() - 1];
+        // An embedded method given a step size runs at that constant step, without error control.
+        let adaptive = rk.b_err.is_some() && opts.step_size.is_none();
         Self {
             rk,
             opts,
@@ -50,8 +54,8 @@ impl<'a, T: Scalar> Setup<'a, T> {
             batch,
             dim,
             shared: opts.step_mode == StepMode::Shared,
-            // An embedded method given a step size runs at that constant step, without error control.
-            adaptive: rk.b_err.is_some() && opts.step_size.is_none(),
+            adaptive,
+            overshoot: adaptive && opts.controller_kind.overshoots(),
             dir: if t_end > ts[0] { T::one() } else { -T::one() },
             t_end,
         }
@@ -311,7 +315,8 @@ impl<T: Scalar> Workspace<T> {
         });
         for r in 0..s.batch {
             let [h0, d1] = self.probe[r];
-            let h = control::initial_step(h0, d1, self.norms[r].1, s.rk.order);
+            let order = s.opts.controller_kind.initial_step_order(s.rk.order);
+            let h = control::initial_step(h0, d1, self.norms[r].1, order);
             self.h[r] = s.dir * T::c(h);
         }
         Ok(())
@@ -343,8 +348,13 @@ impl<T: Scalar> Workspace<T> {
                 sample: r,
             });
         }
-        let target = s.target(self.next_out[r]);
-        s.opts.next_step(s.adaptive, t, target, self.h[r], s.dir).map_err(|hf| {
+        let h = if s.overshoot {
+            s.opts.free_step(t, self.h[r], s.dir)
+        } else {
+            s.opts
+                .next_step(s.adaptive, t, s.target(self.next_out[r]), self.h[r], s.dir)
+        };
+        h.map_err(|hf| {
             // In shared mode, blame the sample with the largest error at the last try.
             let sample = if s.shared { self.culprit } else { r };
             control::no_step_error("state", self.ctrl[r].nonfinite, t, hf, sample)
@@ -402,7 +412,7 @@ impl<T: Scalar> Workspace<T> {
     /// culprit for error messages: the largest error, a NaN one above all.
     #[inline]
     pub(crate) fn error_estimate(&mut self, s: &Setup<'_, T>) {
-        let Some(be) = s.rk.b_err.as_deref().filter(|_| s.adaptive) else {
+        let Some(be) = s.rk.error_weights(s.opts.controller_kind).filter(|_| s.adaptive) else {
             return;
         };
         let (mut shared_sum, mut shared_cnt) = (0.0f64, 0usize);
@@ -494,7 +504,7 @@ impl<T: Scalar> Workspace<T> {
         }
         let mut last: Option<T> = None;
         for &r in self.active.iter() {
-            let factor = self.ctrl[r].adapt(&s.opts.controller, self.accepted[r], s.rk.err_order);
+            let factor = self.ctrl[r].adapt(control::Rules::of(s.opts), self.accepted[r], s.rk.err_order);
             let hn = self.h_step[r] * T::c(factor);
             self.h[r] = hn;
             last = Some(hn);
@@ -590,7 +600,8 @@ impl<T: Scalar> Workspace<T> {
         } else {
             self.k1_valid[r] = false;
         }
-        if tn == s.t_end {
+        // Only torchdiffeq's rules step past the end.
+        if (tn - s.t_end) * s.dir >= T::zero() {
             self.live[r] = false;
             self.dropped = true;
         }
@@ -848,17 +859,17 @@ mod tests {
             ws.ctrl[1].ratio = 2.0;
             ws.accepted.copy_from_slice(&[true, false]);
             ws.adapt_step_size(&s);
-            let pid = &c.opts.controller;
+            let rules = control::Rules::of(&c.opts);
             let f0 = ControlState {
                 ratio: 0.5,
                 ..Default::default()
             }
-            .adapt(pid, true, 2.0);
+            .adapt(rules, true, 2.0);
             let f1 = ControlState {
                 ratio: 2.0,
                 ..Default::default()
             }
-            .adapt(pid, false, 2.0);
+            .adapt(rules, false, 2.0);
             if shared {
                 assert_eq!(ws.h, vec![0.1 * f1; 2]);
             } else {

@@ -3,6 +3,7 @@
 mod adjoint;
 mod backprop;
 mod control;
+mod controller_kind;
 mod error;
 mod field;
 mod forward;
@@ -22,6 +23,7 @@ mod tape;
 
 pub use adjoint::{AdjointNorm, AdjointSolver, AdjointStats};
 pub use backprop::BackpropStats;
+pub use controller_kind::ControllerKind;
 pub use error::{OdeError, Result};
 pub use field::{FnField, VectorField};
 pub use grad::VjpField;

@@ -3,7 +3,7 @@
 //! configuration files, JSON and checkpoint metadata keep today's names and aliases, and a bad
 //! name gets the same message as on the command line.
 
-use crate::{AdjointNorm, Method, StepMode};
+use crate::{AdjointNorm, ControllerKind, Method, StepMode};
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -24,7 +24,7 @@ macro_rules! serde_by_name {
     )*};
 }
 
-serde_by_name!(Method, StepMode, AdjointNorm);
+serde_by_name!(Method, StepMode, AdjointNorm, ControllerKind);
 
 #[cfg(test)]
 mod tests {

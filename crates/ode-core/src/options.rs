@@ -1,6 +1,7 @@
 //! Solver options: tolerances, step control, batch mode and limits.
 
 use crate::Scalar;
+use crate::controller_kind::ControllerKind;
 use crate::error::{OdeError, Result};
 use std::fmt;
 use std::str::FromStr;
@@ -173,7 +174,10 @@ impl PidController {
             let b1 = self.pcoeff + self.icoeff + self.dcoeff;
             let b2 = -(self.pcoeff + 2.0 * self.dcoeff);
             let b3 = self.dcoeff;
-            self.safety * r.powf(-b1 / k) * r1.powf(-b2 / k) * r2.powf(-b3 / k)
+            // A zero exponent is skipped: `x^0` is exactly 1, and the default integral
+            // controller has two of them (pow dominates the controller's cost).
+            let pow = |x: f64, b: f64| if b == 0.0 { 1.0 } else { x.powf(-b / k) };
+            self.safety * pow(r, b1) * pow(r1, b2) * pow(r2, b3)
         } else {
             self.safety * r.powf(-1.0 / k)
         };
@@ -213,6 +217,8 @@ pub struct SolveOptions<T> {
     pub step_mode: StepMode,
     /// Step-size controller (adaptive methods).
     pub controller: PidController,
+    /// Whose step-size rules adaptive methods follow: this project's or torchdiffeq's.
+    pub controller_kind: ControllerKind,
     /// First step size; `None` selects it by Hairer's algorithm (adaptive methods).
     pub first_step: Option<T>,
     /// Constant step size. For fixed-step methods `None` steps on the output grid (one step per
@@ -236,6 +242,7 @@ impl<T: Scalar> Default for SolveOptions<T> {
             atol: Tolerance::Scalar(T::c(1e-5)),
             step_mode: StepMode::default(),
             controller: PidController::default(),
+            controller_kind: ControllerKind::Default,
             first_step: None,
             step_size: None,
             max_step: None,
@@ -265,6 +272,11 @@ impl<T: Scalar> SolveOptions<T> {
     /// Sets the step-size controller.
     pub fn controller(mut self, c: PidController) -> Self {
         self.controller = c;
+        self
+    }
+    /// Sets whose step-size rules adaptive methods follow.
+    pub fn controller_kind(mut self, kind: ControllerKind) -> Self {
+        self.controller_kind = kind;
         self
     }
     /// Sets the first step of adaptive methods.
@@ -325,6 +337,7 @@ impl<T: Scalar> SolveOptions<T> {
             }
         }
         self.controller.validate()?;
+        self.controller_kind.validate(&self.controller)?;
         let pos = |name, v: Option<T>| match v {
             Some(h) if !(h.is_finite() && h != T::zero()) => Err(OdeError::InvalidOption {
                 name,
@@ -412,6 +425,21 @@ impl<T: Scalar> SolveOptions<T> {
             }
         }
         if adaptive && t + h == t {
+            return Err((h, floor));
+        }
+        Ok(h)
+    }
+
+    /// The adaptive step from `t` under torchdiffeq's rules: the `proposal` as it is (capped by
+    /// `max_step`), which may run past the last output time. `Err((h, floor))` as
+    /// [`next_step`](Self::next_step) when it is below `min_step` or the resolution of `t`.
+    pub(crate) fn free_step(&self, t: T, proposal: T, dir: T) -> Result<T, (T, T)> {
+        let h = match self.max_step {
+            Some(mx) if proposal.abs() > mx.abs() => dir * mx.abs(),
+            _ => proposal,
+        };
+        let floor = self.min_step.max(t.abs() * T::epsilon() * T::c(4.0));
+        if h.abs() < floor || t + h == t {
             return Err((h, floor));
         }
         Ok(h)

@@ -6,8 +6,9 @@
 //! derivatives `k[j]` are whole buffers indexed by the same range. Nothing here allocates.
 
 use crate::Scalar;
+use crate::controller_kind::ControllerKind;
 use crate::options::SolveOptions;
-use crate::tableau::{ButcherTableau, Interpolation};
+use crate::tableau::{ButcherTableau, Interpolation, torchdiffeq_error_weights};
 use std::ops::Range;
 
 /// A tableau's coefficients in the working precision, and what the step loops ask of it.
@@ -21,6 +22,8 @@ pub(crate) struct Coeffs<T> {
     pub(crate) c: Vec<T>,
     /// Error weights of the embedded method, if any.
     pub(crate) b_err: Option<Vec<T>>,
+    /// The error weights torchdiffeq uses for this method, where they differ (dopri5).
+    pub(crate) b_err_torchdiffeq: Option<Vec<T>>,
     /// Continuous-extension coefficients, or `None` for Hermite output.
     pub(crate) dense: Option<Vec<Vec<T>>>,
     /// Number of stages.
@@ -86,6 +89,7 @@ impl<T: Scalar> Coeffs<T> {
             b: cv(&tableau.b),
             c: cv(&tableau.c),
             b_err: tableau.b_err.as_deref().map(cv),
+            b_err_torchdiffeq: torchdiffeq_error_weights(tableau).as_deref().map(cv),
             dense: match &tableau.interpolation {
                 Interpolation::Polynomial(p) => Some(p.iter().map(|r| cv(r)).collect()),
                 Interpolation::Hermite => None,
@@ -94,6 +98,16 @@ impl<T: Scalar> Coeffs<T> {
             fsal: tableau.is_fsal(),
             order: tableau.order,
             err_order: tableau.embedded_order.map_or(1.0, |q| q as f64 + 1.0),
+        }
+    }
+
+    /// The embedded error's weights under `kind`'s rules (`None` for a method without an
+    /// embedded error).
+    #[inline]
+    pub(crate) fn error_weights(&self, kind: ControllerKind) -> Option<&[T]> {
+        match (kind, &self.b_err_torchdiffeq) {
+            (ControllerKind::Torchdiffeq, Some(w)) => Some(w),
+            _ => self.b_err.as_deref(),
         }
     }
 

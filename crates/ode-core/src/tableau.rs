@@ -401,6 +401,25 @@ fn build(m: Method) -> Result<ButcherTableau> {
     }
 }
 
+/// The embedded error weights torchdiffeq uses where they differ from the tableau's: its dopri5
+/// (`_DORMAND_PRINCE_SHAMPINE_TABLEAU`) compares with Shampine's fourth-order solution, whose
+/// error is 2/3 of Dormand & Prince's embedded one. Written as torchdiffeq writes them, so the
+/// weights round alike. Other tableaus: `None` (the same weights as torchdiffeq's, or no
+/// torchdiffeq counterpart).
+pub(crate) fn torchdiffeq_error_weights(tableau: &ButcherTableau) -> Option<Vec<f64>> {
+    (tableau.name == "dopri5" && tableau.b_err == Method::Dopri5.tableau().b_err).then(|| {
+        vec![
+            35.0 / 384.0 - 1951.0 / 21600.0,
+            0.0,
+            500.0 / 1113.0 - 22642.0 / 50085.0,
+            125.0 / 192.0 - 451.0 / 720.0,
+            -2187.0 / 6784.0 - -12231.0 / 42400.0,
+            11.0 / 84.0 - 649.0 / 6300.0,
+            -1.0 / 60.0,
+        ]
+    })
+}
+
 /// Dopri5's dense output as `b_i(θ)` polynomials: the quartic through `y0`, `y1`, the
 /// fourth-order midpoint value of Shampine (1986) and the derivatives at both ends, as in
 /// torchdiffeq (`_interp_fit` with `DPS_C_MID`), rewritten in terms of the stages.

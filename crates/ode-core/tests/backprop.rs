@@ -1,6 +1,6 @@
 //! Backpropagation through the solver matches central finite differences (f64).
 
-use ode_core::{Method, Mlp, SolveOptions, Solver, StepMode, Tape};
+use ode_core::{ControllerKind, Method, Mlp, SolveOptions, Solver, StepMode, Tape};
 
 fn splitmix(state: &mut u64) -> f64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -128,6 +128,21 @@ fn adaptive_dopri5_with_tight_tolerance() {
             SolveOptions::default().rtol(1e-10).atol(1e-12).step_mode(mode),
             1e-6,
         );
+    }
+}
+
+#[test]
+fn torchdiffeqs_rules_whose_last_step_runs_past_the_end() {
+    // The last step ends beyond the last output time, which is interpolated inside it.
+    for mode in [StepMode::Shared, StepMode::PerSample] {
+        for m in [Method::Dopri5, Method::Bosh3] {
+            let opts = SolveOptions::default()
+                .rtol(1e-10)
+                .atol(1e-12)
+                .step_mode(mode)
+                .controller_kind(ControllerKind::Torchdiffeq);
+            check(m, opts, 1e-6);
+        }
     }
 }
 

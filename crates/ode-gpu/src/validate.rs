@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::shaders::DENSE_MAX;
-use ode_core::{ButcherTableau, Interpolation, Mlp, OdeError, SolveOptions, StepMode, Tolerance};
+use ode_core::{ButcherTableau, ControllerKind, Interpolation, Mlp, OdeError, SolveOptions, StepMode, Tolerance};
 
 /// Refuses a field without state or hidden units, a parameter vector of the wrong length and a
 /// tableau whose dense output the shaders cannot evaluate.
@@ -36,13 +36,20 @@ pub(crate) fn check_field(tableau: &ButcherTableau, latent: usize, hidden: usize
     Ok(())
 }
 
-/// Refuses options the GPU does not support (shared steps, per-component tolerances) besides
+/// Refuses options the GPU does not support (shared steps, per-component tolerances,
+/// torchdiffeq's step rules) besides
 /// those [`SolveOptions::validate`] refuses.
 pub(crate) fn check_options(opts: &SolveOptions<f32>, dim: usize) -> Result<()> {
     opts.validate(dim)?;
     if opts.step_mode == StepMode::Shared {
         return Err(OdeError::Unsupported {
             what: "step_mode = shared on the GPU (every sample has its own steps there); use step_mode = per_sample",
+        }
+        .into());
+    }
+    if opts.controller_kind != ControllerKind::Default {
+        return Err(OdeError::Unsupported {
+            what: "controller = torchdiffeq on the GPU (a like-for-like comparison mode of the CPU solver); use controller = default",
         }
         .into());
     }

@@ -6,7 +6,7 @@ use crate::data::DataConfig;
 use crate::model::{Device, ModelConfig, Preset};
 use crate::trainer::TrainConfig;
 use crate::window_norm::Normalization;
-use ode_core::{AdjointNorm, Method, StepMode};
+use ode_core::{AdjointNorm, ControllerKind, Method, StepMode};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -39,6 +39,9 @@ pub struct RunConfig {
     /// Adjoint error norm: seminorm (default) or mixed.
     #[cfg_attr(feature = "cli", arg(long))]
     pub adjoint_norm: Option<AdjointNorm>,
+    /// Step-size rules of adaptive solvers: default, or torchdiffeq (its rules exactly; CPU only).
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub controller: Option<ControllerKind>,
     /// Adjoint relative tolerance (default: rtol).
     #[cfg_attr(feature = "cli", arg(long))]
     pub adjoint_rtol: Option<f64>,
@@ -179,6 +182,7 @@ impl RunConfig {
             use_adjoint,
             step_mode,
             adjoint_norm,
+            controller,
             adjoint_rtol,
             adjoint_atol,
             step_size,
@@ -231,6 +235,7 @@ impl RunConfig {
         set!(m.use_adjoint);
         set!(m.step_mode);
         set!(m.adjoint_norm);
+        set!(m.controller);
         set!(m.max_num_steps);
         set!(m.normalization);
         set!(m.revin);
@@ -274,6 +279,7 @@ impl RunConfig {
             use_adjoint: Some(r.model.use_adjoint),
             step_mode: Some(r.model.step_mode),
             adjoint_norm: Some(r.model.adjoint_norm),
+            controller: Some(r.model.controller),
             adjoint_rtol: r.model.adjoint_rtol,
             adjoint_atol: r.model.adjoint_atol,
             step_size: r.model.step_size,
@@ -336,6 +342,22 @@ mod tests {
         assert_eq!(RunConfig::default().resolve(None).train.device, Device::Cpu);
         let e = RunConfig::from_toml("device = \"tpu\"\n").unwrap_err();
         assert!(e.contains("tpu") || e.contains("device"), "{e}");
+    }
+
+    #[test]
+    fn the_controller_is_read_by_name_and_reaches_the_solver() {
+        let r = RunConfig::from_toml("controller = \"torchdiffeq\"\n").unwrap().resolve(None);
+        assert_eq!(r.model.controller, ControllerKind::Torchdiffeq);
+        let o = r.model.solve_options::<f64>(true).unwrap();
+        assert_eq!(o.controller_kind, ControllerKind::Torchdiffeq);
+        assert_eq!(RunConfig::default().resolve(None).model.controller, ControllerKind::Default);
+        let e = RunConfig::from_toml("controller = \"pid\"\n").unwrap_err();
+        assert!(e.contains("default, torchdiffeq"), "{e}");
+        // Checkpoint metadata (the model config as JSON) names it only when not the default.
+        let json = serde_json::to_string(&r.model).unwrap();
+        assert!(json.contains("\"controller\":\"torchdiffeq\""), "{json}");
+        let json = serde_json::to_string(&RunConfig::default().resolve(None).model).unwrap();
+        assert!(!json.contains("controller"), "{json}");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use crate::window_norm::{Affine, Dims, Normalization, WindowPass};
 use ode_core::layers::{linear, linear_backward, transpose_weight};
-use ode_core::{AdjointNorm, AdjointSolver, Method, Mlp, OdeError, Scalar, SolveOptions, Solver, StepMode, Tape};
+use ode_core::{
+    AdjointNorm, AdjointSolver, ControllerKind, Method, Mlp, OdeError, Scalar, SolveOptions, Solver, StepMode, Tape,
+};
 use serde::{Deserialize, Serialize};
 
 /// Model and solver configuration, with the tuning guide's names and defaults
@@ -40,6 +42,10 @@ pub struct ModelConfig {
     pub step_mode: StepMode,
     /// Error norm of the adjoint's step control: `seminorm` (default) or `mixed`.
     pub adjoint_norm: AdjointNorm,
+    /// Step-size rules of adaptive solvers: `default`, or `torchdiffeq` (torchdiffeq's exactly,
+    /// for comparisons at identical step counts; CPU only). Written only when not the default.
+    #[serde(skip_serializing_if = "is_default_controller")]
+    pub controller: ControllerKind,
     /// Adjoint relative tolerance; the forward one when unset.
     pub adjoint_rtol: Option<f64>,
     /// Adjoint absolute tolerance; the forward one when unset.
@@ -75,6 +81,7 @@ impl Default for ModelConfig {
             use_adjoint: true,
             step_mode: StepMode::PerSample,
             adjoint_norm: AdjointNorm::Seminorm,
+            controller: ControllerKind::Default,
             adjoint_rtol: None,
             adjoint_atol: None,
             step_size: None,
@@ -84,6 +91,11 @@ impl Default for ModelConfig {
             target_features: Vec::new(),
         }
     }
+}
+
+/// Whether a config's controller is the default (then checkpoints leave it out, as before).
+fn is_default_controller(c: &ControllerKind) -> bool {
+    *c == ControllerKind::Default
 }
 
 /// The tuning guide's recommended configurations.
@@ -272,6 +284,7 @@ impl ModelConfig {
             .rtol(T::c(r))
             .atol(T::c(a))
             .step_mode(self.step_mode)
+            .controller_kind(self.controller)
             .max_num_steps(self.max_num_steps);
         if let Some(h) = self.step_size {
             o = o.step_size(T::c(h));

@@ -20,6 +20,7 @@ _OPTIONAL = (
     "adjoint_atol",
     "step_size",
     "max_num_steps",
+    "controller",
 )
 
 
