@@ -29,6 +29,7 @@ import math
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,7 @@ DEFAULT_DATA = os.path.join(REPO_ROOT, "..", "shared", "data", "ETTh1.csv")
 DEFAULT_ODE_BIN = os.path.join(REPO_ROOT, "target", "release", "ode")
 
 SOLVERS = ("dopri5", "rk4", "euler")
+GRADIENTS = ("adjoint", "backprop")
 FRAMEWORKS = ("torch", "diffrax", "ours")
 FUNC_KEYS = ("func.0.weight", "func.0.bias", "func.2.weight", "func.2.bias", "func.4.weight", "func.4.bias")
 TENSOR_NAMES = (
@@ -59,15 +61,28 @@ def parse_args(argv=None):
                     "compare seconds/epoch, NFE/epoch and val RMSE.")
     p.add_argument("--data", default=DEFAULT_DATA,
                    help="CSV file (default: ../shared/data/ETTh1.csv relative to the repo root)")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--solvers", default="dopri5,rk4,euler", help="comma list of dopri5,rk4,euler")
+    p.add_argument("--epochs", type=int, default=1, help="timed epochs per run (after the warm-up)")
+    p.add_argument("--warmup-epochs", type=int, default=1,
+                   help="epochs run first and not timed, the same for every framework")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="runs of every configuration, alternating frameworks; median and min reported")
+    p.add_argument("--configs", default="dopri5:adjoint,rk4:adjoint,euler:adjoint,dopri5:backprop",
+                   help="comma list of SOLVER:GRADIENT (solvers dopri5, rk4, euler; gradients "
+                        "adjoint, backprop)")
     p.add_argument("--frameworks", default="torch,diffrax,ours", help="comma list of torch,diffrax,ours")
     p.add_argument("--ode-bin", default=DEFAULT_ODE_BIN, help="`ode` binary (default target/release/ode)")
     p.add_argument("--build", action="store_true",
                    help="if the `ode` binary is missing, build it with `cargo build --release -p ode-cli`")
     p.add_argument("--threads", type=int, default=2,
-                   help="CPU threads for every framework (process CPU affinity, torch threads, "
-                        "OMP/MKL/RAYON_NUM_THREADS)")
+                   help="CPUs the process (and `ode train`, XLA) may use: CPU affinity, "
+                        "OMP/MKL/RAYON_NUM_THREADS")
+    p.add_argument("--torch-threads", default="1,2",
+                   help="torch thread counts to measure; each configuration reports the faster")
+    p.add_argument("--step-mode", default="per_sample", choices=("per_sample", "shared"),
+                   help="ours: step mode (default per_sample, the project's default; the peers "
+                        "always share one step size over the batch)")
+    p.add_argument("--controller", default="default", choices=("default", "torchdiffeq"),
+                   help="ours: step-size rules (torchdiffeq = its rules exactly, for equal NFE)")
     p.add_argument("--max-train-windows", type=int, default=2048)
     p.add_argument("--max-val-windows", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
@@ -88,16 +103,21 @@ def parse_args(argv=None):
                    help="before timing, check the diffrax NFE formula against a per-evaluation "
                         "counter on one batch per solver (untimed)")
     a = p.parse_args(argv)
-    a.solvers = [s.strip() for s in a.solvers.split(",") if s.strip()]
+    a.configs = [tuple(c.strip().split(":")) for c in a.configs.split(",") if c.strip()]
+    for c in a.configs:
+        if len(c) != 2 or c[0] not in SOLVERS or c[1] not in GRADIENTS:
+            p.error(f"bad config {':'.join(c)!r}; write SOLVER:GRADIENT with a solver from "
+                    f"{','.join(SOLVERS)} and a gradient from {','.join(GRADIENTS)}")
+    a.solvers = sorted({c[0] for c in a.configs}, key=SOLVERS.index)
+    a.torch_threads = [int(t) for t in a.torch_threads.split(",") if t.strip()]
+    if not a.torch_threads or min(a.torch_threads) < 1 or max(a.torch_threads) > a.threads:
+        p.error("--torch-threads must list counts between 1 and --threads")
     a.frameworks = [f.strip() for f in a.frameworks.split(",") if f.strip()]
-    for s in a.solvers:
-        if s not in SOLVERS:
-            p.error(f"unknown solver {s!r}; choose from {','.join(SOLVERS)}")
     for f in a.frameworks:
         if f not in FRAMEWORKS:
             p.error(f"unknown framework {f!r}; choose from {','.join(FRAMEWORKS)}")
-    if a.epochs < 1:
-        p.error("--epochs must be at least 1")
+    if a.epochs < 1 or a.warmup_epochs < 0 or a.repeats < 1:
+        p.error("--epochs and --repeats must be at least 1, --warmup-epochs at least 0")
     if a.threads < 1:
         p.error("--threads must be at least 1")
     return a
@@ -256,7 +276,7 @@ def write_init(path, data, args):
 # (a) PyTorch + torchdiffeq
 # --------------------------------------------------------------------------------------------
 
-def run_torch(solver, data, init_path, perms, args):
+def run_torch(solver, grad, data, init_path, perms, args, threads):
     import warnings
 
     import numpy as np
@@ -264,7 +284,8 @@ def run_torch(solver, data, init_path, perms, args):
     from safetensors.torch import load_file
     from torchdiffeq import odeint, odeint_adjoint
 
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(threads)
+    adjoint = grad == "adjoint"
     model = build_torch_model(data["D"], data["O"], args)
     model.load_state_dict(load_file(init_path))
     field = model.func
@@ -295,7 +316,8 @@ def run_torch(solver, data, init_path, perms, args):
                 cnt += d.numel()
         return math.sqrt(se / cnt)
 
-    res = dict(epoch_seconds=[], nfe_fwd=[], nfe_bwd=[], train_loss=[], val_rmse_history=[])
+    res = dict(epoch_seconds=[], nfe_fwd=[], nfe_bwd=[], train_loss=[], val_rmse_history=[],
+               threads=threads)
     with warnings.catch_warnings():
         # fixed-grid solvers warn that they ignore rtol/atol/norm
         warnings.simplefilter("ignore", UserWarning)
@@ -308,8 +330,9 @@ def run_torch(solver, data, init_path, perms, args):
                 xb, yb = x_tr[idx], y_tr[idx]
                 opt.zero_grad(set_to_none=True)
                 field.phase = "fwd"
-                loss = torch.mean((predict(xb, adjoint=True) - yb) ** 2)
-                field.phase = "bwd"
+                loss = torch.mean((predict(xb, adjoint=adjoint) - yb) ** 2)
+                # Backprop's VJPs run in autograd, not through `forward`: not counted.
+                field.phase = "bwd" if adjoint else None
                 loss.backward()
                 field.phase = None
                 torch.nn.utils.clip_grad_norm_(model.parameters(), args.gradient_clip)
@@ -318,7 +341,7 @@ def run_torch(solver, data, init_path, perms, args):
                 n_seen += len(idx)
             res["epoch_seconds"].append(time.perf_counter() - t0)
             res["nfe_fwd"].append(field.nfe["fwd"])
-            res["nfe_bwd"].append(field.nfe["bwd"])
+            res["nfe_bwd"].append(field.nfe["bwd"] if adjoint else float("nan"))
             res["train_loss"].append(loss_sum / n_seen)
             res["val_rmse_history"].append(val_rmse())
     return res
@@ -336,11 +359,43 @@ def run_torch(solver, data, init_path, perms, args):
 PROBE = "nfe_probe"
 
 
-def _diffrax_parts(solver, args, rtol, atol):
-    """Solver, step-size controller, dt0, adjoint for one solver name; and the NFE formulas."""
+def hairer_dt0(vf, t0, y, direction, rtol, atol, order, parts=None):
+    """Hairer's initial step (the rule ours uses, `ode_core::control`): from the RMS norms of
+    the state and of its derivative over the whole batch, one trial Euler step, and the change
+    of the derivative over it; exponent `1/(order + 1)`. `parts` picks the leaves of a tuple
+    state whose norms count (the largest RMS among them), as ours takes the larger of the
+    state's and the state adjoint's norms in the backward solve. Costs two evaluations."""
+    import jax
+    import jax.numpy as jnp
+
+    pick = (lambda tree: [tree[i] for i in parts]) if parts is not None else (lambda tree: [tree])
+    ys = pick(y)
+    scale = [atol + rtol * jnp.abs(x) for x in ys]
+
+    def norm(xs):
+        return jnp.max(jnp.stack([jnp.sqrt(jnp.mean((x / s) ** 2)) for x, s in zip(xs, scale)]))
+
+    f0 = vf(t0, y)
+    d0, d1 = norm(ys), norm(pick(f0))
+    h0 = jnp.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
+    y1 = jax.tree_util.tree_map(lambda a, b: a + direction * h0 * b, y, f0)
+    f1 = vf(t0 + direction * h0, y1)
+    d2 = norm([b - a for a, b in zip(pick(f0), pick(f1))]) / h0
+    h1 = jnp.where((d1 <= 1e-15) & (d2 <= 1e-15), jnp.maximum(1e-6, h0 * 1e-3),
+                   (0.01 / jnp.maximum(d1, d2)) ** (1.0 / (order + 1)))
+    return direction * jnp.minimum(100 * h0, h1)
+
+
+def _diffrax_parts(solver, grad, args, rtol, atol):
+    """Solver, step-size controller, dt0, adjoint for one solver name and gradient method; and
+    the NFE formulas (backward: None where it cannot be counted, backprop)."""
     import diffrax
     import equinox as eqx
+    import jax
+    import jax.numpy as jnp
     import numpy as np
+
+    hairer = solver == "dopri5"
 
     class CountingBacksolveAdjoint(diffrax.BacksolveAdjoint):
         """BacksolveAdjoint that accumulates the `num_steps` of its backward sub-solves (one per
@@ -352,6 +407,14 @@ def _diffrax_parts(solver, args, rtol, atol):
             import diffrax as _d
 
             def _solve(**kw):
+                if hairer and kw.get("solver_state") is None:
+                    # The first backward sub-solve: Hairer's step on the state and its adjoint,
+                    # as ours (BacksolveAdjoint would start from minus the forward's first
+                    # step; later sub-solves carry the controller's step over, as ours).
+                    term, t0, t1 = kw["terms"], kw["t0"], kw["t1"]
+                    kw["dt0"] = jax.lax.stop_gradient(hairer_dt0(
+                        lambda t, y: term.vf_prod(t, y, kw["args"], jnp.ones((), jnp.float32)),
+                        t0, kw["y0"], jnp.sign(t1 - t0), rtol, atol, 5, parts=(0, 1)))
                 sol = _d.diffeqsolve(**kw)
                 a_args = sol.ys[2]   # ys = (y, a_y, a_args, a_terms), each with a leading 1
                 if isinstance(a_args, dict) and a_args.get(PROBE) is not None:
@@ -362,29 +425,30 @@ def _diffrax_parts(solver, args, rtol, atol):
             return _solve
 
     if solver == "dopri5":
-        # Dopri5 is FSAL: 7 evaluations on the first step of a solve, 6 per later attempted
-        # step (accepted or rejected). diffrax 0.7.2 spends no evaluation on the initial step:
-        # with dt0=None, PIDController.init calls its Hairer-style routine, but diffeqsolve has
-        # wrapped the term (WrapTerm), so the routine returns its fallback dt = 0.01 at once.
-        # Forward: 1 + 6*num_steps. Backward: BacksolveAdjoint runs one diffeqsolve per output
-        # interval (H of them), each of which (re)computes its first stage (first step, or the
-        # jump of adding dL/dz(t_k)): H + 6*(total backward steps). `--check-diffrax-nfe`
-        # verifies this against a per-evaluation counter.
+        # Dopri5 is FSAL: its first stage is evaluated once per solve (and after the jump of
+        # adding dL/dz(t_k) in the backward pass), then 6 evaluations per attempted step.
+        # diffrax 0.7.2 would start with a fixed dt = 0.01 (with dt0=None, PIDController.init
+        # calls its Hairer-style routine, but diffeqsolve has wrapped the term in a WrapTerm,
+        # so it returns its fallback at once). To give it ours rule, the first step forward and
+        # the first backward one come from `hairer_dt0` (2 evaluations each), as ours; later
+        # backward sub-solves carry the controller's step over, as ours does.
+        # Forward: 2 + 1 + 6*num_steps. Backward (adjoint): 2 + H + 6*(total backward steps).
+        # `--check-diffrax-nfe` verifies this against a per-evaluation counter.
         #
         # error_order=5: the step update is h * clip(0.9 * ratio^(-1/5), 0.2, 10) as in
-        # torchdiffeq and the contract; diffrax's default for Dopri5 would be ratio^(-1/6)
-        # (it takes the error estimate's order as order + 1). The other PIDController
-        # defaults (I-controller: pcoeff 0, icoeff 1; safety 0.9; factormin 0.2; factormax 10;
-        # an accepted step never shrinks) are torchdiffeq's already.
+        # torchdiffeq, the contract and ours; diffrax's default for Dopri5 would be
+        # ratio^(-1/6). The other PIDController defaults (I-controller: pcoeff 0, icoeff 1;
+        # safety 0.9; factormin 0.2; factormax 10) are ours.
         return dict(
             solver=diffrax.Dopri5(),
             controller=diffrax.PIDController(rtol=rtol, atol=atol, error_order=5),
-            dt0=None,
+            dt0="hairer",
             adjoint=CountingBacksolveAdjoint(
                 stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol, error_order=5,
-                                                          norm=diffrax.adjoint_rms_seminorm)),
-            fwd_nfe=lambda steps: 1 + 6 * steps,
-            bwd_nfe=lambda steps, H: H + 6 * steps,
+                                                          norm=diffrax.adjoint_rms_seminorm))
+            if grad == "adjoint" else diffrax.RecursiveCheckpointAdjoint(),
+            fwd_nfe=lambda steps: 3 + 6 * steps,
+            bwd_nfe=(lambda steps, H: 2 + H + 6 * steps) if grad == "adjoint" else None,
         )
     if solver == "rk4":
         class RK38(diffrax.AbstractERK):
@@ -414,20 +478,21 @@ def _diffrax_parts(solver, args, rtol, atol):
         solver=solver_obj,
         controller=diffrax.ConstantStepSize(),
         dt0=args.dt,
-        adjoint=CountingBacksolveAdjoint(dt0=-args.dt * (1 + 1e-3)),
+        adjoint=CountingBacksolveAdjoint(dt0=-args.dt * (1 + 1e-3))
+        if grad == "adjoint" else diffrax.RecursiveCheckpointAdjoint(),
         fwd_nfe=lambda steps: per_step * steps,
-        bwd_nfe=lambda steps, H: per_step * steps,
+        bwd_nfe=(lambda steps, H: per_step * steps) if grad == "adjoint" else None,
     )
 
 
-def _diffrax_model(solver, args, count_evals=None):
+def _diffrax_model(solver, grad, args, count_evals=None):
     """Pure functions of the parameter dict (contract tensor names, torch layouts)."""
     import diffrax
     import jax
     import jax.numpy as jnp
 
     H = args.horizon
-    parts = _diffrax_parts(solver, args, args.rtol, args.atol)
+    parts = _diffrax_parts(solver, grad, args, args.rtol, args.atol)
     ts = jnp.arange(1, H + 1, dtype=jnp.float32) * jnp.float32(args.dt)   # t_k = k*dt, k=1..H
 
     def field(t, z, p):  # autonomous; p[PROBE] is never read
@@ -445,8 +510,13 @@ def _diffrax_model(solver, args, count_evals=None):
         z0 = h @ params["encoder.2.weight"].T + params["encoder.2.bias"]          # [B, L]
         # only the field's parameters (and the probe) are adjoint parameters
         fargs = {**{k: params[k] for k in FUNC_KEYS}, PROBE: probe}
+        dt0 = parts["dt0"]
+        if dt0 == "hairer":
+            # The step sequence is not differentiated (as in ours).
+            dt0 = jax.lax.stop_gradient(
+                hairer_dt0(lambda t, y: field(t, y, fargs), 0.0, z0, 1.0, args.rtol, args.atol, 5))
         sol = diffrax.diffeqsolve(
-            term, parts["solver"], t0=0.0, t1=ts[-1], dt0=parts["dt0"], y0=z0, args=fargs,
+            term, parts["solver"], t0=0.0, t1=ts[-1], dt0=dt0, y0=z0, args=fargs,
             saveat=diffrax.SaveAt(ts=ts), stepsize_controller=parts["controller"],
             adjoint=parts["adjoint"], max_steps=100_000)
         pred = sol.ys @ params["decoder.weight"].T + params["decoder.bias"]      # [H, B, O]
@@ -465,7 +535,7 @@ def _diffrax_model(solver, args, count_evals=None):
     return predict, loss_and_grads, parts
 
 
-def run_diffrax(solver, data, init_path, perms, args):
+def run_diffrax(solver, grad, data, init_path, perms, args):
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -473,7 +543,7 @@ def run_diffrax(solver, data, init_path, perms, args):
     from safetensors.numpy import load_file
 
     params = {k: jnp.asarray(v) for k, v in load_file(init_path).items()}
-    predict, loss_and_grads, parts = _diffrax_model(solver, args)
+    predict, loss_and_grads, parts = _diffrax_model(solver, grad, args)
     H, bs, clip = args.horizon, args.batch_size, args.gradient_clip
     opt = optax.adam(args.learning_rate, b1=0.9, b2=0.999, eps=1e-8)
     opt_state = opt.init(params)
@@ -527,13 +597,14 @@ def run_diffrax(solver, data, init_path, perms, args):
         jax.block_until_ready((params, opt_state))
         res["epoch_seconds"].append(time.perf_counter() - t0)
         res["nfe_fwd"].append(sum(parts["fwd_nfe"](int(o[1])) for o in outs))
-        res["nfe_bwd"].append(sum(parts["bwd_nfe"](int(round(float(o[2]))), H) for o in outs))
+        res["nfe_bwd"].append(sum(parts["bwd_nfe"](int(round(float(o[2]))), H) for o in outs)
+                              if parts["bwd_nfe"] else float("nan"))
         res["train_loss"].append(sum(float(o[0]) * o[3] for o in outs) / len(perm))
         res["val_rmse_history"].append(val_rmse(params))
     return res
 
 
-def check_diffrax_nfe(solver, data, init_path, args):
+def check_diffrax_nfe(solver, grad, data, init_path, args):
     """Count evaluations directly (host callback in the field, slow) on one batch and compare
     with the formulas used for the timed runs. Returns a line of text."""
     import jax
@@ -546,7 +617,7 @@ def check_diffrax_nfe(solver, data, init_path, args):
         counter["n"] += 1
 
     params = {k: jnp.asarray(v) for k, v in load_file(init_path).items()}
-    predict, loss_and_grads, parts = _diffrax_model(solver, args, count_evals=bump)
+    predict, loss_and_grads, parts = _diffrax_model(solver, grad, args, count_evals=bump)
     H, bs = args.horizon, args.batch_size
     xb, yb = data["x_train"][:bs], data["y_train"][:bs]
 
@@ -589,14 +660,8 @@ def ensure_ode_bin(args):
     return None
 
 
-def _mean_if_list(v):
-    if isinstance(v, list):
-        return sum(v) / len(v) if v else float("nan")
-    return v
-
-
-def run_ours(solver, data, init_path, perms, args, workdir):
-    out = os.path.join(workdir, f"ours-{solver}")
+def run_ours(solver, grad, data, init_path, perms, args, workdir):
+    out = os.path.join(workdir, f"ours-{solver}-{grad}")
     shutil.rmtree(out, ignore_errors=True)
     # The same per-epoch batch order as torch and diffrax, so all three see identical batches.
     order_path = os.path.join(workdir, "batch_order.json")
@@ -604,49 +669,51 @@ def run_ours(solver, data, init_path, perms, args, workdir):
         json.dump([[int(i) for i in p] for p in perms], f)
     cmd = [
         args.ode_bin, "train", "--data", args.data, "--solver", solver,
-        "--rtol", repr(args.rtol), "--atol", repr(args.atol), "--use-adjoint", "true",
+        "--rtol", repr(args.rtol), "--atol", repr(args.atol),
+        "--use-adjoint", "true" if grad == "adjoint" else "false",
         "--learning-rate", repr(args.learning_rate), "--batch-size", str(args.batch_size),
-        "--gradient-clip", repr(args.gradient_clip), "--epochs", str(args.epochs),
+        "--gradient-clip", repr(args.gradient_clip), "--epochs", str(len(perms)),
         "--seed", str(args.seed), "--context-len", str(args.context_len),
         "--horizon", str(args.horizon), "--dt", repr(args.dt),
         "--latent-dim", str(args.latent_dim), "--hidden-dim", str(args.hidden_dim),
-        "--step-mode", "shared", "--adjoint-norm", "seminorm",
+        "--step-mode", args.step_mode, "--adjoint-norm", "seminorm", "--controller", args.controller,
+        "--threads", str(args.threads),
         "--max-train-windows", str(args.max_train_windows),
         "--max-val-windows", str(args.max_val_windows),
         "--init-from", init_path, "--batch-order", order_path, "--out", out,
+        "--no-report", "--quiet",
     ]
-    t0 = time.perf_counter()
     r = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    summary_path = os.path.join(out, "summary.json")
-    if r.returncode != 0 or not os.path.isfile(summary_path):
+    metrics_path = os.path.join(out, "metrics.jsonl")
+    if r.returncode != 0 or not os.path.isfile(metrics_path):
         tail = (r.stderr or r.stdout or "").strip().splitlines()[-15:]
         raise RuntimeError(f"`{' '.join(cmd[:2])} ...` exited {r.returncode}"
-                           + ("" if os.path.isfile(summary_path) else " without writing summary.json")
                            + (":\n    " + "\n    ".join(tail) if tail else ""))
-    with open(summary_path) as f:
-        s = json.load(f)
-    hist = s.get("val_rmse_history") or []
-    return dict(
-        sec_per_epoch=_mean_if_list(s["train_seconds_per_epoch"]),
-        nfe_fwd_per_epoch=_mean_if_list(s["nfe_forward_per_epoch"]),
-        nfe_bwd_per_epoch=_mean_if_list(s["nfe_backward_per_epoch"]),
-        val_rmse=s.get("final_val_rmse", hist[-1] if hist else float("nan")),
-        val_rmse_history=hist, wall_seconds=wall, summary=s, command=" ".join(cmd),
-    )
+    per = {}
+    with open(metrics_path) as f:
+        for line in f:
+            m = json.loads(line)
+            if "metric" in m and m.get("step", 0) >= 1:
+                per.setdefault(m["metric"], {})[m["step"]] = m["value"]
+    epochs = sorted(per["train_seconds"])
+    col = lambda k: [per[k][e] for e in epochs]  # noqa: E731
+    return dict(epoch_seconds=col("train_seconds"), nfe_fwd=col("nfe_forward"),
+                nfe_bwd=col("nfe_backward"), train_loss=col("train_loss"),
+                val_rmse_history=col("val_rmse"), command=" ".join(cmd))
 
 
 # --------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------
 
-def summarise(res):
-    """Per-epoch means for the Python runs."""
-    e = len(res["epoch_seconds"])
+def summarise(res, warmup):
+    """Per-epoch means over the timed epochs (after `warmup` untimed ones)."""
+    timed = slice(warmup, None)
+    e = len(res["epoch_seconds"][timed])
     out = dict(res)
-    out["sec_per_epoch"] = sum(res["epoch_seconds"]) / e
-    out["nfe_fwd_per_epoch"] = sum(res["nfe_fwd"]) / e
-    out["nfe_bwd_per_epoch"] = sum(res["nfe_bwd"]) / e
+    out["sec_per_epoch"] = sum(res["epoch_seconds"][timed]) / e
+    out["nfe_fwd_per_epoch"] = sum(res["nfe_fwd"][timed]) / e
+    out["nfe_bwd_per_epoch"] = sum(res["nfe_bwd"][timed]) / e
     out["val_rmse"] = res["val_rmse_history"][-1]
     return out
 
@@ -660,37 +727,100 @@ def fmt(v, spec):
     return format(v, spec)
 
 
+def machine():
+    """The CPU model, the CPUs this process may use, and the kernel."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}"
+
+
+def stats(runs):
+    """Median and min seconds per epoch over the repeats, and the last run's other figures."""
+    secs = sorted(r["sec_per_epoch"] for r in runs)
+    last = runs[-1]
+    rmses = {round(r["val_rmse"], 6) for r in runs}
+    return dict(median=statistics.median(secs), min=secs[0], fwd=last["nfe_fwd_per_epoch"], bwd=last["nfe_bwd_per_epoch"],
+                val_rmse=last["val_rmse"], rmse_varies=len(rmses) > 1, runs=len(runs))
+
+
+def best_torch(results, solver, grad, args):
+    """torch at its best thread count: the one with the lower median."""
+    best = None
+    for t in args.torch_threads:
+        runs = results.get((f"torch{t}", solver, grad))
+        if runs and "error" not in runs[-1]:
+            s = stats(runs)
+            if best is None or s["median"] < best[1]["median"]:
+                best = (t, s)
+    return best
+
+
 def print_table(results, args):
-    head = f"{'solver':<7} {'framework':<17} {'s/epoch':>9} {'fwd NFE/ep':>11} {'bwd NFE/ep':>11} " \
-           f"{'val RMSE':>9} {'time/ours':>9}"
     print()
-    print(f"Seconds per epoch = training loop only (mean of {args.epochs} epoch(s)); NFE per epoch "
-          f"(mean); val RMSE after epoch {args.epochs}, normalised units.")
+    print(f"Seconds per epoch: training loop only, mean of {args.epochs} timed epoch(s) after "
+          f"{args.warmup_epochs} untimed warm-up epoch(s), median and min over {args.repeats} "
+          f"alternating repeats. NFE per epoch: each framework's own count of batched evaluations "
+          f"(a VJP counts as one; n/a = backprop, where the peers' VJPs run inside autograd). "
+          f"us/eval = median seconds / (fwd + bwd NFE). val RMSE after the last epoch.")
+    head = (f"{'config':<16} {'framework':<22} {'median s':>9} {'min s':>8} {'fwd NFE':>8} {'bwd NFE':>8} "
+            f"{'us/eval':>8} {'val RMSE':>9} {'x ours (median)':>15} {'x ours (min)':>12}")
     print(head)
     print("-" * len(head))
-    errors = []
-    for solver in args.solvers:
-        ours = results.get(("ours", solver))
-        ours_t = ours.get("sec_per_epoch") if ours and "error" not in ours else None
+    all_rows = []
+    for solver, grad in args.configs:
+        rows = []
+        ours = results.get(("ours", solver, grad))
+        ours_s = stats(ours) if ours and "error" not in ours[-1] else None
         for fw in args.frameworks:
-            r = results.get((fw, solver))
-            if r is None:
+            if fw == "torch":
+                bt = best_torch(results, solver, grad, args)
+                if bt:
+                    rows.append((f"torchdiffeq ({bt[0]} thr)", bt[1]))
                 continue
-            if "error" in r:
-                print(f"{solver:<7} {LABEL[fw]:<17} failed (see below)")
-                errors.append((fw, solver, r["error"]))
-                continue
-            ratio = r["sec_per_epoch"] / ours_t if (ours_t and fw != "ours") else None
-            ratio_s = f"{ratio:.2f}x" if ratio else "-"
-            print(f"{solver:<7} {LABEL[fw]:<17} {fmt(r['sec_per_epoch'], '9.3f')} "
-                  f"{fmt(r['nfe_fwd_per_epoch'], '11.0f')} {fmt(r['nfe_bwd_per_epoch'], '11.0f')} "
-                  f"{fmt(r['val_rmse'], '9.5f')} {ratio_s:>9}")
-    extra = [(k, v) for k, v in results.items() if "error" not in v and k[0] == "diffrax"]
+            runs = results.get((fw, solver, grad))
+            if runs and "error" not in runs[-1]:
+                rows.append((LABEL[fw], stats(runs)))
+        all_rows += rows
+        for label, st in rows:
+            evals = st["fwd"] + (st["bwd"] if st["bwd"] == st["bwd"] else float("nan"))
+            per_eval = st["median"] / evals * 1e6 if evals == evals and evals > 0 else float("nan")
+            rm = st["median"] / ours_s["median"] if ours_s and not label.startswith("ours") else None
+            rn = st["min"] / ours_s["min"] if ours_s and not label.startswith("ours") else None
+            print(f"{solver + ':' + grad:<16} {label:<22} {st['median']:9.3f} {st['min']:8.3f} "
+                  f"{fmt(st['fwd'], '8.0f'):>8} {fmt(st['bwd'], '8.0f'):>8} {fmt(per_eval, '8.1f'):>8} "
+                  f"{st['val_rmse']:9.5f}{'*' if st['rmse_varies'] else ' '}"
+                  f"{(f'{rm:.2f}x' if rm else '-'):>15} {(f'{rn:.2f}x' if rn else '-'):>12}")
+    if any(st["rmse_varies"] for _, st in all_rows):
+        print("* val RMSE differed between repeats (a nondeterministic run)")
+    extra = [(k, v[-1]) for k, v in results.items() if k[0] == "diffrax" and "error" not in v[-1]]
     if extra:
-        print("diffrax ahead-of-time compile (not in s/epoch): "
-              + ", ".join(f"{k[1]} {v['compile_seconds']:.1f}s" for k, v in extra))
-    for fw, solver, err in errors:
-        print(f"\n{LABEL[fw]} / {solver} failed: {err}")
+        print("diffrax ahead-of-time compile (not in the times): "
+              + ", ".join(f"{k[1]}:{k[2]} {v['compile_seconds']:.1f}s" for k, v in extra))
+    for k, v in results.items():
+        if "error" in v[-1]:
+            print(f"\n{k[0]} / {k[1]}:{k[2]} failed: {v[-1]['error']}")
+
+
+def run_one(fw, solver, grad, data, init_path, perms, args, workdir):
+    """One run of a framework on a configuration, summarised; or {"error": ...}."""
+    try:
+        if fw.startswith("torch"):
+            return summarise(run_torch(solver, grad, data, init_path, perms, args, int(fw[5:])),
+                             args.warmup_epochs)
+        if fw == "diffrax":
+            return summarise(run_diffrax(solver, grad, data, init_path, perms, args), args.warmup_epochs)
+        err = ensure_ode_bin(args)
+        if err:
+            raise RuntimeError(err)
+        return summarise(run_ours(solver, grad, data, init_path, perms, args, workdir), args.warmup_epochs)
+    except Exception as e:  # noqa: BLE001 — report and keep going
+        if fw != "ours":
+            traceback.print_exc()
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 def main(argv=None):
@@ -713,57 +843,49 @@ def main(argv=None):
         except Exception:  # noqa: BLE001
             versions[mod] = "missing"
     print(f"peers.py  {_dt.datetime.now().isoformat(timespec='seconds')}  threads: {threads_note}")
+    print(f"command: {' '.join([os.path.basename(sys.executable), *sys.argv])}")
+    print(f"machine: {machine()}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()))
     print(f"data: {args.data}: {data['n_rows']} rows x {data['D']} features, split "
           f"{data['n_train']}/{data['n_val']}/{data['n_test']}, windows train {len(data['x_train'])} "
           f"val {len(data['x_val'])} (C={args.context_len}, H={args.horizon}, dt={args.dt}), "
           f"loaded in {t_load:.1f}s")
-    print(f"config: epochs {args.epochs}, batch {args.batch_size}, lr {args.learning_rate}, clip "
-          f"{args.gradient_clip}, latent {args.latent_dim}, hidden {args.hidden_dim}, rtol {args.rtol}, "
-          f"atol {args.atol}, adjoint on (seminorm), step mode shared, seed {args.seed}")
+    print(f"config: batch {args.batch_size}, lr {args.learning_rate}, clip {args.gradient_clip}, "
+          f"latent {args.latent_dim}, hidden {args.hidden_dim}, rtol {args.rtol}, atol {args.atol}, "
+          f"adjoint norm seminorm; ours: step mode {args.step_mode}, controller {args.controller}, "
+          f"{args.threads} threads; torch threads {args.torch_threads}; seed {args.seed}")
 
     own_workdir = args.workdir is None
     workdir = tempfile.mkdtemp(prefix="ode-peers-") if own_workdir else os.path.abspath(args.workdir)
     os.makedirs(workdir, exist_ok=True)
     init_path = os.path.join(workdir, "init.safetensors")
     results = {}
+    fws = [f"torch{t}" for t in args.torch_threads] if "torch" in args.frameworks else []
+    fws += [f for f in args.frameworks if f != "torch"]
     try:
         write_init(init_path, data, args)
-        perms = epoch_permutations(len(data["x_train"]), args.epochs, args.seed)
-
+        perms = epoch_permutations(len(data["x_train"]), args.warmup_epochs + args.epochs, args.seed)
         if args.check_diffrax_nfe and "diffrax" in args.frameworks:
-            for solver in args.solvers:
-                print(check_diffrax_nfe(solver, data, init_path, args), flush=True)
-
-        ours_err = ensure_ode_bin(args) if "ours" in args.frameworks else None
-        for solver in args.solvers:
-            for fw in args.frameworks:
-                print(f"running {LABEL[fw]} / {solver} ...", flush=True)
-                try:
-                    if fw == "torch":
-                        r = summarise(run_torch(solver, data, init_path, perms, args))
-                    elif fw == "diffrax":
-                        r = summarise(run_diffrax(solver, data, init_path, perms, args))
-                    else:
-                        if ours_err:
-                            raise RuntimeError(ours_err)
-                        r = run_ours(solver, data, init_path, perms, args, workdir)
-                except Exception as e:  # noqa: BLE001 — report and keep going
-                    r = {"error": f"{type(e).__name__}: {e}"}
-                    if fw != "ours":
-                        traceback.print_exc()
-                results[(fw, solver)] = r
-                if "error" in r:
-                    print(f"  failed: {r['error']}", flush=True)
-                else:
-                    print(f"  {r['sec_per_epoch']:.3f} s/epoch, NFE fwd {r['nfe_fwd_per_epoch']:.0f} "
-                          f"bwd {r['nfe_bwd_per_epoch']:.0f} per epoch, val RMSE {r['val_rmse']:.5f}",
-                          flush=True)
+            for solver, grad in args.configs:
+                if grad == "adjoint":
+                    print(check_diffrax_nfe(solver, grad, data, init_path, args), flush=True)
+        # Repeats alternate the frameworks (torch, diffrax, ours, torch, ...), so a slow spell
+        # of the machine falls on all of them alike.
+        for rep in range(args.repeats):
+            for solver, grad in args.configs:
+                for fw in fws:
+                    r = run_one(fw, solver, grad, data, init_path, perms, args, workdir)
+                    results.setdefault((fw, solver, grad), []).append(r)
+                    msg = (f"failed: {r['error']}" if "error" in r else
+                           f"{r['sec_per_epoch']:.3f} s/epoch, NFE fwd {r['nfe_fwd_per_epoch']:.0f} bwd "
+                           f"{r['nfe_bwd_per_epoch']:.0f}, val RMSE {r['val_rmse']:.5f}")
+                    print(f"repeat {rep + 1}: {fw} / {solver}:{grad}: {msg}", flush=True)
         print_table(results, args)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"args": vars(args), "versions": versions,
-                           "results": [{"framework": k[0], "solver": k[1], **v} for k, v in results.items()]},
+                json.dump({"args": vars(args), "versions": versions, "machine": machine(),
+                           "results": [{"framework": k[0], "solver": k[1], "gradient": k[2], "runs": v}
+                                       for k, v in results.items()]},
                           f, indent=2, default=str)
     finally:
         if own_workdir:

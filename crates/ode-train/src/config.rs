@@ -346,11 +346,16 @@ mod tests {
 
     #[test]
     fn the_controller_is_read_by_name_and_reaches_the_solver() {
-        let r = RunConfig::from_toml("controller = \"torchdiffeq\"\n").unwrap().resolve(None);
+        let r = RunConfig::from_toml("controller = \"torchdiffeq\"\n")
+            .unwrap()
+            .resolve(None);
         assert_eq!(r.model.controller, ControllerKind::Torchdiffeq);
         let o = r.model.solve_options::<f64>(true).unwrap();
         assert_eq!(o.controller_kind, ControllerKind::Torchdiffeq);
-        assert_eq!(RunConfig::default().resolve(None).model.controller, ControllerKind::Default);
+        assert_eq!(
+            RunConfig::default().resolve(None).model.controller,
+            ControllerKind::Default
+        );
         let e = RunConfig::from_toml("controller = \"pid\"\n").unwrap_err();
         assert!(e.contains("default, torchdiffeq"), "{e}");
         // Checkpoint metadata (the model config as JSON) names it only when not the default.
