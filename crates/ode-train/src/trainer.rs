@@ -87,7 +87,8 @@ pub struct EpochMetrics {
     pub rejected_steps: f64,
     /// Mean gradient norm before clipping.
     pub grad_norm: f64,
-    /// Wall time of the training loop alone (no validation, no data loading).
+    /// Wall time of the training loop alone: batch gathering, gradients and updates (no
+    /// validation, no data loading).
     pub train_seconds: f64,
     /// Wall time of the whole epoch.
     pub seconds: f64,
@@ -804,8 +805,9 @@ impl<'a> Trainer<'a> {
         for (bi, idx) in order.chunks(bs).enumerate() {
             let rows = idx.len();
             let (ctx, tgt) = (&mut bufs.ctx[..rows * cw], &mut bufs.tgt[..rows * tw]);
-            train.fill_batch(idx, ctx, tgt);
+            // The timed window starts before the batch is gathered, as the peers' epochs do.
             let t0 = Instant::now();
+            train.fill_batch(idx, ctx, tgt);
             let st = self
                 .batch_grad(ctx, tgt, rows, &mut bufs.grad)
                 .map_err(|e| self.solver_error(e, epoch, bi + 1, watch))?;
