@@ -16,7 +16,7 @@ pub struct SampleStats {
 
 /// Work counters of a solve.
 ///
-/// `nfe` counts batched calls of [`VectorField::eval`] (what costs time on a batch);
+/// `nfe` counts batched calls of [`VectorField::eval`](crate::VectorField::eval) (what costs time on a batch);
 /// `per_sample` counts each sample's own evaluations and steps. In shared mode every sample has
 /// the same counts and `accepted`/`rejected` are the batch's step counts; in per-sample mode
 /// they are the sums over samples.
@@ -32,7 +32,7 @@ pub struct Stats {
     pub per_sample: Vec<SampleStats>,
 }
 
-/// What [`Solver::solve_into`] reports besides the outputs it wrote.
+/// What [`Solver::solve_into`](crate::Solver::solve_into) reports besides the outputs it wrote.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Report {
     /// Work counters.
