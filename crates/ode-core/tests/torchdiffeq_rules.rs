@@ -119,11 +119,15 @@ fn the_forward_solve_makes_torchdiffeqs_evaluations() {
             "{what}: evaluations, accepted and rejected steps"
         );
         for (i, (a, b)) in ours.times.iter().zip(&theirs.times).enumerate() {
-            // The embedded error is a difference of nearly equal sums: its last bits, and so
-            // the steps', depend on the summation order (measured: at most 2.8e-10).
+            // Round-off of the field and of the sums (torch sums in another order; the tanh of
+            // the libm a build links differs in the last bit) reaches the steps through the
+            // embedded error, a difference of nearly equal sums about rtol times the state, so
+            // it grows like ε/rtol. Measured at most 1.1e-11, 5e-11 and 1.4e-9 at rtol 1e-3,
+            // 1e-5 and 1e-7 across this crate's and the workspace's builds.
             let dev = (a - b).abs() / (1.0 + b.abs());
             worst = worst.max(dev);
-            assert!(dev <= 1e-9, "{what}: evaluation {i} at {a}, torchdiffeq's at {b}");
+            let bound = 1e-10 + 2.0 * f64::EPSILON / case.rtol;
+            assert!(dev <= bound, "{what}: evaluation {i} at {a}, torchdiffeq's at {b}");
         }
         // dopri5's interpolant is torchdiffeq's (the quartic through Shampine's midpoint), so
         // its outputs agree to round-off (measured at most 1.3e-12 relative to 1 + |y|). bosh3
