@@ -119,8 +119,9 @@ fn the_forward_solve_makes_torchdiffeqs_evaluations() {
             "{what}: evaluations, accepted and rejected steps"
         );
         for (i, (a, b)) in ours.times.iter().zip(&theirs.times).enumerate() {
-            // Round-off of the field and of the sums (torch sums in another order; the tanh of
-            // the libm a build links differs in the last bit) reaches the steps through the
+            // Round-off of the field and of the sums (torch sums in another order; the
+            // workspace's build of this test and `cargo test -p ode-core` differ in the field's
+            // last bits) reaches the steps through the
             // embedded error, a difference of nearly equal sums about rtol times the state, so
             // it grows like ε/rtol. Measured at most 1.1e-11, 5e-11 and 1.4e-9 at rtol 1e-3,
             // 1e-5 and 1e-7 across this crate's and the workspace's builds.
