@@ -3,7 +3,6 @@
 
 use crate::Scalar;
 use crate::control::{self, Batch, ControlState};
-use crate::controller_kind::ControllerKind;
 use crate::error::{OdeError, Result};
 use crate::grad::VjpField;
 use crate::options::{SolveOptions, StepMode};
@@ -229,6 +228,7 @@ impl<T: Scalar> AdjointSolver<T> {
         let w = batch * n;
         let last = ts.len() - 1;
         ws.prepare(&bw, p, &ys[last * w..], &grad_out[last * w..]);
+        let restart = bw.opts.controller_kind.restarts_intervals();
         for k in (1..ts.len()).rev() {
             let (t_hi, t_lo) = (ts[k], ts[k - 1]);
             let span = Interval {
@@ -239,9 +239,6 @@ impl<T: Scalar> AdjointSolver<T> {
             ws.active.extend(0..batch);
             ws.t.fill(t_hi);
             ws.live.fill(true);
-            // torchdiffeq solves each interval with a new solver: its own initial step and
-            // a fresh controller.
-            let restart = bw.opts.controller_kind == ControllerKind::Torchdiffeq;
             if bw.adaptive && (k == last || restart) {
                 if restart {
                     ws.ctrl.fill(ControlState::default());
@@ -431,9 +428,9 @@ impl<T: Scalar> Ws<T> {
                 (ka[1][j] - ka[0][j]).f64() / sc(j % n, a[j]),
             )
         });
+        let order = bw.opts.controller_kind.initial_step_order(bw.rk.order);
         for r in 0..batch {
             let [h0, d1] = self.probe[r];
-            let order = bw.opts.controller_kind.initial_step_order(bw.rk.order);
             let h = control::initial_step(h0, d1, self.norms[r].0.max(self.norms[r].1), order);
             self.h[r] = dir * T::c(h);
         }

@@ -50,6 +50,13 @@ impl ControllerKind {
         self == ControllerKind::Torchdiffeq
     }
 
+    /// Whether the adjoint starts every output interval afresh (first derivative, initial step
+    /// and controller), as torchdiffeq solves each interval with a new solver.
+    #[inline]
+    pub(crate) fn restarts_intervals(self) -> bool {
+        self == ControllerKind::Torchdiffeq
+    }
+
     /// The order passed to Hairer's initial-step formula, whose exponent is `1/(that + 1)`.
     #[inline]
     pub(crate) fn initial_step_order(self, order: usize) -> usize {
@@ -148,6 +155,7 @@ mod tests {
         assert_eq!(ControllerKind::Torchdiffeq.initial_step_order(5), 4);
         assert_eq!(ControllerKind::Default.initial_step_order(5), 5);
         assert!(ControllerKind::Torchdiffeq.overshoots() && !ControllerKind::Default.overshoots());
+        assert!(ControllerKind::Torchdiffeq.restarts_intervals() && !ControllerKind::Default.restarts_intervals());
     }
 
     #[test]

@@ -313,9 +313,9 @@ impl<T: Scalar> Workspace<T> {
             let sc = control::state_scale(opts, j % dim, y[j]);
             (y[j].f64() / sc, (k1[j] - k0[j]).f64() / sc)
         });
+        let order = s.opts.controller_kind.initial_step_order(s.rk.order);
         for r in 0..s.batch {
             let [h0, d1] = self.probe[r];
-            let order = s.opts.controller_kind.initial_step_order(s.rk.order);
             let h = control::initial_step(h0, d1, self.norms[r].1, order);
             self.h[r] = s.dir * T::c(h);
         }
