@@ -95,7 +95,7 @@ fn study_all() {
 /// Achieved GFLOP/s of the batched MLP field at batch 1024 (forward pass and VJP, f32).
 fn flops() {
     println!();
-    for (l, m) in [(32usize, 64usize), (64, 128)] {
+    for (l, m) in [(32usize, 64usize), (64, 128), (128, 256)] {
         let (mlp, y0) = mlp_case(1024, l, m, 3);
         let mut f = mlp_as::<f32>(&mlp);
         let y: Vec<f32> = y0.iter().map(|&v| v as f32).collect();

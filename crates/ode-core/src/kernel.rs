@@ -1,108 +1,191 @@
-//! The small dense matrix product behind the MLP field: `C (+)= A · B` with `A` (`m × k`),
-//! `B` (`k × n`) and `C` (`m × n`) row-major and contiguous.
+//! The small dense matrix products behind the MLP field: `C (+)= A · B` with `A` stored either
+//! as `m × k` ([`gemm`]) or transposed as `k × m` ([`gemm_at`]), `B` (`k × n`) and `C`
+//! (`m × n`), all row-major and contiguous.
 //!
 //! The shapes of Neural ODE training (a batch of 8 to a few thousand rows, inner sizes 16 to
 //! 256) are too small for a general GEMM's packing to pay off, so this kernel works on the
-//! operands in place: a 4 × 16 register tile of `C` accumulates rank-1 updates from a row of `B`
-//! and four broadcast entries of `A`. It allocates nothing. On x86-64 with AVX2 and FMA (checked
-//! at run time) the same code is compiled with those features, so the tile lives in eight
-//! 256-bit registers.
+//! operands in place: a register tile of up to 6 × 16 entries of `C` accumulates rank-1 updates
+//! from a row of `B` and up to six broadcast entries of `A`. [`gemm_at`] reads `Aᵀ` directly, so
+//! a layer's weight gradient `gᵀ · x` needs no transposed copy of `g`. Nothing allocates. On
+//! x86-64 with AVX2 and FMA (checked at run time) the same code is compiled with those features,
+//! so a tile lives in twelve 256-bit registers.
+//!
+//! Every entry of `C` is accumulated in the order `p = 0, 1, …, k − 1`, one fused multiply-add
+//! each, starting from `C` (or zero), whatever the tile shape: results do not depend on `m`, so a
+//! row of a batch computes the same bits alone or in any batch.
 
 use crate::Scalar;
 
-const MR: usize = 4;
+/// Rows of `C` per register tile.
+const MR: usize = 6;
+/// Columns of `C` per register tile.
 const NR: usize = 16;
 
-/// `C = A·B` (`accumulate = false`) or `C += A·B` (`accumulate = true`).
+/// `C = A·B` (`accumulate = false`) or `C += A·B` (`accumulate = true`), `A` stored `m × k`.
 ///
 /// # Panics
 /// If a slice is shorter than its shape.
 pub fn gemm<T: Scalar>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T], accumulate: bool) {
+    dispatch::<T, false>(m, k, n, a, b, c, accumulate);
+}
+
+/// `C = Aᵀ·B` (`accumulate = false`) or `C += Aᵀ·B`, with `at` the `k × m` matrix whose
+/// transpose is the left factor (for a layer's weight gradient `gᵀ · x`, `at` is `g` itself).
+///
+/// # Panics
+/// If a slice is shorter than its shape.
+pub fn gemm_at<T: Scalar>(m: usize, k: usize, n: usize, at: &[T], b: &[T], c: &mut [T], accumulate: bool) {
+    dispatch::<T, true>(m, k, n, at, b, c, accumulate);
+}
+
+fn dispatch<T: Scalar, const AT: bool>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T], accumulate: bool) {
     assert!(
         a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
         "gemm: operand shorter than its shape"
     );
+    if m == 0 || n == 0 {
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             // SAFETY: the CPU supports the features the function is compiled with.
             #[allow(unsafe_code)]
             unsafe {
-                gemm_avx2(m, k, n, a, b, c, accumulate)
+                gemm_avx2::<T, AT>(m, k, n, a, b, c, accumulate)
             };
             return;
         }
     }
-    gemm_body(m, k, n, a, b, c, accumulate);
+    gemm_body::<T, AT>(m, k, n, a, b, c, accumulate);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn gemm_avx2<T: Scalar>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T], accumulate: bool) {
-    gemm_body(m, k, n, a, b, c, accumulate);
+fn gemm_avx2<T: Scalar, const AT: bool>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T], accumulate: bool) {
+    gemm_body::<T, AT>(m, k, n, a, b, c, accumulate);
+}
+
+/// The operands of one product, `m`, `k`, `n` > 0 (`AT`: `a` holds `Aᵀ`).
+struct Operands<'a, T> {
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &'a [T],
+    b: &'a [T],
 }
 
 #[inline(always)]
-fn gemm_body<T: Scalar>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T], accumulate: bool) {
+fn gemm_body<T: Scalar, const AT: bool>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T], accumulate: bool) {
+    let ops = Operands { m, k, n, a, b };
+    let mut i0 = 0;
+    while i0 < m {
+        let r = (m - i0).min(MR);
+        match r {
+            6 => row_block::<T, 6, AT>(&ops, i0, c, accumulate),
+            5 => row_block::<T, 5, AT>(&ops, i0, c, accumulate),
+            4 => row_block::<T, 4, AT>(&ops, i0, c, accumulate),
+            3 => row_block::<T, 3, AT>(&ops, i0, c, accumulate),
+            2 => row_block::<T, 2, AT>(&ops, i0, c, accumulate),
+            _ => row_block::<T, 1, AT>(&ops, i0, c, accumulate),
+        }
+        i0 += r;
+    }
+}
+
+/// Rows `i0 .. i0 + R` of `C`: full 16-column tiles, then the narrower rest.
+#[inline(always)]
+fn row_block<T: Scalar, const R: usize, const AT: bool>(ops: &Operands<T>, i0: usize, c: &mut [T], accumulate: bool) {
+    let n = ops.n;
+    let c = &mut c[i0 * n..(i0 + R) * n];
     let n_full = n - n % NR;
-    let m_full = m - m % MR;
-    // Full 4 × 16 tiles.
-    for i0 in (0..m_full).step_by(MR) {
-        for j0 in (0..n_full).step_by(NR) {
-            let mut acc = [[T::zero(); NR]; MR];
-            if accumulate {
-                for (i, row) in acc.iter_mut().enumerate() {
-                    row.copy_from_slice(&c[(i0 + i) * n + j0..(i0 + i) * n + j0 + NR]);
-                }
-            }
-            for p in 0..k {
-                let brow: &[T; NR] = b[p * n + j0..p * n + j0 + NR].try_into().expect("tile");
-                for (i, row) in acc.iter_mut().enumerate() {
-                    let av = a[(i0 + i) * k + p];
-                    for j in 0..NR {
-                        row[j] = av.mul_add(brow[j], row[j]);
-                    }
-                }
-            }
-            for (i, row) in acc.iter().enumerate() {
-                c[(i0 + i) * n + j0..(i0 + i) * n + j0 + NR].copy_from_slice(row);
-            }
-        }
+    for j0 in (0..n_full).step_by(NR) {
+        tile::<T, R, AT>(ops, i0, j0, c, accumulate);
     }
-    // Row tail (fewer than 4 rows) over the full column tiles, one row at a time.
-    for i in m_full..m {
-        for j0 in (0..n_full).step_by(NR) {
-            let mut acc = [T::zero(); NR];
-            if accumulate {
-                acc.copy_from_slice(&c[i * n + j0..i * n + j0 + NR]);
-            }
-            for p in 0..k {
-                let av = a[i * k + p];
-                let brow: &[T; NR] = b[p * n + j0..p * n + j0 + NR].try_into().expect("tile");
-                for j in 0..NR {
-                    acc[j] = av.mul_add(brow[j], acc[j]);
-                }
-            }
-            c[i * n + j0..i * n + j0 + NR].copy_from_slice(&acc);
-        }
-    }
-    // Column tail (fewer than 16 columns), every row.
     if n_full < n {
-        let w = n - n_full;
-        for i in 0..m {
-            let mut acc = [T::zero(); NR];
-            if accumulate {
-                acc[..w].copy_from_slice(&c[i * n + n_full..i * n + n]);
-            }
-            for p in 0..k {
-                let av = a[i * k + p];
-                let brow = &b[p * n + n_full..p * n + n];
-                for j in 0..w {
-                    acc[j] = av.mul_add(brow[j], acc[j]);
-                }
-            }
-            c[i * n + n_full..i * n + n].copy_from_slice(&acc[..w]);
+        tile_rest::<T, R, AT>(ops, i0, n_full, c, accumulate);
+    }
+}
+
+/// Calls `f(a, b_row)` for `p = 0 … k − 1` in order, with `a` the `R` entries `A[i0.., p]` and
+/// `b_row` row `p` of `B`.
+#[inline(always)]
+fn rank1_updates<T: Scalar, const R: usize, const AT: bool>(
+    ops: &Operands<T>,
+    i0: usize,
+    mut f: impl FnMut(&[T; R], &[T]),
+) {
+    let (m, k, n) = (ops.m, ops.k, ops.n);
+    let b_rows = ops.b[..k * n].chunks_exact(n);
+    if AT {
+        for (a_row, b_row) in ops.a[..k * m].chunks_exact(m).zip(b_rows) {
+            f(a_row[i0..i0 + R].try_into().expect("R entries"), b_row);
         }
+    } else {
+        let rows: [&[T]; R] = std::array::from_fn(|i| &ops.a[(i0 + i) * k..(i0 + i + 1) * k]);
+        for (p, b_row) in b_rows.enumerate() {
+            f(&std::array::from_fn(|i| rows[i][p]), b_row);
+        }
+    }
+}
+
+/// One `R × W` tile of `C` at columns `j0 ..`, with `W = NR` (full tile) or the `w < NR`
+/// columns left over at the right edge; `c` holds rows `i0 .. i0 + R`.
+#[inline(always)]
+fn tile<T: Scalar, const R: usize, const AT: bool>(
+    ops: &Operands<T>,
+    i0: usize,
+    j0: usize,
+    c: &mut [T],
+    accumulate: bool,
+) {
+    let n = ops.n;
+    let mut acc = [[T::zero(); NR]; R];
+    if accumulate {
+        for (i, row) in acc.iter_mut().enumerate() {
+            row.copy_from_slice(&c[i * n + j0..i * n + j0 + NR]);
+        }
+    }
+    rank1_updates::<T, R, AT>(ops, i0, |a, b_row| {
+        let bt: &[T; NR] = b_row[j0..j0 + NR].try_into().expect("tile");
+        for (row, &av) in acc.iter_mut().zip(a) {
+            for (x, &bv) in row.iter_mut().zip(bt) {
+                *x = av.mul_add(bv, *x);
+            }
+        }
+    });
+    for (i, row) in acc.iter().enumerate() {
+        c[i * n + j0..i * n + j0 + NR].copy_from_slice(row);
+    }
+}
+
+/// The `w = n − j0 < NR` columns at the right edge of rows `i0 .. i0 + R`.
+#[inline(always)]
+fn tile_rest<T: Scalar, const R: usize, const AT: bool>(
+    ops: &Operands<T>,
+    i0: usize,
+    j0: usize,
+    c: &mut [T],
+    accumulate: bool,
+) {
+    let n = ops.n;
+    let w = n - j0;
+    let mut acc = [[T::zero(); NR]; R];
+    if accumulate {
+        for (i, row) in acc.iter_mut().enumerate() {
+            row[..w].copy_from_slice(&c[i * n + j0..i * n + n]);
+        }
+    }
+    rank1_updates::<T, R, AT>(ops, i0, |a, b_row| {
+        let bt = &b_row[j0..];
+        for (row, &av) in acc.iter_mut().zip(a) {
+            for (x, &bv) in row.iter_mut().zip(bt) {
+                *x = av.mul_add(bv, *x);
+            }
+        }
+    });
+    for (i, row) in acc.iter().enumerate() {
+        c[i * n + j0..i * n + n].copy_from_slice(&row[..w]);
     }
 }
 
@@ -144,6 +227,10 @@ mod tests {
             (9, 1, 48),
             (0, 3, 4),
             (5, 0, 20),
+            (6, 7, 16),
+            (11, 9, 31),
+            (13, 40, 8),
+            (2, 3, 0),
         ] {
             let a: Vec<f64> = (0..m * k).map(|_| rnd()).collect();
             let b: Vec<f64> = (0..k * n).map(|_| rnd()).collect();
@@ -155,6 +242,12 @@ mod tests {
                 for (x, y) in got.iter().zip(&want) {
                     assert!((x - y).abs() < 1e-12, "({m},{k},{n}) acc {acc}: {x} vs {y}");
                 }
+                // The same product from Aᵀ: the same order of operations, so the same bits.
+                let mut at = vec![0.0; m * k];
+                transpose(m, k, &a, &mut at);
+                let mut got_at = c0.clone();
+                gemm_at(m, k, n, &at, &b, &mut got_at, acc);
+                assert_eq!(got_at, got, "gemm_at ({m},{k},{n}) acc {acc}");
                 let af: Vec<f32> = a.iter().map(|&v| v as f32).collect();
                 let bf: Vec<f32> = b.iter().map(|&v| v as f32).collect();
                 let mut gf: Vec<f32> = c0.iter().map(|&v| v as f32).collect();

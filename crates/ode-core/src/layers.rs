@@ -3,7 +3,7 @@
 //! allocates (scratch space is the caller's).
 
 use crate::Scalar;
-use crate::kernel::{gemm, transpose};
+use crate::kernel::{gemm, gemm_at, transpose};
 
 /// `out = x · Wᵀ + b` for `rows` rows, given `wt = Wᵀ` (`n_in × n_out`, i.e. PyTorch's
 /// `[n_out, n_in]` weight transposed once, see [`transpose_weight`]); `x` is `rows × n_in`.
@@ -21,8 +21,7 @@ pub fn transpose_weight<T: Scalar>(n_out: usize, n_in: usize, w: &[T], wt: &mut 
 
 /// Backward of [`linear`] for the output cotangent `g` (`rows × n_out`) and the PyTorch weight
 /// `w` (`[n_out, n_in]`): when `params` is given, **adds** `gᵀ x` to its weight gradient and
-/// `Σ_rows g` to its bias gradient (using `scratch`, at least `rows × n_out` long); when `dx` is
-/// given, writes `g · W` into it (`rows × n_in`).
+/// `Σ_rows g` to its bias gradient; when `dx` is given, writes `g · W` into it (`rows × n_in`).
 #[allow(clippy::too_many_arguments)]
 pub fn linear_backward<T: Scalar>(
     rows: usize,
@@ -33,15 +32,12 @@ pub fn linear_backward<T: Scalar>(
     g: &[T],
     params: Option<(&mut [T], &mut [T])>,
     dx: Option<&mut [T]>,
-    scratch: &mut [T],
 ) {
     if let Some(dx) = dx {
         gemm(rows, n_out, n_in, g, w, dx, false);
     }
     if let Some((dw, db)) = params {
-        let gt = &mut scratch[..rows * n_out];
-        transpose(rows, n_out, g, gt);
-        gemm(n_out, rows, n_in, gt, x, dw, true);
+        gemm_at(n_out, rows, n_in, g, x, dw, true);
         for r in 0..rows {
             for (d, v) in db.iter_mut().zip(&g[r * n_out..(r + 1) * n_out]) {
                 *d = *d + *v;

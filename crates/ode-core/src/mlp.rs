@@ -42,7 +42,6 @@ pub struct Mlp<T> {
     /// The three weights transposed for the forward products, refreshed after `params_mut`.
     wt: Vec<T>,
     wt_stale: bool,
-    scratch: Vec<T>,
 }
 
 /// Offsets of the six tensors in the flat parameter vector.
@@ -122,7 +121,6 @@ impl<T: Scalar> Mlp<T> {
             fout: Vec::new(),
             wt: Vec::new(),
             wt_stale: true,
-            scratch: Vec::new(),
         }
     }
 
@@ -255,10 +253,6 @@ impl<T: Scalar> Mlp<T> {
         let h2 = &self.h2[..rows * m];
         let ga = &mut self.g1[..rows * m];
         let gb = &mut self.g2[..rows * m];
-        if self.scratch.len() < rows * m.max(l) {
-            self.scratch.resize(rows * m.max(l), T::zero());
-        }
-        let sc = &mut self.scratch[..rows * m.max(l)];
         // Layer 3 (linear): gh2 = v · W4 (and dW4 += vᵀ h2, db4 += Σ v), then through tanh.
         let (w0, b0, w1, b1, w2, b2) = (
             lay.w0..lay.b0,
@@ -281,7 +275,6 @@ impl<T: Scalar> Mlp<T> {
             v,
             param_pair(gp.as_deref_mut(), w2, b2),
             Some(&mut *gb),
-            sc,
         );
         for (g, h) in gb.iter_mut().zip(h2) {
             *g = *g * (one - *h * *h);
@@ -296,13 +289,12 @@ impl<T: Scalar> Mlp<T> {
             gb,
             param_pair(gp.as_deref_mut(), w1, b1),
             Some(&mut *ga),
-            sc,
         );
         for (g, h) in ga.iter_mut().zip(h1) {
             *g = *g * (one - *h * *h);
         }
         // Layer 1: gy = gz1 · W0.
-        linear_backward(rows, l, m, y, &p[w0.clone()], ga, param_pair(gp, w0, b0), Some(gy), sc);
+        linear_backward(rows, l, m, y, &p[w0.clone()], ga, param_pair(gp, w0, b0), Some(gy));
     }
 }
 

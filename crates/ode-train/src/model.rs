@@ -511,7 +511,6 @@ pub struct Workspace<T: Scalar> {
     gz0: Vec<T>,
     gh: Vec<T>,
     wt: Vec<T>,
-    scratch: Vec<T>,
     win: WindowPass<T>,
     dctx: Vec<T>,
     synced: u64,
@@ -623,7 +622,6 @@ impl<T: Scalar> Workspace<T> {
             gz0: Vec::new(),
             gh: Vec::new(),
             wt: Vec::new(),
-            scratch: Vec::new(),
             win: WindowPass::default(),
             dctx: Vec::new(),
             synced: model.stamp,
@@ -707,14 +705,6 @@ fn dense<T: Scalar>(wt: &mut Vec<T>, rows: usize, n_in: usize, n_out: usize, x: 
     wt.resize(n_in * n_out, T::zero());
     transpose_weight(n_out, n_in, w, wt);
     linear(rows, n_in, n_out, x, wt, b, out);
-}
-
-/// A scratch slice of at least `n` values.
-fn scratch<T: Scalar>(v: &mut Vec<T>, n: usize) -> &mut [T] {
-    if v.len() < n {
-        v.resize(n, T::zero());
-    }
-    &mut v[..n]
 }
 
 impl<T: Scalar> NeuralOdeModel<T> {
@@ -972,7 +962,6 @@ impl<T: Scalar> NeuralOdeModel<T> {
             &ws.gh,
             Some((gw, &mut rest[..o])),
             Some(&mut ws.gz[rows * l..]),
-            scratch(&mut ws.scratch, h * rows * o),
         );
     }
 
@@ -1035,7 +1024,6 @@ impl<T: Scalar> NeuralOdeModel<T> {
                 &ws.gz0,
                 Some((gw, &mut rest[..l])),
                 Some(&mut dh),
-                scratch(&mut ws.scratch, rows * l),
             );
         }
         for (g, hv) in dh.iter_mut().zip(&ws.enc_h) {
@@ -1058,7 +1046,6 @@ impl<T: Scalar> NeuralOdeModel<T> {
                 &dh,
                 Some((gw, &mut rest[..m])),
                 affine.is_some().then_some(&mut ws.dctx[..]),
-                scratch(&mut ws.scratch, rows * m),
             );
         }
         if let Some((_, rw)) = affine {
