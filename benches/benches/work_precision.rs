@@ -56,7 +56,12 @@ fn work_precision(c: &mut Criterion) {
 
 fn mlp_throughput(c: &mut Criterion) {
     let mut g = c.benchmark_group("mlp-field-f32");
-    for (l, m, batch) in [(32usize, 64usize, 16usize), (32, 64, 1024), (64, 128, 1024)] {
+    for (l, m, batch) in [
+        (32usize, 64usize, 16usize),
+        (32, 64, 1024),
+        (64, 128, 1024),
+        (128, 256, 1024),
+    ] {
         let (mlp, y0) = mlp_case(batch, l, m, 3);
         let mut f = mlp_as::<f32>(&mlp);
         let y: Vec<f32> = y0.iter().map(|&v| v as f32).collect();

@@ -71,8 +71,9 @@ pub struct AdjointStats {
 
 /// Scratch space and per-sample state of the backward solve, kept between calls. `z`/`a` are
 /// the state and the state adjoint (`batch × dim`); `kz`/`ka` their stage derivatives and
-/// `zin`/`ain` the stage inputs; `g` each stage's weighted parameter VJP and `theta` the
-/// parameter adjoint; `c*` hold the active rows gathered for one batched VJP.
+/// `zin`/`ain` the stage inputs; `g` each stage's weighted parameter VJP (without records) or
+/// `rec` each stage's per-row VJP records, with the step `rec_h` their cotangents were weighted
+/// by; `theta` the parameter adjoint; `c*` hold the rows gathered for one batched VJP.
 #[derive(Debug, Default)]
 struct Ws<T> {
     z: Vec<T>,
@@ -84,6 +85,11 @@ struct Ws<T> {
     zin: Vec<Vec<T>>,
     ain: Vec<Vec<T>>,
     g: Vec<Vec<T>>,
+    rec: Vec<Vec<T>>,
+    rec_h: Vec<Vec<T>>,
+    /// Records of the accepted rows' stages, stacked for one parameter product, and weights.
+    stack: Vec<T>,
+    weights: Vec<T>,
     theta: Vec<T>,
     theta_new: Vec<T>,
     // Gathered rows.
@@ -92,12 +98,18 @@ struct Ws<T> {
     cv: Vec<T>,
     cf: Vec<T>,
     cgy: Vec<T>,
+    crec: Vec<T>,
+    /// The rows of the current stage's VJP.
+    eval_rows: Vec<usize>,
     // Per row.
     t: Vec<T>,
     h: Vec<T>,
     hs: Vec<T>,
     ctrl: Vec<ControlState>,
     live: Vec<bool>,
+    /// Stage 1 of the next try is known: the last stage of an accepted FSAL step, or the first
+    /// stage of a rejected try (both at the row's current `(t, z, a)`).
+    k0_known: Vec<bool>,
     ok: Vec<bool>,
     steps: Vec<usize>,
     active: Vec<usize>,
@@ -118,6 +130,11 @@ struct Backward<'a, T> {
     batch: Batch,
     /// Error-controlled steps.
     adaptive: bool,
+    /// Values per VJP record, 0 when the parameter products are formed stage by stage (a field
+    /// without records, or the mixed norm, which needs each stage's parameter VJP).
+    rec_len: usize,
+    /// A step's first stage is the previous accepted step's last (FSAL with records).
+    fsal: bool,
 }
 
 impl<T> Backward<'_, T> {
@@ -212,6 +229,11 @@ impl<T: Scalar> AdjointSolver<T> {
         self.opts.validate(n)?;
         let all = 0..p;
         let full = std::slice::from_ref(&all);
+        let rec_len = if self.norm == AdjointNorm::Mixed {
+            0
+        } else {
+            f.record_len()
+        };
         let Self { rk, opts, norm, ws } = self;
         let bw = Backward {
             rk,
@@ -224,6 +246,8 @@ impl<T: Scalar> AdjointSolver<T> {
                 shared: opts.step_mode == StepMode::Shared,
             },
             adaptive: rk.b_err.is_some() && opts.step_size.is_none(),
+            rec_len,
+            fsal: rk.fsal && rec_len > 0,
         };
         let w = batch * n;
         let last = ts.len() - 1;
@@ -239,6 +263,7 @@ impl<T: Scalar> AdjointSolver<T> {
             ws.active.extend(0..batch);
             ws.t.fill(t_hi);
             ws.live.fill(true);
+            ws.k0_known.fill(false);
             if bw.adaptive && (k == last || restart) {
                 if restart {
                     ws.ctrl.fill(ControlState::default());
@@ -319,8 +344,17 @@ impl<T: Scalar> Ws<T> {
             v.resize_with(s, Vec::new);
             v.iter_mut().for_each(|x| fit(x, w));
         }
+        let (g_len, rec) = if bw.rec_len > 0 { (0, bw.rec_len) } else { (p, 0) };
         self.g.resize_with(s, Vec::new);
-        self.g.iter_mut().for_each(|x| fit(x, p));
+        self.g.iter_mut().for_each(|x| fit(x, g_len));
+        self.rec.resize_with(s, Vec::new);
+        self.rec.iter_mut().for_each(|x| fit(x, batch * rec));
+        self.rec_h.resize_with(s, Vec::new);
+        self.rec_h.iter_mut().for_each(|x| fit(x, batch));
+        fit(&mut self.crec, batch * rec);
+        // The most any step stacks: every row, every stage.
+        self.stack.reserve(batch * s * rec);
+        self.weights.reserve(batch * s);
         fit(&mut self.theta, p);
         fit(&mut self.theta_new, p);
         for v in [&mut self.t, &mut self.h, &mut self.hs, &mut self.ct] {
@@ -328,7 +362,11 @@ impl<T: Scalar> Ws<T> {
         }
         self.ctrl.clear();
         self.ctrl.resize(batch, ControlState::default());
-        for (v, x) in [(&mut self.live, true), (&mut self.ok, false)] {
+        for (v, x) in [
+            (&mut self.live, true),
+            (&mut self.ok, false),
+            (&mut self.k0_known, false),
+        ] {
             v.clear();
             v.resize(batch, x);
         }
@@ -459,24 +497,25 @@ impl<T: Scalar> Ws<T> {
     }
 
     /// The stages of the augmented system, one batched VJP each: `kz_i = f(Z_i)`,
-    /// `ka_i = -A_iᵀ∂f/∂z(Z_i)` and `G_i = Σ_r h_r A_iᵀ∂f/∂θ(Z_i)` (weighting each row by its own
-    /// step lets one batched VJP give the parameters' sum); then the solutions `z_new`, `a_new`.
+    /// `ka_i = -A_iᵀ∂f/∂z(Z_i)` and either each row's record or `G_i = Σ_r h_r A_iᵀ∂f/∂θ(Z_i)`
+    /// (weighting each row by its own step lets one batched VJP give the parameters' sum); then
+    /// the solutions `z_new`, `a_new`. Rows whose first stage is known skip it.
     fn stages<F: VjpField<T> + ?Sized>(&mut self, f: &mut F, bw: &Backward<'_, T>) {
-        let (rk, mn, m) = (bw.rk, self.active.len() * bw.batch.dim, self.active.len());
+        let rk = bw.rk;
+        let mut rows = std::mem::take(&mut self.eval_rows);
         for i in 0..rk.stages {
-            self.gather_stage(bw, i);
-            self.g[i].fill(T::zero());
-            f.vjp(
-                &self.ct[..m],
-                &self.cz[..mn],
-                &self.cv[..mn],
-                Some(&mut self.cf[..mn]),
-                &mut self.cgy[..mn],
-                Some(&mut self.g[i]),
-            );
-            self.stats.nfe += 1;
-            self.stats.sample_evals += m;
-            self.scatter_stage(bw, i);
+            rows.clear();
+            let known = &self.k0_known;
+            rows.extend(self.active.iter().copied().filter(|&r| i > 0 || !known[r]));
+            if !rows.is_empty() {
+                self.eval_stage(f, bw, i, &rows);
+            }
+        }
+        self.eval_rows = rows;
+        if bw.fsal {
+            for &r in &self.active {
+                self.k0_known[r] = true;
+            }
         }
         for &r in self.active.iter() {
             let (h, row) = (self.hs[r], bw.row(r));
@@ -487,11 +526,28 @@ impl<T: Scalar> Ws<T> {
         }
     }
 
-    /// Stage `i`'s inputs `Z_i`, `A_i` of the active rows, gathered with their times and the
+    /// Stage `i` of `rows`: gathered, one batched VJP (with records or with `G_i`), scattered.
+    fn eval_stage<F: VjpField<T> + ?Sized>(&mut self, f: &mut F, bw: &Backward<'_, T>, i: usize, rows: &[usize]) {
+        let (m, mn) = (rows.len(), rows.len() * bw.batch.dim);
+        self.gather_stage(bw, i, rows);
+        let (t, z, v) = (&self.ct[..m], &self.cz[..mn], &self.cv[..mn]);
+        let (fz, gy) = (Some(&mut self.cf[..mn]), &mut self.cgy[..mn]);
+        if bw.rec_len > 0 {
+            f.vjp_record(t, z, v, fz, gy, &mut self.crec[..m * bw.rec_len]);
+        } else {
+            self.g[i].fill(T::zero());
+            f.vjp(t, z, v, fz, gy, Some(&mut self.g[i]));
+        }
+        self.stats.nfe += 1;
+        self.stats.sample_evals += m;
+        self.scatter_stage(bw, i, rows);
+    }
+
+    /// Stage `i`'s inputs `Z_i`, `A_i` of `rows`, gathered with their times and the
     /// step-weighted cotangents `h·A_i` for one batched VJP.
-    fn gather_stage(&mut self, bw: &Backward<'_, T>, i: usize) {
+    fn gather_stage(&mut self, bw: &Backward<'_, T>, i: usize, rows: &[usize]) {
         let (rk, n) = (bw.rk, bw.batch.dim);
-        for (j, &r) in self.active.iter().enumerate() {
+        for (j, &r) in rows.iter().enumerate() {
             let (h, row, cj) = (self.hs[r], bw.row(r), j * n);
             let (zin, ain) = (&mut self.zin[i][row.clone()], &mut self.ain[i][row.clone()]);
             rk.stage_input(i, h, &self.z[row.clone()], &self.kz, row.clone(), zin);
@@ -504,16 +560,18 @@ impl<T: Scalar> Ws<T> {
         }
     }
 
-    /// Stage `i`'s derivatives of the active rows from the batched VJP: `kz_i = f`,
-    /// `ka_i = -(h·A_i)ᵀ∂f/∂z / h`.
-    fn scatter_stage(&mut self, bw: &Backward<'_, T>, i: usize) {
-        let n = bw.batch.dim;
-        for (j, &r) in self.active.iter().enumerate() {
+    /// Stage `i`'s derivatives of `rows` from the batched VJP: `kz_i = f`,
+    /// `ka_i = -(h·A_i)ᵀ∂f/∂z / h`, and their records.
+    fn scatter_stage(&mut self, bw: &Backward<'_, T>, i: usize, rows: &[usize]) {
+        let (n, len) = (bw.batch.dim, bw.rec_len);
+        for (j, &r) in rows.iter().enumerate() {
             let (h, row, cj) = (self.hs[r], bw.row(r), j * n);
             self.kz[i][row.clone()].copy_from_slice(&self.cf[cj..cj + n]);
             for (d, g) in self.ka[i][row].iter_mut().zip(&self.cgy[cj..cj + n]) {
                 *d = -(*g / h);
             }
+            self.rec[i][r * len..(r + 1) * len].copy_from_slice(&self.crec[j * len..(j + 1) * len]);
+            self.rec_h[i][r] = h;
         }
     }
 
@@ -571,12 +629,12 @@ impl<T: Scalar> Ws<T> {
             if nonfinite_any {
                 ratio = f64::NAN;
             }
-            // θ̄_new = θ̄ - Σ b_i G_i.
-            self.theta_new.copy_from_slice(&self.theta);
-            for (i, &bi) in bw.rk.b.iter().enumerate() {
-                add_to(&mut self.theta_new, -bi, &self.g[i]);
-            }
             if bw.norm == AdjointNorm::Mixed {
+                // θ̄_new = θ̄ - Σ b_i G_i.
+                self.theta_new.copy_from_slice(&self.theta);
+                for (i, &bi) in bw.rk.b.iter().enumerate() {
+                    add_to(&mut self.theta_new, -bi, &self.g[i]);
+                }
                 ratio = self.mixed_norm(bw, be, ratio);
             }
             for &r in self.active.iter() {
@@ -623,9 +681,14 @@ impl<T: Scalar> Ws<T> {
         Ok(())
     }
 
-    /// The parameter adjoint of the accepted rows: `θ̄ -= Σ b_i G_i`, or, when some rows were
-    /// rejected, the weighted parameter VJPs again for the accepted ones only.
+    /// The parameter adjoint of the accepted rows, `θ̄ -= Σ_r Σ_i b_i h_r A_iᵀ∂f/∂θ`: from their
+    /// records in one product, or `θ̄ -= Σ b_i G_i`, or, when some rows were rejected, the
+    /// weighted parameter VJPs again for the accepted ones only.
     fn param_adjoint<F: VjpField<T> + ?Sized>(&mut self, f: &mut F, bw: &Backward<'_, T>) {
+        if bw.rec_len > 0 {
+            self.param_adjoint_records(f, bw);
+            return;
+        }
         let (rk, n, m) = (bw.rk, bw.batch.dim, self.acc_rows.len());
         if m == self.active.len() {
             for (i, &bi) in rk.b.iter().enumerate() {
@@ -661,6 +724,38 @@ impl<T: Scalar> Ws<T> {
         }
     }
 
+    /// `θ̄ -= Σ_r Σ_i b_i h_r A_iᵀ∂f/∂θ` over the accepted rows from the stage records, whose
+    /// cotangents were weighted by `rec_h` (the step of the try that evaluated them).
+    fn param_adjoint_records<F: VjpField<T> + ?Sized>(&mut self, f: &mut F, bw: &Backward<'_, T>) {
+        let len = bw.rec_len;
+        self.stack.clear();
+        self.weights.clear();
+        for &r in &self.acc_rows {
+            for (i, &bi) in bw.rk.b.iter().enumerate() {
+                if bi == T::zero() {
+                    continue;
+                }
+                self.stack.extend_from_slice(&self.rec[i][r * len..(r + 1) * len]);
+                self.weights.push(-(bi * (self.hs[r] / self.rec_h[i][r])));
+            }
+        }
+        if !self.weights.is_empty() {
+            f.param_vjp_records(&mut self.stack, &self.weights, &mut self.theta);
+        }
+    }
+
+    /// Row `r`'s last stage becomes its next first (FSAL): derivatives, record and its step.
+    fn carry_last_stage(&mut self, bw: &Backward<'_, T>, r: usize) {
+        let (last, row, len) = (bw.rk.stages - 1, bw.row(r), bw.rec_len);
+        let (first, rest) = self.kz.split_at_mut(1);
+        first[0][row.clone()].copy_from_slice(&rest[last - 1][row.clone()]);
+        let (first, rest) = self.ka.split_at_mut(1);
+        first[0][row.clone()].copy_from_slice(&rest[last - 1][row]);
+        let (first, rest) = self.rec.split_at_mut(1);
+        first[0][r * len..(r + 1) * len].copy_from_slice(&rest[last - 1][r * len..(r + 1) * len]);
+        self.rec_h[0][r] = self.rec_h[last][r];
+    }
+
     /// The controller's next step for every try, accepted or not.
     fn adapt_step_size(&mut self, bw: &Backward<'_, T>) {
         if !bw.adaptive {
@@ -691,6 +786,8 @@ impl<T: Scalar> Ws<T> {
             self.t[r] = tn;
             if tn == span.t_lo {
                 self.live[r] = false;
+            } else if bw.fsal {
+                self.carry_last_stage(bw, r);
             }
         }
     }
@@ -732,6 +829,8 @@ mod tests {
                     shared: self.opts.step_mode == StepMode::Shared,
                 },
                 adaptive: self.rk.b_err.is_some() && self.opts.step_size.is_none(),
+                rec_len: 0,
+                fsal: false,
             }
         }
     }

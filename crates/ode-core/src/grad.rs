@@ -14,6 +14,35 @@ pub trait VjpField<T: Scalar>: VectorField<T> {
     /// For the rows of `y` at times `t`: writes `vᵀ ∂f/∂y` into `gy`, **adds**
     /// `Σ_rows vᵀ ∂f/∂θ` to `gp` when given, and writes `f(t, y)` into `f_out` when given.
     fn vjp(&mut self, t: &[T], y: &[T], v: &[T], f_out: Option<&mut [T]>, gy: &mut [T], gp: Option<&mut [T]>);
+
+    /// Length of the per-row record that [`VjpField::vjp_record`] writes, from which the
+    /// parameter part of a VJP can be formed later, for any weighting of the rows; 0 (the
+    /// default) when the field has no records. With records, the adjoint forms all of a step's
+    /// parameter products at once, after it knows which rows the step accepted.
+    fn record_len(&self) -> usize {
+        0
+    }
+
+    /// [`VjpField::vjp`] without parameter gradients that also writes each row's record
+    /// (`rows × record_len()`) into `records`.
+    ///
+    /// # Panics
+    /// The default panics: only fields with a nonzero [`VjpField::record_len`] have records.
+    fn vjp_record(&mut self, t: &[T], y: &[T], v: &[T], f_out: Option<&mut [T]>, gy: &mut [T], records: &mut [T]) {
+        let _ = (t, y, v, f_out, gy, records);
+        panic!("this vector field keeps no VJP records (record_len() is 0)");
+    }
+
+    /// **Adds** `Σ_j w_j · vⱼᵀ ∂f/∂θ(yⱼ)` to `gp` for the records `j` in `records` (consecutive,
+    /// as [`VjpField::vjp_record`] wrote them) with weights `weights[j]`; may overwrite
+    /// `records`.
+    ///
+    /// # Panics
+    /// The default panics, as [`VjpField::vjp_record`]'s.
+    fn param_vjp_records(&mut self, records: &mut [T], weights: &[T], gp: &mut [T]) {
+        let _ = (records, weights, gp);
+        panic!("this vector field keeps no VJP records (record_len() is 0)");
+    }
 }
 
 impl<T: Scalar> VjpField<T> for Mlp<T> {
@@ -23,6 +52,15 @@ impl<T: Scalar> VjpField<T> for Mlp<T> {
     fn vjp(&mut self, _t: &[T], y: &[T], v: &[T], f_out: Option<&mut [T]>, gy: &mut [T], gp: Option<&mut [T]>) {
         Mlp::vjp(self, y, v, f_out, gy, gp)
     }
+    fn record_len(&self) -> usize {
+        Mlp::record_len(self)
+    }
+    fn vjp_record(&mut self, _t: &[T], y: &[T], v: &[T], f_out: Option<&mut [T]>, gy: &mut [T], records: &mut [T]) {
+        Mlp::vjp_record(self, y, v, f_out, gy, records)
+    }
+    fn param_vjp_records(&mut self, records: &mut [T], weights: &[T], gp: &mut [T]) {
+        Mlp::param_vjp_records(self, records, weights, gp)
+    }
 }
 
 impl<T: Scalar, F: VjpField<T> + ?Sized> VjpField<T> for &mut F {
@@ -31,6 +69,15 @@ impl<T: Scalar, F: VjpField<T> + ?Sized> VjpField<T> for &mut F {
     }
     fn vjp(&mut self, t: &[T], y: &[T], v: &[T], f_out: Option<&mut [T]>, gy: &mut [T], gp: Option<&mut [T]>) {
         (**self).vjp(t, y, v, f_out, gy, gp)
+    }
+    fn record_len(&self) -> usize {
+        (**self).record_len()
+    }
+    fn vjp_record(&mut self, t: &[T], y: &[T], v: &[T], f_out: Option<&mut [T]>, gy: &mut [T], records: &mut [T]) {
+        (**self).vjp_record(t, y, v, f_out, gy, records)
+    }
+    fn param_vjp_records(&mut self, records: &mut [T], weights: &[T], gp: &mut [T]) {
+        (**self).param_vjp_records(records, weights, gp)
     }
 }
 

@@ -26,7 +26,16 @@ const NR: usize = 16;
 /// # Panics
 /// If a slice is shorter than its shape.
 pub fn gemm<T: Scalar>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T], accumulate: bool) {
-    dispatch::<T, false>(m, k, n, a, b, c, accumulate);
+    let ops = Operands {
+        m,
+        k,
+        n,
+        a,
+        lda: k,
+        b,
+        ldb: n,
+    };
+    dispatch::<T, false>(&ops, c, accumulate);
 }
 
 /// `C = Aᵀ·B` (`accumulate = false`) or `C += Aᵀ·B`, with `at` the `k × m` matrix whose
@@ -35,12 +44,54 @@ pub fn gemm<T: Scalar>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [
 /// # Panics
 /// If a slice is shorter than its shape.
 pub fn gemm_at<T: Scalar>(m: usize, k: usize, n: usize, at: &[T], b: &[T], c: &mut [T], accumulate: bool) {
-    dispatch::<T, true>(m, k, n, at, b, c, accumulate);
+    gemm_at_strided(m, k, n, at, m, b, n, c, accumulate);
 }
 
-fn dispatch<T: Scalar, const AT: bool>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T], accumulate: bool) {
+/// [`gemm_at`] with row strides: row `p` of `at` (its `m` entries) starts at `p·lda` and row `p`
+/// of `B` at `p·ldb`, so both factors can be columns of one wider row-major table (per-row
+/// records with several fields each, as the adjoint keeps them).
+///
+/// # Panics
+/// If a slice is shorter than its shape, or a stride shorter than its row.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_at_strided<T: Scalar>(
+    m: usize,
+    k: usize,
+    n: usize,
+    at: &[T],
+    lda: usize,
+    b: &[T],
+    ldb: usize,
+    c: &mut [T],
+    accumulate: bool,
+) {
+    assert!(lda >= m && ldb >= n, "gemm: row stride shorter than the row");
+    let ops = Operands {
+        m,
+        k,
+        n,
+        a: at,
+        lda,
+        b,
+        ldb,
+    };
+    dispatch::<T, true>(&ops, c, accumulate);
+}
+
+/// Length a slice needs for `rows` rows of `width` values `stride` apart.
+fn span(rows: usize, width: usize, stride: usize) -> usize {
+    if rows == 0 || width == 0 {
+        0
+    } else {
+        (rows - 1) * stride + width
+    }
+}
+
+fn dispatch<T: Scalar, const AT: bool>(ops: &Operands<T>, c: &mut [T], accumulate: bool) {
+    let (m, k, n) = (ops.m, ops.k, ops.n);
+    let need_a = if AT { span(k, m, ops.lda) } else { span(m, k, ops.lda) };
     assert!(
-        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
+        ops.a.len() >= need_a && ops.b.len() >= span(k, n, ops.ldb) && c.len() >= m * n,
         "gemm: operand shorter than its shape"
     );
     if m == 0 || n == 0 {
@@ -52,44 +103,56 @@ fn dispatch<T: Scalar, const AT: bool>(m: usize, k: usize, n: usize, a: &[T], b:
             // SAFETY: the CPU supports the features the function is compiled with.
             #[allow(unsafe_code)]
             unsafe {
-                gemm_avx2::<T, AT>(m, k, n, a, b, c, accumulate)
+                gemm_avx2::<T, AT>(ops, c, accumulate)
             };
             return;
         }
     }
-    gemm_body::<T, AT>(m, k, n, a, b, c, accumulate);
+    gemm_body::<T, AT>(ops, c, accumulate);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn gemm_avx2<T: Scalar, const AT: bool>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T], accumulate: bool) {
-    gemm_body::<T, AT>(m, k, n, a, b, c, accumulate);
+fn gemm_avx2<T: Scalar, const AT: bool>(ops: &Operands<T>, c: &mut [T], accumulate: bool) {
+    gemm_body::<T, AT>(ops, c, accumulate);
 }
 
-/// The operands of one product, `m`, `k`, `n` > 0 (`AT`: `a` holds `Aᵀ`).
+/// The operands of one product, `m`, `n` > 0 (`AT`: `a` holds `Aᵀ`), with their row strides.
 struct Operands<'a, T> {
     m: usize,
     k: usize,
     n: usize,
     a: &'a [T],
+    lda: usize,
     b: &'a [T],
+    ldb: usize,
 }
 
 #[inline(always)]
-fn gemm_body<T: Scalar, const AT: bool>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T], accumulate: bool) {
-    let ops = Operands { m, k, n, a, b };
+fn gemm_body<T: Scalar, const AT: bool>(ops: &Operands<T>, c: &mut [T], accumulate: bool) {
+    let m = ops.m;
     let mut i0 = 0;
     while i0 < m {
-        let r = (m - i0).min(MR);
+        let r = block_rows(m - i0);
         match r {
-            6 => row_block::<T, 6, AT>(&ops, i0, c, accumulate),
-            5 => row_block::<T, 5, AT>(&ops, i0, c, accumulate),
-            4 => row_block::<T, 4, AT>(&ops, i0, c, accumulate),
-            3 => row_block::<T, 3, AT>(&ops, i0, c, accumulate),
-            2 => row_block::<T, 2, AT>(&ops, i0, c, accumulate),
-            _ => row_block::<T, 1, AT>(&ops, i0, c, accumulate),
+            6 => row_block::<T, 6, AT>(ops, i0, c, accumulate),
+            5 => row_block::<T, 5, AT>(ops, i0, c, accumulate),
+            4 => row_block::<T, 4, AT>(ops, i0, c, accumulate),
+            3 => row_block::<T, 3, AT>(ops, i0, c, accumulate),
+            2 => row_block::<T, 2, AT>(ops, i0, c, accumulate),
+            _ => row_block::<T, 1, AT>(ops, i0, c, accumulate),
         }
         i0 += r;
+    }
+}
+
+/// Rows of the next register tile when `left` rows remain: six while that leaves at least three
+/// (7 and 8 rows go as 4 + 3 and 4 + 4, not 6 + 1 and 6 + 2, whose last tile would load a row of
+/// `B` for one or two rows of `C`).
+fn block_rows(left: usize) -> usize {
+    match left {
+        7 | 8 => 4,
+        _ => left.min(MR),
     }
 }
 
@@ -115,14 +178,14 @@ fn rank1_updates<T: Scalar, const R: usize, const AT: bool>(
     i0: usize,
     mut f: impl FnMut(&[T; R], &[T]),
 ) {
-    let (m, k, n) = (ops.m, ops.k, ops.n);
-    let b_rows = ops.b[..k * n].chunks_exact(n);
+    let (k, lda) = (ops.k, ops.lda);
+    let b_rows = ops.b.chunks(ops.ldb).take(k);
     if AT {
-        for (a_row, b_row) in ops.a[..k * m].chunks_exact(m).zip(b_rows) {
+        for (a_row, b_row) in ops.a.chunks(lda).zip(b_rows) {
             f(a_row[i0..i0 + R].try_into().expect("R entries"), b_row);
         }
     } else {
-        let rows: [&[T]; R] = std::array::from_fn(|i| &ops.a[(i0 + i) * k..(i0 + i + 1) * k]);
+        let rows: [&[T]; R] = std::array::from_fn(|i| &ops.a[(i0 + i) * lda..(i0 + i) * lda + k]);
         for (p, b_row) in b_rows.enumerate() {
             f(&std::array::from_fn(|i| rows[i][p]), b_row);
         }
@@ -248,6 +311,17 @@ mod tests {
                 let mut got_at = c0.clone();
                 gemm_at(m, k, n, &at, &b, &mut got_at, acc);
                 assert_eq!(got_at, got, "gemm_at ({m},{k},{n}) acc {acc}");
+                // And from rows of wider tables (strides m + 3 and n + 5).
+                let (lda, ldb) = (m + 3, n + 5);
+                let mut wide_a = vec![f64::NAN; k * lda];
+                let mut wide_b = vec![f64::NAN; k * ldb];
+                for p in 0..k {
+                    wide_a[p * lda..p * lda + m].copy_from_slice(&at[p * m..(p + 1) * m]);
+                    wide_b[p * ldb..p * ldb + n].copy_from_slice(&b[p * n..(p + 1) * n]);
+                }
+                let mut got_strided = c0.clone();
+                gemm_at_strided(m, k, n, &wide_a, lda, &wide_b, ldb, &mut got_strided, acc);
+                assert_eq!(got_strided, got, "gemm_at_strided ({m},{k},{n}) acc {acc}");
                 let af: Vec<f32> = a.iter().map(|&v| v as f32).collect();
                 let bf: Vec<f32> = b.iter().map(|&v| v as f32).collect();
                 let mut gf: Vec<f32> = c0.iter().map(|&v| v as f32).collect();

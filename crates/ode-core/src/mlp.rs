@@ -3,6 +3,7 @@
 
 use crate::Scalar;
 use crate::field::VectorField;
+use crate::kernel::gemm_at_strided;
 use crate::layers::{linear, linear_backward, transpose_weight};
 
 /// Names of the field's parameter tensors, in storage order, as PyTorch names them.
@@ -295,6 +296,108 @@ impl<T: Scalar> Mlp<T> {
         }
         // Layer 1: gy = gz1 · W0.
         linear_backward(rows, l, m, y, &p[w0.clone()], ga, param_pair(gp, w0, b0), Some(gy));
+    }
+}
+
+/// Where each field of a VJP record starts: the three layers' inputs `y`, `h1`, `h2`, then the
+/// cotangents at their (pre-activation) outputs `g1`, `g2`, `v`.
+#[derive(Debug, Clone, Copy)]
+struct RecordLayout {
+    y: usize,
+    h1: usize,
+    h2: usize,
+    g1: usize,
+    g2: usize,
+    v: usize,
+    len: usize,
+}
+
+fn record_layout(l: usize, m: usize) -> RecordLayout {
+    RecordLayout {
+        y: 0,
+        h1: l,
+        h2: l + m,
+        g1: l + 2 * m,
+        g2: l + 3 * m,
+        v: l + 4 * m,
+        len: 2 * l + 4 * m,
+    }
+}
+
+impl<T: Scalar> Mlp<T> {
+    /// Values per row of a VJP record (see [`crate::VjpField::record_len`]): the inputs of the
+    /// three layers and the cotangents at their outputs, `2·L + 4·M`.
+    pub fn record_len(&self) -> usize {
+        record_layout(self.latent, self.hidden).len
+    }
+
+    /// [`Mlp::vjp`] without parameter gradients, writing each row's record into `records`
+    /// (`rows ×` [`Mlp::record_len`]) for [`Mlp::param_vjp_records`].
+    pub fn vjp_record(&mut self, y: &[T], v: &[T], f_out: Option<&mut [T]>, gy: &mut [T], records: &mut [T]) {
+        self.vjp(y, v, f_out, gy, None);
+        let (l, m) = (self.latent, self.hidden);
+        let (rows, o) = (y.len() / l, record_layout(l, m));
+        assert!(
+            records.len() >= rows * o.len,
+            "vjp_record: records shorter than rows × record_len"
+        );
+        let parts: [(&[T], usize, usize); 6] = [
+            (y, o.y, l),
+            (&self.h1, o.h1, m),
+            (&self.h2, o.h2, m),
+            (&self.g1, o.g1, m),
+            (&self.g2, o.g2, m),
+            (v, o.v, l),
+        ];
+        for (r, rec) in records.chunks_exact_mut(o.len).take(rows).enumerate() {
+            for &(src, at, w) in &parts {
+                rec[at..at + w].copy_from_slice(&src[r * w..(r + 1) * w]);
+            }
+        }
+    }
+
+    /// **Adds** `Σ_j w_j · vⱼᵀ ∂f/∂θ` of the records in `records` (weights `weights`) to
+    /// `gparams`: one weight product per layer with the records as its inner dimension.
+    /// Scales the records' cotangents in place.
+    pub fn param_vjp_records(&mut self, records: &mut [T], weights: &[T], gparams: &mut [T]) {
+        let (l, m) = (self.latent, self.hidden);
+        let (c, o, lay) = (weights.len(), record_layout(l, m), layout(l, m));
+        assert!(
+            records.len() >= c * o.len,
+            "param_vjp_records: fewer records than weights"
+        );
+        assert_eq!(gparams.len(), lay.end, "param_vjp_records: parameter gradient shape");
+        for (rec, &w) in records.chunks_exact_mut(o.len).zip(weights) {
+            for x in &mut rec[o.g1..] {
+                *x = *x * w;
+            }
+        }
+        let recs = &records[..c * o.len];
+        // (weight range, bias range, cotangent field, input field, outputs, inputs) per layer.
+        let layers = [
+            (lay.w2..lay.b2, lay.b2..lay.end, o.v, o.h2, l, m),
+            (lay.w1..lay.b1, lay.b1..lay.w2, o.g2, o.h1, m, m),
+            (lay.w0..lay.b0, lay.b0..lay.w1, o.g1, o.y, m, l),
+        ];
+        for (w, b, g, x, n_out, n_in) in layers {
+            gemm_at_strided(
+                n_out,
+                c,
+                n_in,
+                &recs[g..],
+                o.len,
+                &recs[x..],
+                o.len,
+                &mut gparams[w],
+                true,
+            );
+            let db = &mut gparams[b];
+            for rec in recs.chunks_exact(o.len) {
+                for (d, v) in db.iter_mut().zip(&rec[g..g + n_out]) {
+                    *d = *d + *v;
+                }
+            }
+        }
     }
 }
 

@@ -519,3 +519,41 @@ fn forward_flops_of_a_known_size() {
     let mlp = Mlp::<f64>::new(3, 5, |_| 0.0);
     assert_eq!(mlp.forward_flops(1), 2 * (15 + 25 + 15));
 }
+
+#[test]
+fn vjp_records_give_the_weighted_parameter_vjps() {
+    // `vjp_record` computes what `vjp` does; `param_vjp_records` adds Σ_j w_j × (row j's
+    // parameter VJP), here checked against one `vjp` per row scaled by its weight.
+    let mut rng = SplitMix64(0x5EED_0009);
+    for &(l, m, rows) in &SIZES {
+        let p = random_params(&mut rng, l, m);
+        let y = random_vec(&mut rng, rows * l, 2.0);
+        let v = random_vec(&mut rng, rows * l, 1.0);
+        let weights = random_vec(&mut rng, rows, 3.0);
+        let mut mlp = Mlp::with_params(l, m, p.clone());
+        let (mut f_rec, mut gy_rec) = (vec![0.0; y.len()], vec![0.0; y.len()]);
+        let mut records = vec![f64::NAN; rows * mlp.record_len()];
+        mlp.vjp_record(&y, &v, Some(&mut f_rec), &mut gy_rec, &mut records);
+        let (mut f, mut gy) = (vec![0.0; y.len()], vec![0.0; y.len()]);
+        mlp.vjp(&y, &v, Some(&mut f), &mut gy, None);
+        assert_eq!((&f_rec, &gy_rec), (&f, &gy), "L={l} M={m} rows={rows}");
+        let start = random_vec(&mut rng, p.len(), 1.0);
+        let mut got = start.clone();
+        mlp.param_vjp_records(&mut records, &weights, &mut got);
+        let (mut want, mut scale) = (start.clone(), start.iter().map(|x| x.abs()).collect::<Vec<_>>());
+        for r in 0..rows {
+            let vr: Vec<f64> = v[r * l..(r + 1) * l].iter().map(|x| x * weights[r]).collect();
+            let mut g = vec![0.0; p.len()];
+            mlp.vjp(&y[r * l..(r + 1) * l], &vr, None, &mut vec![0.0; l], Some(&mut g));
+            for i in 0..p.len() {
+                want[i] += g[i];
+                scale[i] += g[i].abs();
+            }
+        }
+        let worst = (0..p.len())
+            .map(|i| (got[i] - want[i]).abs() / scale[i].max(f64::MIN_POSITIVE))
+            .fold(0.0, f64::max);
+        println!("records L={l} M={m} rows={rows}: {worst:.2e} (bound 1e-13)");
+        assert!(worst <= 1e-13, "L={l} M={m} rows={rows}: {worst:e}");
+    }
+}

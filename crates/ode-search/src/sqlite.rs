@@ -161,6 +161,27 @@ pub struct SqliteStore {
     location: String,
 }
 
+/// `PRAGMA journal_mode = WAL`, retried for up to [`BUSY_TIMEOUT`] while the file is locked:
+/// SQLite answers "database is locked" at once, without the busy handler, when two new
+/// connections switch a fresh file together (each holds a read lock and waits for the other's),
+/// so several workers opening a new study at the same moment would otherwise fail.
+fn switch_to_wal(conn: &Connection) -> rusqlite::Result<String> {
+    let start = std::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+            Err(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                    && start.elapsed() < BUSY_TIMEOUT =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            done => return done,
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens the store at `path`, creating the file and Optuna's schema if they are missing,
     /// switching it to WAL mode and setting a busy timeout of [`BUSY_TIMEOUT`].
@@ -174,9 +195,7 @@ impl SqliteStore {
         let conn = Connection::open(path).map_err(|e| backend(format!("cannot open: {e}")))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| backend(format!("cannot set the busy timeout: {e}")))?;
-        let mode: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(|e| backend(format!("cannot switch to WAL mode: {e}")))?;
+        let mode = switch_to_wal(&conn).map_err(|e| backend(format!("cannot switch to WAL mode: {e}")))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(backend(format!(
                 "cannot switch to WAL mode (journal mode stays '{mode}'); is the file on a local file system?"
