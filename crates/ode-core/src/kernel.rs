@@ -26,15 +26,8 @@ const NR: usize = 16;
 /// # Panics
 /// If a slice is shorter than its shape.
 pub fn gemm<T: Scalar>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T], accumulate: bool) {
-    let ops = Operands {
-        m,
-        k,
-        n,
-        a,
-        lda: k,
-        b,
-        ldb: n,
-    };
+    let (a, b) = (Cols::whole(a, k), Cols::whole(b, n));
+    let ops = Operands { m, k, n, a, b };
     dispatch::<T, false>(&ops, c, accumulate);
 }
 
@@ -44,54 +37,48 @@ pub fn gemm<T: Scalar>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [
 /// # Panics
 /// If a slice is shorter than its shape.
 pub fn gemm_at<T: Scalar>(m: usize, k: usize, n: usize, at: &[T], b: &[T], c: &mut [T], accumulate: bool) {
-    gemm_at_strided(m, k, n, at, m, b, n, c, accumulate);
+    gemm_at_cols(m, k, n, Cols::whole(at, m), Cols::whole(b, n), c, accumulate);
 }
 
-/// [`gemm_at`] with row strides: row `p` of `at` (its `m` entries) starts at `p·lda` and row `p`
-/// of `B` at `p·ldb`, so both factors can be columns of one wider row-major table (per-row
-/// records with several fields each, as the adjoint keeps them).
+/// A matrix stored as columns `col ..` of a row-major table whose rows are `ld` values apart:
+/// one field of per-row records, as the adjoint keeps them.
+#[derive(Debug, Clone, Copy)]
+pub struct Cols<'a, T> {
+    /// The table, at least `rows × ld` values.
+    pub table: &'a [T],
+    /// Values per table row.
+    pub ld: usize,
+    /// The matrix's first column in the table.
+    pub col: usize,
+}
+
+impl<'a, T> Cols<'a, T> {
+    /// A contiguous row-major matrix with `width` columns.
+    pub fn whole(table: &'a [T], width: usize) -> Self {
+        Self {
+            table,
+            ld: width,
+            col: 0,
+        }
+    }
+}
+
+/// [`gemm_at`] with both factors given as columns of wider tables: `at` is `k × m` and `b`
+/// `k × n` there.
 ///
 /// # Panics
-/// If a slice is shorter than its shape, or a stride shorter than its row.
-#[allow(clippy::too_many_arguments)]
-pub fn gemm_at_strided<T: Scalar>(
-    m: usize,
-    k: usize,
-    n: usize,
-    at: &[T],
-    lda: usize,
-    b: &[T],
-    ldb: usize,
-    c: &mut [T],
-    accumulate: bool,
-) {
-    assert!(lda >= m && ldb >= n, "gemm: row stride shorter than the row");
-    let ops = Operands {
-        m,
-        k,
-        n,
-        a: at,
-        lda,
-        b,
-        ldb,
-    };
+/// If a table is shorter than `k` rows or its columns run past its row.
+pub fn gemm_at_cols<T: Scalar>(m: usize, k: usize, n: usize, at: Cols<T>, b: Cols<T>, c: &mut [T], accumulate: bool) {
+    let ops = Operands { m, k, n, a: at, b };
     dispatch::<T, true>(&ops, c, accumulate);
-}
-
-/// Length a slice needs for `rows` rows of `width` values `stride` apart.
-fn span(rows: usize, width: usize, stride: usize) -> usize {
-    if rows == 0 || width == 0 {
-        0
-    } else {
-        (rows - 1) * stride + width
-    }
 }
 
 fn dispatch<T: Scalar, const AT: bool>(ops: &Operands<T>, c: &mut [T], accumulate: bool) {
     let (m, k, n) = (ops.m, ops.k, ops.n);
-    let need_a = if AT { span(k, m, ops.lda) } else { span(m, k, ops.lda) };
+    let (a_rows, a_width) = if AT { (k, m) } else { (m, k) };
+    let fits = |x: &Cols<T>, rows: usize, width: usize| x.col + width <= x.ld && x.table.len() >= rows * x.ld;
     assert!(
-        ops.a.len() >= need_a && ops.b.len() >= span(k, n, ops.ldb) && c.len() >= m * n,
+        fits(&ops.a, a_rows, a_width) && fits(&ops.b, k, n) && c.len() >= m * n,
         "gemm: operand shorter than its shape"
     );
     if m == 0 || n == 0 {
@@ -117,15 +104,13 @@ fn gemm_avx2<T: Scalar, const AT: bool>(ops: &Operands<T>, c: &mut [T], accumula
     gemm_body::<T, AT>(ops, c, accumulate);
 }
 
-/// The operands of one product, `m`, `n` > 0 (`AT`: `a` holds `Aᵀ`), with their row strides.
+/// The operands of one product, `m`, `n` > 0 (`AT`: `a` holds `Aᵀ`).
 struct Operands<'a, T> {
     m: usize,
     k: usize,
     n: usize,
-    a: &'a [T],
-    lda: usize,
-    b: &'a [T],
-    ldb: usize,
+    a: Cols<'a, T>,
+    b: Cols<'a, T>,
 }
 
 #[inline(always)]
@@ -171,21 +156,22 @@ fn row_block<T: Scalar, const R: usize, const AT: bool>(ops: &Operands<T>, i0: u
 }
 
 /// Calls `f(a, b_row)` for `p = 0 … k − 1` in order, with `a` the `R` entries `A[i0.., p]` and
-/// `b_row` row `p` of `B`.
+/// `b_row` the table row holding row `p` of `B` (from its column `b.col`).
 #[inline(always)]
 fn rank1_updates<T: Scalar, const R: usize, const AT: bool>(
     ops: &Operands<T>,
     i0: usize,
     mut f: impl FnMut(&[T; R], &[T]),
 ) {
-    let (k, lda) = (ops.k, ops.lda);
-    let b_rows = ops.b.chunks(ops.ldb).take(k);
+    let (k, a, b) = (ops.k, &ops.a, &ops.b);
+    let b_rows = b.table[..k * b.ld].chunks_exact(b.ld);
     if AT {
-        for (a_row, b_row) in ops.a.chunks(lda).zip(b_rows) {
-            f(a_row[i0..i0 + R].try_into().expect("R entries"), b_row);
+        let ac = a.col + i0;
+        for (a_row, b_row) in a.table[..k * a.ld].chunks_exact(a.ld).zip(b_rows) {
+            f(a_row[ac..ac + R].try_into().expect("R entries"), b_row);
         }
     } else {
-        let rows: [&[T]; R] = std::array::from_fn(|i| &ops.a[(i0 + i) * lda..(i0 + i) * lda + k]);
+        let rows: [&[T]; R] = std::array::from_fn(|i| &a.table[(i0 + i) * a.ld + a.col..][..k]);
         for (p, b_row) in b_rows.enumerate() {
             f(&std::array::from_fn(|i| rows[i][p]), b_row);
         }
@@ -209,8 +195,9 @@ fn tile<T: Scalar, const R: usize, const AT: bool>(
             row.copy_from_slice(&c[i * n + j0..i * n + j0 + NR]);
         }
     }
+    let bc = ops.b.col + j0;
     rank1_updates::<T, R, AT>(ops, i0, |a, b_row| {
-        let bt: &[T; NR] = b_row[j0..j0 + NR].try_into().expect("tile");
+        let bt: &[T; NR] = b_row[bc..bc + NR].try_into().expect("tile");
         for (row, &av) in acc.iter_mut().zip(a) {
             for (x, &bv) in row.iter_mut().zip(bt) {
                 *x = av.mul_add(bv, *x);
@@ -239,8 +226,9 @@ fn tile_rest<T: Scalar, const R: usize, const AT: bool>(
             row[..w].copy_from_slice(&c[i * n + j0..i * n + n]);
         }
     }
+    let (bc, bn) = (ops.b.col + j0, ops.b.col + n);
     rank1_updates::<T, R, AT>(ops, i0, |a, b_row| {
-        let bt = &b_row[j0..];
+        let bt = &b_row[bc..bn];
         for (row, &av) in acc.iter_mut().zip(a) {
             for (x, &bv) in row.iter_mut().zip(bt) {
                 *x = av.mul_add(bv, *x);
@@ -311,17 +299,27 @@ mod tests {
                 let mut got_at = c0.clone();
                 gemm_at(m, k, n, &at, &b, &mut got_at, acc);
                 assert_eq!(got_at, got, "gemm_at ({m},{k},{n}) acc {acc}");
-                // And from rows of wider tables (strides m + 3 and n + 5).
+                // And from columns 2.. and 4.. of wider tables (rows m + 3 and n + 5 long).
                 let (lda, ldb) = (m + 3, n + 5);
                 let mut wide_a = vec![f64::NAN; k * lda];
                 let mut wide_b = vec![f64::NAN; k * ldb];
                 for p in 0..k {
-                    wide_a[p * lda..p * lda + m].copy_from_slice(&at[p * m..(p + 1) * m]);
-                    wide_b[p * ldb..p * ldb + n].copy_from_slice(&b[p * n..(p + 1) * n]);
+                    wide_a[p * lda + 2..p * lda + 2 + m].copy_from_slice(&at[p * m..(p + 1) * m]);
+                    wide_b[p * ldb + 4..p * ldb + 4 + n].copy_from_slice(&b[p * n..(p + 1) * n]);
                 }
                 let mut got_strided = c0.clone();
-                gemm_at_strided(m, k, n, &wide_a, lda, &wide_b, ldb, &mut got_strided, acc);
-                assert_eq!(got_strided, got, "gemm_at_strided ({m},{k},{n}) acc {acc}");
+                let wa = Cols {
+                    table: &wide_a,
+                    ld: lda,
+                    col: 2,
+                };
+                let wb = Cols {
+                    table: &wide_b,
+                    ld: ldb,
+                    col: 4,
+                };
+                gemm_at_cols(m, k, n, wa, wb, &mut got_strided, acc);
+                assert_eq!(got_strided, got, "gemm_at_cols ({m},{k},{n}) acc {acc}");
                 let af: Vec<f32> = a.iter().map(|&v| v as f32).collect();
                 let bf: Vec<f32> = b.iter().map(|&v| v as f32).collect();
                 let mut gf: Vec<f32> = c0.iter().map(|&v| v as f32).collect();

@@ -3,7 +3,7 @@
 
 use crate::Scalar;
 use crate::field::VectorField;
-use crate::kernel::gemm_at_strided;
+use crate::kernel::{Cols, gemm_at_cols};
 use crate::layers::{linear, linear_backward, transpose_weight};
 
 /// Names of the field's parameter tensors, in storage order, as PyTorch names them.
@@ -380,17 +380,19 @@ impl<T: Scalar> Mlp<T> {
             (lay.w0..lay.b0, lay.b0..lay.w1, o.g1, o.y, m, l),
         ];
         for (w, b, g, x, n_out, n_in) in layers {
-            gemm_at_strided(
-                n_out,
-                c,
-                n_in,
-                &recs[g..],
-                o.len,
-                &recs[x..],
-                o.len,
-                &mut gparams[w],
-                true,
+            let (gt, xt) = (
+                Cols {
+                    table: recs,
+                    ld: o.len,
+                    col: g,
+                },
+                Cols {
+                    table: recs,
+                    ld: o.len,
+                    col: x,
+                },
             );
+            gemm_at_cols(n_out, c, n_in, gt, xt, &mut gparams[w], true);
             let db = &mut gparams[b];
             for rec in recs.chunks_exact(o.len) {
                 for (d, v) in db.iter_mut().zip(&rec[g..g + n_out]) {
