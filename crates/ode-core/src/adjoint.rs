@@ -401,18 +401,22 @@ impl<T: Scalar> Ws<T> {
     }
 
     /// `kz[slot] = f(z)` and `ka[slot] = -aᵀ∂f/∂z` for every row at its time `t`, with `z` and `a`
-    /// in the gather buffers `cz` and `cv`.
-    fn eval_derivatives<F: VjpField<T> + ?Sized>(&mut self, f: &mut F, batch: usize, slot: usize) {
+    /// in the gather buffers `cz` and `cv`. Slot 0 is the first stage at every row's `(t, z, a)`:
+    /// with FSAL records it is kept, with its record (cotangent weight 1), as the first try's.
+    fn eval_derivatives<F: VjpField<T> + ?Sized>(&mut self, f: &mut F, bw: &Backward<'_, T>, slot: usize) {
+        let (batch, len) = (bw.batch.rows, bw.rec_len);
         let w = self.z.len();
         self.ct[..batch].copy_from_slice(&self.t[..batch]);
-        f.vjp(
-            &self.ct[..batch],
-            &self.cz[..w],
-            &self.cv[..w],
-            Some(&mut self.cf[..w]),
-            &mut self.cgy[..w],
-            None,
-        );
+        let (t, z, v) = (&self.ct[..batch], &self.cz[..w], &self.cv[..w]);
+        let keep = slot == 0 && bw.fsal;
+        if keep {
+            f.vjp_record(t, z, v, Some(&mut self.cf[..w]), &mut self.cgy[..w], &mut self.rec[0]);
+            self.rec_h[0].fill(T::one());
+            self.k0_known.fill(true);
+            debug_assert_eq!(self.rec[0].len(), batch * len);
+        } else {
+            f.vjp(t, z, v, Some(&mut self.cf[..w]), &mut self.cgy[..w], None);
+        }
         self.stats.nfe += 1;
         self.stats.sample_evals += batch;
         self.kz[slot][..w].copy_from_slice(&self.cf[..w]);
@@ -432,7 +436,7 @@ impl<T: Scalar> Ws<T> {
         let sc = |i: usize, x: T| control::state_scale(opts, i, x);
         self.cz.copy_from_slice(&self.z);
         self.cv.copy_from_slice(&self.a);
-        self.eval_derivatives(f, batch, 0);
+        self.eval_derivatives(f, bw, 0);
         let (z, a, kz0, ka0) = (&self.z, &self.a, &self.kz[0], &self.ka[0]);
         control::rms_pairs(&mut self.norms, bw.batch, |j| {
             (z[j].f64() / sc(j % n, z[j]), a[j].f64() / sc(j % n, a[j]))
@@ -455,7 +459,7 @@ impl<T: Scalar> Ws<T> {
                 self.cv[j] = self.a[j] + ht * self.ka[0][j];
             }
         }
-        self.eval_derivatives(f, batch, 1);
+        self.eval_derivatives(f, bw, 1);
         for r in 0..batch {
             self.t[r] = self.t[r] - dir * T::c(self.probe[r][0]);
         }
