@@ -178,8 +178,9 @@ fn rank1_updates<T: Scalar, const R: usize, const AT: bool>(
     }
 }
 
-/// One `R × W` tile of `C` at columns `j0 ..`, with `W = NR` (full tile) or the `w < NR`
-/// columns left over at the right edge; `c` holds rows `i0 .. i0 + R`.
+/// One full `R × NR` tile of `C` at columns `j0 ..`; `c` holds rows `i0 .. i0 + R`. Its
+/// fixed-width row of `B` is what lets the tile live in registers; [`tile_rest`] is the
+/// variable-width edge.
 #[inline(always)]
 fn tile<T: Scalar, const R: usize, const AT: bool>(
     ops: &Operands<T>,
