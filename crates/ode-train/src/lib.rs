@@ -23,6 +23,6 @@ pub use model::{
     Device, LossStats, ModelConfig, NeuralOdeModel, Preset, REVIN_BIAS, REVIN_WEIGHT, TENSOR_NAMES, Workspace,
 };
 pub use tracker::{JsonlTracker, MemoryTracker, Tracker};
-pub use trainer::{Adam, EpochMetrics, History, TrainConfig, TrainError, Trainer, clip_grad_norm};
+pub use trainer::{Adam, EpochMetrics, History, TrainConfig, TrainError, Trainer, clip_grad_norm, grad_norm};
 pub use update_watch::LargeUpdate;
 pub use window_norm::Normalization;

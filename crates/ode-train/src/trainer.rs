@@ -224,14 +224,35 @@ impl Adam {
 /// Clips `grads` to global L2 norm `max_norm` as `torch.nn.utils.clip_grad_norm_` does and
 /// returns the norm before clipping.
 pub fn clip_grad_norm(grads: &mut [f32], max_norm: Option<f64>) -> f64 {
-    let norm = grads.iter().map(|g| (*g as f64) * (*g as f64)).sum::<f64>().sqrt();
+    let norm = grad_norm(grads);
+    clip_to(grads, norm, max_norm);
+    norm
+}
+
+/// The global L2 norm of `grads`, summed in `f64` over eight interleaved partial sums (one
+/// running sum waits four cycles per value: 35 µs a batch for the reference model's 21 479
+/// parameters). Not finite exactly when some gradient is not: squares of `f32` values cannot
+/// overflow an `f64`.
+pub fn grad_norm(grads: &[f32]) -> f64 {
+    let mut acc = [0.0f64; 8];
+    let chunks = grads.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|g| (*g as f64) * (*g as f64)).sum();
+    for chunk in chunks {
+        for (a, g) in acc.iter_mut().zip(chunk) {
+            *a += (*g as f64) * (*g as f64);
+        }
+    }
+    (acc.iter().sum::<f64>() + rest).sqrt()
+}
+
+/// Scales `grads` down to `max_norm` given their `norm` ([`clip_grad_norm`]'s second half).
+fn clip_to(grads: &mut [f32], norm: f64, max_norm: Option<f64>) {
     if let Some(max) = max_norm.filter(|m| *m > 0.0) {
         let coef = max / (norm + 1e-6);
         if coef < 1.0 {
             grads.iter_mut().for_each(|g| *g *= coef as f32);
         }
     }
-    norm
 }
 
 /// Where and how the trainer saves the best model.
@@ -811,8 +832,9 @@ impl<'a> Trainer<'a> {
             let st = self
                 .batch_grad(ctx, tgt, rows, &mut bufs.grad)
                 .map_err(|e| self.solver_error(e, epoch, bi + 1, watch))?;
-            self.check_finite(&st, &bufs.grad, epoch, bi + 1)?;
-            let norm = clip_grad_norm(&mut bufs.grad, self.config.gradient_clip);
+            let norm = grad_norm(&bufs.grad);
+            self.check_finite(&st, &bufs.grad, norm, epoch, bi + 1)?;
+            clip_to(&mut bufs.grad, norm, self.config.gradient_clip);
             watch.record(st.loss, norm);
             self.adam.step(self.model.params_mut(), &bufs.grad);
             train_secs += t0.elapsed().as_secs_f64();
@@ -843,8 +865,16 @@ impl<'a> Trainer<'a> {
         Ok(Some(m))
     }
 
-    /// Stops with a reason when a batch's loss or gradient is not finite, naming the tensor.
-    fn check_finite(&self, st: &LossStats, grad: &[f32], epoch: usize, batch: usize) -> Result<(), TrainError> {
+    /// Stops with a reason when a batch's loss or gradient is not finite, naming the tensor. The
+    /// gradient is scanned only when its `norm` is not finite.
+    fn check_finite(
+        &self,
+        st: &LossStats,
+        grad: &[f32],
+        norm: f64,
+        epoch: usize,
+        batch: usize,
+    ) -> Result<(), TrainError> {
         if !st.loss.is_finite() {
             return Err(TrainError::NonFinite {
                 what: "loss",
@@ -854,7 +884,9 @@ impl<'a> Trainer<'a> {
                 saved: self.saved_note(),
             });
         }
-        if let Some(i) = grad.iter().position(|g| !g.is_finite()) {
+        if !norm.is_finite()
+            && let Some(i) = grad.iter().position(|g| !g.is_finite())
+        {
             let name = self
                 .model
                 .tensors()

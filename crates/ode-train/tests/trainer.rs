@@ -5,7 +5,9 @@ use ode_train::checkpoint::{self, CheckpointMeta};
 use ode_train::data::{DataConfig, Dataset};
 use ode_train::generate::generate;
 use ode_train::trainer::CheckpointTarget;
-use ode_train::{Adam, MemoryTracker, ModelConfig, NeuralOdeModel, TrainConfig, TrainError, Trainer, clip_grad_norm};
+use ode_train::{
+    Adam, MemoryTracker, ModelConfig, NeuralOdeModel, TrainConfig, TrainError, Trainer, clip_grad_norm, grad_norm,
+};
 
 fn dataset(max_train: usize) -> Dataset {
     let table = generate("five-channel", 400, 3, 0.01).unwrap();
@@ -337,6 +339,72 @@ fn resuming_continues_exactly_where_training_stopped() {
     for (a, b) in straight.epochs[2..].iter().zip(&resumed.epochs) {
         assert_eq!((a.epoch, a.train_loss, a.val_rmse), (b.epoch, b.train_loss, b.val_rmse));
     }
+}
+
+#[test]
+fn an_overflowing_gradient_with_a_finite_loss_names_its_tensor() {
+    // A huge decoder weight (5e19): the forecasts square to a finite f64 loss and the adjoint
+    // state stays finite, but some parameter gradient overflows f32 (from 4e19 to 6e19 here;
+    // at 7e19 the adjoint state overflows first).
+    let ds = dataset(16);
+    let mut model = NeuralOdeModel::seeded(model_config(&ds, "euler"), 0).unwrap();
+    let r = model.tensor_range("decoder.weight").unwrap();
+    model.params_mut()[r].iter_mut().for_each(|w| *w = 5e19);
+    let mut tracker = MemoryTracker::default();
+    let mut t = Trainer::new(
+        model,
+        TrainConfig {
+            epochs: 1,
+            ..TrainConfig::default()
+        },
+        &mut tracker,
+    )
+    .unwrap();
+    let e = t.fit(&ds.train, &ds.val).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        matches!(
+            e,
+            TrainError::NonFinite {
+                what: "gradient",
+                epoch: 1,
+                batch: 1,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    let named = ["encoder.", "func.", "decoder."]
+        .iter()
+        .any(|t| msg.contains(&format!("the gradient of {t}")));
+    assert!(named && (msg.contains(" is inf") || msg.contains(" is NaN")), "{msg}");
+}
+
+#[test]
+fn grad_norm_is_the_l2_norm_and_finite_only_for_finite_gradients() {
+    let mut seed = 7u64;
+    for n in [0usize, 1, 7, 8, 9, 64, 1001, 21479] {
+        let g: Vec<f32> = (0..n)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.0
+            })
+            .collect();
+        let naive = g.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+        let got = grad_norm(&g);
+        // Both sums are within n·ε of the exact one.
+        let bound = (n.max(1) as f64) * f64::EPSILON * naive;
+        assert!((got - naive).abs() <= bound, "n {n}: {got} vs {naive}");
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            if n > 0 {
+                let mut g = g.clone();
+                g[n / 2] = bad;
+                assert!(!grad_norm(&g).is_finite(), "n {n}: {bad} gives a finite norm");
+            }
+        }
+    }
+    // The largest f32 squares without overflow.
+    assert!(grad_norm(&[f32::MAX; 9]).is_finite());
 }
 
 #[test]
