@@ -120,6 +120,9 @@ struct Ws<T> {
     stats: AdjointStats,
 }
 
+/// Stage records that wait for one parameter product (see `Ws::param_adjoint_records`).
+const FLUSH_RECORDS: usize = 128;
+
 /// What one backward solve holds fixed.
 struct Backward<'a, T> {
     rk: &'a Coeffs<T>,
@@ -276,6 +279,7 @@ impl<T: Scalar> AdjointSolver<T> {
             add_to(&mut ws.a, T::one(), &grad_out[(k - 1) * w..k * w]);
             ws.z.copy_from_slice(&ys[(k - 1) * w..k * w]);
         }
+        ws.flush_records(f);
         grad_y0.copy_from_slice(&ws.a);
         add_to(grad_params, T::one(), &ws.theta);
         Ok(ws.stats)
@@ -352,9 +356,11 @@ impl<T: Scalar> Ws<T> {
         self.rec_h.resize_with(s, Vec::new);
         self.rec_h.iter_mut().for_each(|x| fit(x, batch));
         fit(&mut self.crec, batch * rec);
-        // The most any step stacks: every row, every stage.
-        self.stack.reserve(batch * s * rec);
-        self.weights.reserve(batch * s);
+        // The most that waits: a flush's worth less one, then every row and stage of a step.
+        self.stack.clear();
+        self.weights.clear();
+        self.stack.reserve((FLUSH_RECORDS + batch * s) * rec);
+        self.weights.reserve(FLUSH_RECORDS + batch * s);
         fit(&mut self.theta, p);
         fit(&mut self.theta_new, p);
         for v in [&mut self.t, &mut self.h, &mut self.hs, &mut self.ct] {
@@ -531,13 +537,21 @@ impl<T: Scalar> Ws<T> {
     }
 
     /// Stage `i` of `rows`: gathered, one batched VJP (with records or with `G_i`), scattered.
+    /// When every row takes part, the records go straight to `rec[i]`.
     fn eval_stage<F: VjpField<T> + ?Sized>(&mut self, f: &mut F, bw: &Backward<'_, T>, i: usize, rows: &[usize]) {
         let (m, mn) = (rows.len(), rows.len() * bw.batch.dim);
         self.gather_stage(bw, i, rows);
         let (t, z, v) = (&self.ct[..m], &self.cz[..mn], &self.cv[..mn]);
         let (fz, gy) = (Some(&mut self.cf[..mn]), &mut self.cgy[..mn]);
         if bw.rec_len > 0 {
-            f.vjp_record(t, z, v, fz, gy, &mut self.crec[..m * bw.rec_len]);
+            // `rows` is an ascending subset of the batch, so all of it is the whole batch in order.
+            debug_assert!(m < bw.batch.rows || rows.iter().enumerate().all(|(j, &r)| j == r));
+            let rec = if m == bw.batch.rows {
+                &mut self.rec[i]
+            } else {
+                &mut self.crec
+            };
+            f.vjp_record(t, z, v, fz, gy, &mut rec[..m * bw.rec_len]);
         } else {
             self.g[i].fill(T::zero());
             f.vjp(t, z, v, fz, gy, Some(&mut self.g[i]));
@@ -574,7 +588,9 @@ impl<T: Scalar> Ws<T> {
             for (d, g) in self.ka[i][row].iter_mut().zip(&self.cgy[cj..cj + n]) {
                 *d = -(*g / h);
             }
-            self.rec[i][r * len..(r + 1) * len].copy_from_slice(&self.crec[j * len..(j + 1) * len]);
+            if rows.len() < bw.batch.rows {
+                self.rec[i][r * len..(r + 1) * len].copy_from_slice(&self.crec[j * len..(j + 1) * len]);
+            }
             self.rec_h[i][r] = h;
         }
     }
@@ -730,10 +746,11 @@ impl<T: Scalar> Ws<T> {
 
     /// `θ̄ -= Σ_r Σ_i b_i h_r A_iᵀ∂f/∂θ` over the accepted rows from the stage records, whose
     /// cotangents were weighted by `rec_h` (the step of the try that evaluated them).
+    /// The records wait in `stack` until it holds [`FLUSH_RECORDS`], so a product's inner dimension
+    /// is not just one step's rows (eight for an Euler step at batch 16 on two threads), which
+    /// would load and store the whole parameter gradient for a few multiply-adds per entry.
     fn param_adjoint_records<F: VjpField<T> + ?Sized>(&mut self, f: &mut F, bw: &Backward<'_, T>) {
         let len = bw.rec_len;
-        self.stack.clear();
-        self.weights.clear();
         for &r in &self.acc_rows {
             for (i, &bi) in bw.rk.b.iter().enumerate() {
                 if bi == T::zero() {
@@ -743,9 +760,19 @@ impl<T: Scalar> Ws<T> {
                 self.weights.push(-(bi * (self.hs[r] / self.rec_h[i][r])));
             }
         }
+        if self.weights.len() >= FLUSH_RECORDS {
+            self.flush_records(f);
+        }
+    }
+
+    /// Adds the waiting records' parameter products to `theta`. Each product accumulates its
+    /// records in order onto `theta`, so waiting changes no bit of the result.
+    fn flush_records<F: VjpField<T> + ?Sized>(&mut self, f: &mut F) {
         if !self.weights.is_empty() {
             f.param_vjp_records(&mut self.stack, &self.weights, &mut self.theta);
         }
+        self.stack.clear();
+        self.weights.clear();
     }
 
     /// Row `r`'s last stage becomes its next first (FSAL): derivatives, record and its step.
