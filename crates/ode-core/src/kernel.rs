@@ -5,10 +5,12 @@
 //! The shapes of Neural ODE training (a batch of 8 to a few thousand rows, inner sizes 16 to
 //! 256) are too small for a general GEMM's packing to pay off, so this kernel works on the
 //! operands in place: a register tile of up to 6 × 16 entries of `C` accumulates rank-1 updates
-//! from a row of `B` and up to six broadcast entries of `A`. [`gemm_at`] reads `Aᵀ` directly, so
-//! a layer's weight gradient `gᵀ · x` needs no transposed copy of `g`. Nothing allocates. On
-//! x86-64 with AVX2 and FMA (checked at run time) the same code is compiled with those features,
-//! so a tile lives in twelve 256-bit registers.
+//! from a row of `B` and up to six broadcast entries of `A`; the `n mod 16` columns at the right
+//! edge (a decoder's 7 outputs) are a register tile of 8 or 16 lanes as well, whose unused lanes
+//! are computed and dropped. [`gemm_at`] reads `Aᵀ` directly, so a layer's weight gradient
+//! `gᵀ · x` needs no transposed copy of `g`. Nothing allocates. On x86-64 with AVX2 and FMA
+//! (checked at run time) the same code is compiled with those features, so a tile lives in
+//! twelve 256-bit registers.
 //!
 //! Every entry of `C` is accumulated in the order `p = 0, 1, …, k − 1`, one fused multiply-add
 //! each, starting from `C` (or zero), whatever the tile shape: results do not depend on `m`, so a
