@@ -120,6 +120,17 @@ fn same_seed_same_history_and_threads_agree() {
     assert_ne!(strip(&a), strip(&d), "another seed, another run");
 }
 
+/// The error that stops one epoch of training `model` on `ds`.
+fn one_epoch_error(model: NeuralOdeModel<f32>, ds: &Dataset) -> TrainError {
+    let mut tracker = MemoryTracker::default();
+    let config = TrainConfig {
+        epochs: 1,
+        ..TrainConfig::default()
+    };
+    let mut t = Trainer::new(model, config, &mut tracker).unwrap();
+    t.fit(&ds.train, &ds.val).unwrap_err()
+}
+
 #[test]
 fn a_nan_stops_training_with_a_reason_and_the_best_checkpoint_on_disk() {
     let ds = dataset(64);
@@ -199,17 +210,7 @@ fn a_nan_stops_training_with_a_reason_and_the_best_checkpoint_on_disk() {
     model.params_mut()[r.start] = 0.1;
     let f = model.tensor_range("func.4.bias").unwrap();
     model.params_mut()[f].iter_mut().for_each(|b| *b = 3e38);
-    let mut tracker = MemoryTracker::default();
-    let mut t = Trainer::new(
-        model,
-        TrainConfig {
-            epochs: 1,
-            ..TrainConfig::default()
-        },
-        &mut tracker,
-    )
-    .unwrap();
-    let e = t.fit(&ds.train, &ds.val).unwrap_err();
+    let e = one_epoch_error(model, &ds);
     assert!(matches!(e, TrainError::NonFinite { epoch: 1, batch: 1, .. }), "{e:?}");
     assert!(e.to_string().contains("rk4 instead of euler"), "{e}");
 }
@@ -350,17 +351,7 @@ fn an_overflowing_gradient_with_a_finite_loss_names_its_tensor() {
     let mut model = NeuralOdeModel::seeded(model_config(&ds, "euler"), 0).unwrap();
     let r = model.tensor_range("decoder.weight").unwrap();
     model.params_mut()[r].iter_mut().for_each(|w| *w = 5e19);
-    let mut tracker = MemoryTracker::default();
-    let mut t = Trainer::new(
-        model,
-        TrainConfig {
-            epochs: 1,
-            ..TrainConfig::default()
-        },
-        &mut tracker,
-    )
-    .unwrap();
-    let e = t.fit(&ds.train, &ds.val).unwrap_err();
+    let e = one_epoch_error(model, &ds);
     let msg = e.to_string();
     assert!(
         matches!(
