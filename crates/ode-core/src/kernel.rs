@@ -8,7 +8,9 @@
 //! from a row of `B` and up to six broadcast entries of `A`; the `n mod 16` columns at the right
 //! edge (a decoder's 7 outputs) are a register tile of 8 or 16 lanes as well, whose unused lanes
 //! are computed and dropped. [`gemm_at`] reads `Aᵀ` directly, so a layer's weight gradient
-//! `gᵀ · x` needs no transposed copy of `g`. Nothing allocates. On x86-64 with AVX2 and FMA
+//! `gᵀ · x` needs no transposed copy of `g`, and [`gemm_bias`] starts every row's tile from a
+//! bias row, so a layer's forward needs no pass that first copies the bias into `C`. Nothing
+//! allocates. On x86-64 with AVX2 and FMA
 //! (checked at run time) the same code is compiled with those features, so a tile lives in
 //! twelve 256-bit registers.
 //!
@@ -30,7 +32,37 @@ const NR: usize = 16;
 pub fn gemm<T: Scalar>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T], accumulate: bool) {
     let (a, b) = (Cols::whole(a, k), Cols::whole(b, n));
     let ops = Operands { m, k, n, a, b };
-    dispatch::<T, false>(&ops, c, accumulate);
+    dispatch::<T, false>(&ops, c, Start::from_flag(accumulate));
+}
+
+/// `C = 1·biasᵀ + A·B`: every row of `C` starts from `bias` (`n` values), `A` stored `m × k`.
+/// The same bits as copying `bias` into each row and calling [`gemm`] with `accumulate`, without
+/// the pass that writes those copies (a `torch.nn.Linear` forward).
+///
+/// # Panics
+/// If a slice is shorter than its shape.
+pub fn gemm_bias<T: Scalar>(m: usize, k: usize, n: usize, a: &[T], b: &[T], bias: &[T], c: &mut [T]) {
+    assert!(bias.len() >= n, "gemm_bias: bias shorter than n = {n}");
+    let (a, b) = (Cols::whole(a, k), Cols::whole(b, n));
+    let ops = Operands { m, k, n, a, b };
+    dispatch::<T, false>(&ops, c, Start::Row(bias));
+}
+
+/// What each entry of `C` starts from before the `k` multiply-adds.
+#[derive(Clone, Copy)]
+enum Start<'a, T> {
+    /// Zero (`C = A·B`).
+    Zero,
+    /// `C` itself (`C += A·B`).
+    C,
+    /// The same row, entry `j` for column `j` (`C = 1·rowᵀ + A·B`).
+    Row(&'a [T]),
+}
+
+impl<T> Start<'_, T> {
+    fn from_flag(accumulate: bool) -> Self {
+        if accumulate { Self::C } else { Self::Zero }
+    }
 }
 
 /// `C = Aᵀ·B` (`accumulate = false`) or `C += Aᵀ·B`, with `at` the `k × m` matrix whose
@@ -72,10 +104,10 @@ impl<'a, T> Cols<'a, T> {
 /// If a table is shorter than `k` rows or its columns run past its row.
 pub fn gemm_at_cols<T: Scalar>(m: usize, k: usize, n: usize, at: Cols<T>, b: Cols<T>, c: &mut [T], accumulate: bool) {
     let ops = Operands { m, k, n, a: at, b };
-    dispatch::<T, true>(&ops, c, accumulate);
+    dispatch::<T, true>(&ops, c, Start::from_flag(accumulate));
 }
 
-fn dispatch<T: Scalar, const AT: bool>(ops: &Operands<T>, c: &mut [T], accumulate: bool) {
+fn dispatch<T: Scalar, const AT: bool>(ops: &Operands<T>, c: &mut [T], start: Start<T>) {
     let (m, k, n) = (ops.m, ops.k, ops.n);
     let (a_rows, a_width) = if AT { (k, m) } else { (m, k) };
     let fits = |x: &Cols<T>, rows: usize, width: usize| x.col + width <= x.ld && x.table.len() >= rows * x.ld;
@@ -92,18 +124,18 @@ fn dispatch<T: Scalar, const AT: bool>(ops: &Operands<T>, c: &mut [T], accumulat
             // SAFETY: the CPU supports the features the function is compiled with.
             #[allow(unsafe_code)]
             unsafe {
-                gemm_avx2::<T, AT>(ops, c, accumulate)
+                gemm_avx2::<T, AT>(ops, c, start)
             };
             return;
         }
     }
-    gemm_body::<T, AT>(ops, c, accumulate);
+    gemm_body::<T, AT>(ops, c, start);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn gemm_avx2<T: Scalar, const AT: bool>(ops: &Operands<T>, c: &mut [T], accumulate: bool) {
-    gemm_body::<T, AT>(ops, c, accumulate);
+fn gemm_avx2<T: Scalar, const AT: bool>(ops: &Operands<T>, c: &mut [T], start: Start<T>) {
+    gemm_body::<T, AT>(ops, c, start);
 }
 
 /// The operands of one product, `m`, `n` > 0 (`AT`: `a` holds `Aᵀ`).
@@ -116,18 +148,18 @@ struct Operands<'a, T> {
 }
 
 #[inline(always)]
-fn gemm_body<T: Scalar, const AT: bool>(ops: &Operands<T>, c: &mut [T], accumulate: bool) {
+fn gemm_body<T: Scalar, const AT: bool>(ops: &Operands<T>, c: &mut [T], start: Start<T>) {
     let m = ops.m;
     let mut i0 = 0;
     while i0 < m {
         let r = block_rows(m - i0);
         match r {
-            6 => row_block::<T, 6, AT>(ops, i0, c, accumulate),
-            5 => row_block::<T, 5, AT>(ops, i0, c, accumulate),
-            4 => row_block::<T, 4, AT>(ops, i0, c, accumulate),
-            3 => row_block::<T, 3, AT>(ops, i0, c, accumulate),
-            2 => row_block::<T, 2, AT>(ops, i0, c, accumulate),
-            _ => row_block::<T, 1, AT>(ops, i0, c, accumulate),
+            6 => row_block::<T, 6, AT>(ops, i0, c, start),
+            5 => row_block::<T, 5, AT>(ops, i0, c, start),
+            4 => row_block::<T, 4, AT>(ops, i0, c, start),
+            3 => row_block::<T, 3, AT>(ops, i0, c, start),
+            2 => row_block::<T, 2, AT>(ops, i0, c, start),
+            _ => row_block::<T, 1, AT>(ops, i0, c, start),
         }
         i0 += r;
     }
@@ -145,15 +177,15 @@ fn block_rows(left: usize) -> usize {
 
 /// Rows `i0 .. i0 + R` of `C`: full 16-column tiles, then the narrower rest.
 #[inline(always)]
-fn row_block<T: Scalar, const R: usize, const AT: bool>(ops: &Operands<T>, i0: usize, c: &mut [T], accumulate: bool) {
+fn row_block<T: Scalar, const R: usize, const AT: bool>(ops: &Operands<T>, i0: usize, c: &mut [T], start: Start<T>) {
     let n = ops.n;
     let c = &mut c[i0 * n..(i0 + R) * n];
     let n_full = n - n % NR;
     for j0 in (0..n_full).step_by(NR) {
-        tile::<T, R, AT>(ops, i0, j0, c, accumulate);
+        tile::<T, R, AT>(ops, i0, j0, c, start);
     }
     if n_full < n {
-        tile_rest::<T, R, AT>(ops, i0, n_full, c, accumulate);
+        tile_rest::<T, R, AT>(ops, i0, n_full, c, start);
     }
 }
 
@@ -189,13 +221,15 @@ fn tile<T: Scalar, const R: usize, const AT: bool>(
     i0: usize,
     j0: usize,
     c: &mut [T],
-    accumulate: bool,
+    start: Start<T>,
 ) {
     let n = ops.n;
     let mut acc = [[T::zero(); NR]; R];
-    if accumulate {
-        for (i, row) in acc.iter_mut().enumerate() {
-            row.copy_from_slice(&c[i * n + j0..i * n + j0 + NR]);
+    for (i, row) in acc.iter_mut().enumerate() {
+        match start {
+            Start::Zero => {}
+            Start::C => row.copy_from_slice(&c[i * n + j0..i * n + j0 + NR]),
+            Start::Row(bias) => row.copy_from_slice(&bias[j0..j0 + NR]),
         }
     }
     let bc = ops.b.col + j0;
@@ -220,12 +254,12 @@ fn tile_rest<T: Scalar, const R: usize, const AT: bool>(
     i0: usize,
     j0: usize,
     c: &mut [T],
-    accumulate: bool,
+    start: Start<T>,
 ) {
     if ops.n - j0 <= NR / 2 {
-        tile_edge::<T, R, AT, { NR / 2 }>(ops, i0, j0, c, accumulate);
+        tile_edge::<T, R, AT, { NR / 2 }>(ops, i0, j0, c, start);
     } else {
-        tile_edge::<T, R, AT, NR>(ops, i0, j0, c, accumulate);
+        tile_edge::<T, R, AT, NR>(ops, i0, j0, c, start);
     }
 }
 
@@ -240,14 +274,16 @@ fn tile_edge<T: Scalar, const R: usize, const AT: bool, const W: usize>(
     i0: usize,
     j0: usize,
     c: &mut [T],
-    accumulate: bool,
+    start: Start<T>,
 ) {
     let (n, a, b) = (ops.n, &ops.a, &ops.b);
     let w = n - j0;
     let mut acc = [[T::zero(); W]; R];
-    if accumulate {
-        for (i, row) in acc.iter_mut().enumerate() {
-            row[..w].copy_from_slice(&c[i * n + j0..i * n + n]);
+    for (i, row) in acc.iter_mut().enumerate() {
+        match start {
+            Start::Zero => {}
+            Start::C => row[..w].copy_from_slice(&c[i * n + j0..i * n + n]),
+            Start::Row(bias) => row[..w].copy_from_slice(&bias[j0..n]),
         }
     }
     for p in 0..ops.k {
@@ -363,6 +399,13 @@ mod tests {
                 };
                 gemm_at_cols(m, k, n, wa, wb, &mut got_strided, acc);
                 assert_eq!(got_strided, got, "gemm_at_cols ({m},{k},{n}) acc {acc}");
+                // Every row starting from a bias row: the same bits as copies of it accumulated on.
+                let bias: Vec<f64> = (0..n).map(|_| rnd()).collect();
+                let mut want_bias: Vec<f64> = (0..m * n).map(|i| bias[i % n.max(1)]).collect();
+                gemm(m, k, n, &a, &b, &mut want_bias, true);
+                let mut got_bias = c0.clone();
+                gemm_bias(m, k, n, &a, &b, &bias, &mut got_bias);
+                assert_eq!(got_bias, want_bias, "gemm_bias ({m},{k},{n})");
                 let af: Vec<f32> = a.iter().map(|&v| v as f32).collect();
                 let bf: Vec<f32> = b.iter().map(|&v| v as f32).collect();
                 let mut gf: Vec<f32> = c0.iter().map(|&v| v as f32).collect();

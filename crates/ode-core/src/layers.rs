@@ -3,15 +3,12 @@
 //! allocates (scratch space is the caller's).
 
 use crate::Scalar;
-use crate::kernel::{gemm, gemm_at, transpose};
+use crate::kernel::{gemm, gemm_at, gemm_bias, transpose};
 
 /// `out = x · Wᵀ + b` for `rows` rows, given `wt = Wᵀ` (`n_in × n_out`, i.e. PyTorch's
 /// `[n_out, n_in]` weight transposed once, see [`transpose_weight`]); `x` is `rows × n_in`.
 pub fn linear<T: Scalar>(rows: usize, n_in: usize, n_out: usize, x: &[T], wt: &[T], b: &[T], out: &mut [T]) {
-    for r in 0..rows {
-        out[r * n_out..(r + 1) * n_out].copy_from_slice(b);
-    }
-    gemm(rows, n_in, n_out, x, wt, out, true);
+    gemm_bias(rows, n_in, n_out, x, wt, b, out);
 }
 
 /// Writes `Wᵀ` for a PyTorch weight `w` (`[n_out, n_in]`) into `wt`, for [`linear`].
