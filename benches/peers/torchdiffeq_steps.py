@@ -10,7 +10,7 @@ evaluations, accepted and rejected steps, the outputs and the gradients.
     benches/peers/.venv/bin/python benches/peers/torchdiffeq_steps.py \
         > crates/ode-core/tests/fixtures/torchdiffeq_steps.json
 
-`crates/ode-core/tests/torchdiffeq_rules.rs` replays every case with our solver and requires the
+`crates/ode-core/tests/core/torchdiffeq_rules.rs` replays every case with our solver and requires the
 same evaluation times (to round-off) and counts.
 """
 

@@ -10,13 +10,12 @@
 //! are computed and dropped. [`gemm_at`] reads `Aᵀ` directly, so a layer's weight gradient
 //! `gᵀ · x` needs no transposed copy of `g`, and [`gemm_bias`] starts every row's tile from a
 //! bias row, so a layer's forward needs no pass that first copies the bias into `C`. Nothing
-//! allocates. On x86-64 with AVX2 and FMA
-//! (checked at run time) the same code is compiled with those features, so a tile lives in
-//! twelve 256-bit registers.
+//! allocates. On x86-64 with AVX2 and FMA (checked at run time) the same code is compiled with
+//! those features, so a tile lives in twelve 256-bit registers.
 //!
 //! Every entry of `C` is accumulated in the order `p = 0, 1, …, k − 1`, one fused multiply-add
-//! each, starting from `C` (or zero), whatever the tile shape: results do not depend on `m`, so a
-//! row of a batch computes the same bits alone or in any batch.
+//! each, starting from `C` (or zero, or the bias row), whatever the tile shape: results do not
+//! depend on `m`, so a row of a batch computes the same bits alone or in any batch.
 
 use crate::Scalar;
 
@@ -339,6 +338,13 @@ mod tests {
                 c[i * n + j] = if acc { c[i * n + j] + s } else { s };
             }
         }
+    }
+
+    #[test]
+    #[should_panic(expected = "gemm_bias: bias shorter than n = 3")]
+    fn a_short_bias_is_an_error() {
+        let mut c = [0.0f32; 6];
+        gemm_bias(2, 1, 3, &[1.0, 2.0], &[1.0, 1.0, 1.0], &[0.5, 0.5], &mut c);
     }
 
     #[test]

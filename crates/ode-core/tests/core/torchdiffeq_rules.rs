@@ -43,7 +43,7 @@ struct Run {
 }
 
 fn fixture() -> Fixture {
-    let text = include_str!("fixtures/torchdiffeq_steps.json");
+    let text = include_str!("../fixtures/torchdiffeq_steps.json");
     serde_json::from_str(text).expect("fixture parses")
 }
 
