@@ -3,33 +3,10 @@
 
 use ode_core::{AdjointNorm, AdjointSolver, Method, Mlp, SolveOptions, Solver, StepMode, Tape, VectorField, VjpField};
 
-fn splitmix(state: &mut u64) -> f64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-}
-
-struct Case {
-    mlp: Mlp<f64>,
-    y0: Vec<f64>,
-    ts: Vec<f64>,
-    w: Vec<f64>,
-}
+use crate::common::{self, Case};
 
 fn case() -> Case {
-    let (latent, hidden, batch) = (4, 8, 5);
-    let mut s = 3;
-    let mlp = Mlp::new(latent, hidden, |fan_in| {
-        (2.0 * splitmix(&mut s) - 1.0) * 1.5 / (fan_in as f64).sqrt()
-    });
-    let y0: Vec<f64> = (0..batch * latent).map(|_| 2.0 * splitmix(&mut s) - 1.0).collect();
-    let ts: Vec<f64> = (0..=12).map(|k| k as f64 * 0.1).collect();
-    let w: Vec<f64> = (0..ts.len() * batch * latent)
-        .map(|_| 2.0 * splitmix(&mut s) - 1.0)
-        .collect();
-    Case { mlp, y0, ts, w }
+    common::case(3, (4, 8, 5), 12, 0.1)
 }
 
 fn rel(a: &[f64], b: &[f64]) -> f64 {

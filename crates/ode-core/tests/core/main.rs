@@ -6,6 +6,7 @@
 
 mod adjoint;
 mod backprop;
+mod common;
 mod convergence;
 mod errors;
 mod landing;

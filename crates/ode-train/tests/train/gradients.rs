@@ -3,13 +3,7 @@
 
 use ode_train::{ModelConfig, NeuralOdeModel, TENSOR_NAMES, Workspace};
 
-fn splitmix(state: &mut u64) -> f64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
-}
+use crate::common::splitmix;
 
 fn config(solver: &str, use_adjoint: bool, tol: f64) -> ModelConfig {
     ModelConfig {

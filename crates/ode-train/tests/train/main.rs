@@ -5,6 +5,7 @@
 
 mod baselines;
 mod checkpoint;
+mod common;
 mod data;
 mod gradients;
 mod time_order;
