@@ -3,24 +3,7 @@
 
 use ode_train::{ModelConfig, NeuralOdeModel, TENSOR_NAMES, Workspace};
 
-use crate::common::splitmix;
-
-fn config(solver: &str, use_adjoint: bool, tol: f64) -> ModelConfig {
-    ModelConfig {
-        input_dim: 3,
-        output_dim: 2,
-        latent_dim: 4,
-        hidden_dim: 6,
-        context_len: 5,
-        horizon: 4,
-        dt: 0.3,
-        solver: solver.parse().unwrap(),
-        rtol: tol,
-        atol: tol,
-        use_adjoint,
-        ..ModelConfig::default()
-    }
-}
+use crate::common::{config, splitmix};
 
 struct Batch {
     ctx: Vec<f64>,

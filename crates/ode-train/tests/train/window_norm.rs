@@ -5,26 +5,15 @@
 use ode_train::data::{DataConfig, Dataset, Table};
 use ode_train::{ModelConfig, NeuralOdeModel, Normalization, REVIN_BIAS, REVIN_WEIGHT, Workspace, baselines};
 
-use crate::common::splitmix;
+use crate::common::{self, splitmix};
 
 /// Three features, two targets that are features 2 and 0 (not the identity map).
 fn config(solver: &str, use_adjoint: bool, tol: f64, revin: bool) -> ModelConfig {
     ModelConfig {
-        input_dim: 3,
-        output_dim: 2,
-        latent_dim: 4,
-        hidden_dim: 6,
-        context_len: 5,
-        horizon: 4,
-        dt: 0.3,
-        solver: solver.parse().unwrap(),
-        rtol: tol,
-        atol: tol,
-        use_adjoint,
         normalization: Normalization::Window,
         revin,
         target_features: vec![2, 0],
-        ..ModelConfig::default()
+        ..common::config(solver, use_adjoint, tol)
     }
 }
 
