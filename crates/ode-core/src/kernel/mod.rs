@@ -19,6 +19,9 @@
 
 use crate::Scalar;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+
 /// Rows of `C` per register tile.
 const MR: usize = 6;
 /// Columns of `C` per register tile.
@@ -128,13 +131,13 @@ fn dispatch<T: Scalar, const AT: bool>(ops: &Operands<T>, c: &mut [T], start: St
             return;
         }
     }
-    gemm_body::<T, AT>(ops, c, start);
+    gemm_body::<T, AT, false>(ops, c, start);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn gemm_avx2<T: Scalar, const AT: bool>(ops: &Operands<T>, c: &mut [T], start: Start<T>) {
-    gemm_body::<T, AT>(ops, c, start);
+    gemm_body::<T, AT, true>(ops, c, start);
 }
 
 /// The operands of one product, `m`, `n` > 0 (`AT`: `a` holds `Aᵀ`).
@@ -146,19 +149,21 @@ struct Operands<'a, T> {
     b: Cols<'a, T>,
 }
 
+/// The product, one row block after another; `SIMD`: the CPU has AVX2 and FMA, so full tiles
+/// of `f32` may use the intrinsics tile.
 #[inline(always)]
-fn gemm_body<T: Scalar, const AT: bool>(ops: &Operands<T>, c: &mut [T], start: Start<T>) {
+fn gemm_body<T: Scalar, const AT: bool, const SIMD: bool>(ops: &Operands<T>, c: &mut [T], start: Start<T>) {
     let m = ops.m;
     let mut i0 = 0;
     while i0 < m {
         let r = block_rows(m - i0);
         match r {
-            6 => row_block::<T, 6, AT>(ops, i0, c, start),
-            5 => row_block::<T, 5, AT>(ops, i0, c, start),
-            4 => row_block::<T, 4, AT>(ops, i0, c, start),
-            3 => row_block::<T, 3, AT>(ops, i0, c, start),
-            2 => row_block::<T, 2, AT>(ops, i0, c, start),
-            _ => row_block::<T, 1, AT>(ops, i0, c, start),
+            6 => row_block::<T, 6, AT, SIMD>(ops, i0, c, start),
+            5 => row_block::<T, 5, AT, SIMD>(ops, i0, c, start),
+            4 => row_block::<T, 4, AT, SIMD>(ops, i0, c, start),
+            3 => row_block::<T, 3, AT, SIMD>(ops, i0, c, start),
+            2 => row_block::<T, 2, AT, SIMD>(ops, i0, c, start),
+            _ => row_block::<T, 1, AT, SIMD>(ops, i0, c, start),
         }
         i0 += r;
     }
@@ -176,16 +181,43 @@ fn block_rows(left: usize) -> usize {
 
 /// Rows `i0 .. i0 + R` of `C`: full 16-column tiles, then the narrower rest.
 #[inline(always)]
-fn row_block<T: Scalar, const R: usize, const AT: bool>(ops: &Operands<T>, i0: usize, c: &mut [T], start: Start<T>) {
+fn row_block<T: Scalar, const R: usize, const AT: bool, const SIMD: bool>(
+    ops: &Operands<T>,
+    i0: usize,
+    c: &mut [T],
+    start: Start<T>,
+) {
     let n = ops.n;
     let c = &mut c[i0 * n..(i0 + R) * n];
     let n_full = n - n % NR;
-    for j0 in (0..n_full).step_by(NR) {
-        tile::<T, R, AT>(ops, i0, j0, c, start);
+    if !full_tiles_simd::<T, R, AT, SIMD>(ops, i0, n_full, c, start) {
+        for j0 in (0..n_full).step_by(NR) {
+            tile::<T, R, AT>(ops, i0, j0, c, start);
+        }
     }
     if n_full < n {
         tile_rest::<T, R, AT>(ops, i0, n_full, c, start);
     }
+}
+
+/// The full tiles of rows `i0 .. i0 + R` (columns `0 .. n_full`) with the AVX2 intrinsics tile
+/// when `SIMD` and `T` is `f32`; `false` (nothing done) otherwise.
+#[inline(always)]
+fn full_tiles_simd<T: Scalar, const R: usize, const AT: bool, const SIMD: bool>(
+    ops: &Operands<T>,
+    i0: usize,
+    n_full: usize,
+    c: &mut [T],
+    start: Start<T>,
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if SIMD {
+        // SAFETY: `SIMD` is set only under `gemm_avx2`, called once AVX2 and FMA are detected.
+        #[allow(unsafe_code)]
+        return unsafe { avx2::full_tiles::<T, R, AT>(ops, i0, n_full, c, start) };
+    }
+    let _ = (ops, i0, n_full, c, start);
+    false
 }
 
 /// Calls `f(a, b_row)` for `p = 0 … k − 1` in order, with `a` the `R` entries `A[i0.., p]` and
@@ -345,6 +377,54 @@ mod tests {
     fn a_short_bias_is_an_error() {
         let mut c = [0.0f32; 6];
         gemm_bias(2, 1, 3, &[1.0, 2.0], &[1.0, 1.0, 1.0], &[0.5, 0.5], &mut c);
+    }
+
+    /// On an AVX2 + FMA machine, `f32` products take the intrinsics tile for full tiles; the
+    /// portable body gives the same bits for every shape, start, layout and stride.
+    #[test]
+    fn f32_products_are_bitwise_the_portable_body() {
+        let mut seed = 7u64;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 3.0
+        };
+        for (m, k, n) in [
+            (1, 1, 16),
+            (6, 32, 64),
+            (7, 5, 33),
+            (13, 64, 32),
+            (4, 0, 16),
+            (11, 9, 48),
+            (1024, 32, 64),
+        ] {
+            let (lda, ldb) = (m.max(k) + 3, n + 5);
+            let a: Vec<f32> = (0..m.max(k) * lda + 8).map(|_| rnd()).collect();
+            let b: Vec<f32> = (0..k * ldb + 8).map(|_| rnd()).collect();
+            let bias: Vec<f32> = (0..n).map(|_| rnd()).collect();
+            let c0: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
+            for start in [Start::Zero, Start::C, Start::Row(&bias)] {
+                let a = Cols {
+                    table: &a,
+                    ld: lda,
+                    col: 2,
+                };
+                let b = Cols {
+                    table: &b,
+                    ld: ldb,
+                    col: 4,
+                };
+                let ops = Operands { m, k, n, a, b };
+                let (mut want, mut want_at) = (c0.clone(), c0.clone());
+                gemm_body::<f32, false, false>(&ops, &mut want, start);
+                gemm_body::<f32, true, false>(&ops, &mut want_at, start);
+                let (mut got, mut got_at) = (c0.clone(), c0.clone());
+                dispatch::<f32, false>(&ops, &mut got, start);
+                dispatch::<f32, true>(&ops, &mut got_at, start);
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "A ({m},{k},{n})");
+                assert_eq!(bits(&got_at), bits(&want_at), "Aᵀ ({m},{k},{n})");
+            }
+        }
     }
 
     #[test]
