@@ -2,8 +2,8 @@
 //!
 //! The portable tile compiles to a loop that keeps the tile in registers but recomputes its six
 //! row addresses and spills its counter every step; this one steps plain pointers. At latent
-//! 32 / hidden 64 / batch 1024 it runs the field's products at about 37 GFLOP/s against 34–35
-//! on this Zen 1 (93 % against 86 % of the FMA peak). Every entry still gets one fused
+//! 32 / hidden 64 / batch 1024 it runs the field's products at about 36 GFLOP/s against 34
+//! on this Zen 1 (about 90 % against 86 % of the FMA peak). Every entry still gets one fused
 //! multiply-add per `p = 0, 1, …, k − 1`, in that order, from the same start: the same bits
 //! as the portable tile, which the kernel's tests check.
 

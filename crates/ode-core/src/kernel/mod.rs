@@ -12,8 +12,8 @@
 //! bias row, so a layer's forward needs no pass that first copies the bias into `C`. Nothing
 //! allocates. On x86-64 with AVX2 and FMA (checked at run time) the same code is compiled with
 //! those features, so a tile lives in twelve 256-bit registers, and the full tiles of `f32`
-//! products run as intrinsics (`kernel/avx2.rs`), whose loop steps plain pointers (about 90 % of the
-//! FMA peak at the MLP field's sizes, against 86 % for the portable tile).
+//! products run as intrinsics (`kernel/avx2.rs`), whose loop steps plain pointers (about 90 %
+//! of the FMA peak at the MLP field's sizes, against 86 % for the portable tile).
 //!
 //! Every entry of `C` is accumulated in the order `p = 0, 1, …, k − 1`, one fused multiply-add
 //! each, starting from `C` (or zero, or the bias row), whatever the tile shape: results do not
