@@ -29,11 +29,13 @@ VPY=$WORK/venv/bin/python
   || skip "cannot install maturin, pytest and numpy from PyPI"
 echo "python tests: venv with maturin, pytest and numpy in $(( $(date +%s) - t0 ))s" >&2
 
-# The dev profile (dependencies optimised, as the workspace's Cargo.toml sets it): quick to
-# build next to `cargo test`; a cdylib cannot be built with the test profile (cargo makes a
-# test harness executable of it).
+# The dev profile raised to the test profile's opt-level 3: the dependencies then have the
+# settings `cargo test` built them with and are reused from target/debug, and proc macros and
+# build scripts stay at build-override's level. (A cdylib cannot be built with the test profile
+# itself: maturin's `cargo rustc --profile test` makes a test harness of it.)
 started=$(date +%s)
-"$WORK/venv/bin/maturin" build --quiet -m crates/ode-py/Cargo.toml -i "$VPY" --out "$WORK/wheels"
+CARGO_PROFILE_DEV_OPT_LEVEL=3 \
+  "$WORK/venv/bin/maturin" build --quiet -m crates/ode-py/Cargo.toml -i "$VPY" --out "$WORK/wheels"
 "$VPY" -m pip install --quiet --disable-pip-version-check --no-deps --force-reinstall "$WORK"/wheels/ode_rs-*.whl
 echo "python tests: wheel built and installed in $(( $(date +%s) - started ))s" >&2
 
