@@ -228,8 +228,8 @@ impl FromStr for Method {
     }
 }
 
-// A coefficient table: one arm per method, its Butcher tableau written out.
-#[allow(clippy::too_many_lines)]
+// A coefficient table: one arm per method, its Butcher tableau written out (the three with an
+// error estimate in their own functions below).
 fn build(m: Method) -> Result<ButcherTableau> {
     use Interpolation::Hermite;
     match m {
@@ -274,131 +274,137 @@ fn build(m: Method) -> Result<ButcherTableau> {
             None,
             Hermite,
         ),
-        // Bogacki & Shampine (1989), "A 3(2) pair of Runge-Kutta formulas".
-        Method::Bosh3 => {
-            let b = vec![2.0 / 9.0, 1.0 / 3.0, 4.0 / 9.0, 0.0];
-            let bh = [7.0 / 24.0, 1.0 / 4.0, 1.0 / 3.0, 1.0 / 8.0];
-            ButcherTableau::new(
-                "bosh3",
-                vec![0.0, 0.5, 0.75, 1.0],
-                vec![vec![], vec![0.5], vec![0.0, 0.75], b[..3].to_vec()],
-                b.clone(),
-                Some(b.iter().zip(bh).map(|(x, y)| x - y).collect()),
-                3,
-                Some(2),
-                Hermite,
-            )
-        }
-        // Dormand & Prince (1980), "A family of embedded Runge-Kutta formulae".
-        Method::Dopri5 => {
-            let b = vec![
-                35.0 / 384.0,
-                0.0,
-                500.0 / 1113.0,
-                125.0 / 192.0,
-                -2187.0 / 6784.0,
-                11.0 / 84.0,
-                0.0,
-            ];
-            let bh = [
-                5179.0 / 57600.0,
-                0.0,
-                7571.0 / 16695.0,
-                393.0 / 640.0,
-                -92097.0 / 339200.0,
-                187.0 / 2100.0,
-                1.0 / 40.0,
-            ];
-            let dense = dopri5_dense(&b);
-            ButcherTableau::new(
-                "dopri5",
-                vec![0.0, 1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0, 1.0],
-                vec![
-                    vec![],
-                    vec![1.0 / 5.0],
-                    vec![3.0 / 40.0, 9.0 / 40.0],
-                    vec![44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0],
-                    vec![19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0],
-                    vec![
-                        9017.0 / 3168.0,
-                        -355.0 / 33.0,
-                        46732.0 / 5247.0,
-                        49.0 / 176.0,
-                        -5103.0 / 18656.0,
-                    ],
-                    b[..6].to_vec(),
-                ],
-                b.clone(),
-                Some(b.iter().zip(bh).map(|(x, y)| x - y).collect()),
-                5,
-                Some(4),
-                Interpolation::Polynomial(dense),
-            )
-        }
-        // Tsitouras (2011), "Runge-Kutta pairs of order 5(4) satisfying only the first column
-        // simplifying assumption".
-        Method::Tsit5 => {
-            let b = vec![
-                0.09646076681806523,
-                0.01,
-                0.4798896504144996,
-                1.379008574103742,
-                -3.290069515436081,
-                2.324710524099774,
-                0.0,
-            ];
-            let b_err = vec![
-                -0.001_780_011_052_225_777,
-                -0.0008164344596567469,
-                0.007880878010261995,
-                -0.1447110071732629,
-                0.5823571654525552,
-                -0.45808210592918697,
-                1.0 / 66.0,
-            ];
-            let a = vec![
-                vec![],
-                vec![0.161],
-                vec![-0.008480655492356989, 0.335480655492357],
-                vec![2.897153057105493, -6.359448489975075, 4.3622954328695815],
-                vec![
-                    5.325864828439257,
-                    -11.748883564062828,
-                    7.4955393428898365,
-                    -0.09249506636175525,
-                ],
-                vec![
-                    5.86145544294642,
-                    -12.92096931784711,
-                    8.159367898576159,
-                    -0.071584973281401,
-                    -0.028269050394068383,
-                ],
-                b[..6].to_vec(),
-            ];
-            let c = vec![0.0, 0.161, 0.327, 0.9, 0.9800255409045097, 1.0, 1.0];
-            // Tsitouras' free fourth-order interpolant, b_i(θ) = Σ_p r_ip θ^p, expanded.
-            let dense = vec![
-                vec![1.0, -2.763706197274826, 2.9132554618219126, -1.0530884977290216],
-                vec![0.0, 0.1317, -0.2234, 0.1017],
-                vec![0.0, 3.9302962368947516, -5.941033872131505, 2.490627285651253],
-                vec![0.0, -12.411077166933676, 30.33818863028232, -16.548102889244902],
-                vec![0.0, 37.50931341651104, -88.1789048947664, 47.37952196281928],
-                vec![0.0, -27.896526289197286, 65.09189467479366, -34.87065786149661],
-                vec![0.0, 1.5, -4.0, 2.5],
-            ];
-            ButcherTableau::new(
-                "tsit5",
-                c,
-                a,
-                b,
-                Some(b_err),
-                5,
-                Some(4),
-                Interpolation::Polynomial(dense),
-            )
-        }
+        Method::Bosh3 => bosh3(),
+        Method::Dopri5 => dopri5(),
+        Method::Tsit5 => tsit5(),
     }
+}
+
+/// Bogacki & Shampine (1989), "A 3(2) pair of Runge-Kutta formulas".
+fn bosh3() -> Result<ButcherTableau> {
+    let b = vec![2.0 / 9.0, 1.0 / 3.0, 4.0 / 9.0, 0.0];
+    let bh = [7.0 / 24.0, 1.0 / 4.0, 1.0 / 3.0, 1.0 / 8.0];
+    ButcherTableau::new(
+        "bosh3",
+        vec![0.0, 0.5, 0.75, 1.0],
+        vec![vec![], vec![0.5], vec![0.0, 0.75], b[..3].to_vec()],
+        b.clone(),
+        Some(b.iter().zip(bh).map(|(x, y)| x - y).collect()),
+        3,
+        Some(2),
+        Interpolation::Hermite,
+    )
+}
+
+/// Dormand & Prince (1980), "A family of embedded Runge-Kutta formulae", with its dense output.
+fn dopri5() -> Result<ButcherTableau> {
+    let b = vec![
+        35.0 / 384.0,
+        0.0,
+        500.0 / 1113.0,
+        125.0 / 192.0,
+        -2187.0 / 6784.0,
+        11.0 / 84.0,
+        0.0,
+    ];
+    let bh = [
+        5179.0 / 57600.0,
+        0.0,
+        7571.0 / 16695.0,
+        393.0 / 640.0,
+        -92097.0 / 339200.0,
+        187.0 / 2100.0,
+        1.0 / 40.0,
+    ];
+    let dense = dopri5_dense(&b);
+    ButcherTableau::new(
+        "dopri5",
+        vec![0.0, 1.0 / 5.0, 3.0 / 10.0, 4.0 / 5.0, 8.0 / 9.0, 1.0, 1.0],
+        vec![
+            vec![],
+            vec![1.0 / 5.0],
+            vec![3.0 / 40.0, 9.0 / 40.0],
+            vec![44.0 / 45.0, -56.0 / 15.0, 32.0 / 9.0],
+            vec![19372.0 / 6561.0, -25360.0 / 2187.0, 64448.0 / 6561.0, -212.0 / 729.0],
+            vec![
+                9017.0 / 3168.0,
+                -355.0 / 33.0,
+                46732.0 / 5247.0,
+                49.0 / 176.0,
+                -5103.0 / 18656.0,
+            ],
+            b[..6].to_vec(),
+        ],
+        b.clone(),
+        Some(b.iter().zip(bh).map(|(x, y)| x - y).collect()),
+        5,
+        Some(4),
+        Interpolation::Polynomial(dense),
+    )
+}
+
+/// Tsitouras (2011), "Runge-Kutta pairs of order 5(4) satisfying only the first column
+/// simplifying assumption", with his free fourth-order interpolant.
+fn tsit5() -> Result<ButcherTableau> {
+    let b = vec![
+        0.09646076681806523,
+        0.01,
+        0.4798896504144996,
+        1.379008574103742,
+        -3.290069515436081,
+        2.324710524099774,
+        0.0,
+    ];
+    let b_err = vec![
+        -0.001_780_011_052_225_777,
+        -0.0008164344596567469,
+        0.007880878010261995,
+        -0.1447110071732629,
+        0.5823571654525552,
+        -0.45808210592918697,
+        1.0 / 66.0,
+    ];
+    let a = vec![
+        vec![],
+        vec![0.161],
+        vec![-0.008480655492356989, 0.335480655492357],
+        vec![2.897153057105493, -6.359448489975075, 4.3622954328695815],
+        vec![
+            5.325864828439257,
+            -11.748883564062828,
+            7.4955393428898365,
+            -0.09249506636175525,
+        ],
+        vec![
+            5.86145544294642,
+            -12.92096931784711,
+            8.159367898576159,
+            -0.071584973281401,
+            -0.028269050394068383,
+        ],
+        b[..6].to_vec(),
+    ];
+    let c = vec![0.0, 0.161, 0.327, 0.9, 0.9800255409045097, 1.0, 1.0];
+    // Tsitouras' free fourth-order interpolant, b_i(θ) = Σ_p r_ip θ^p, expanded.
+    let dense = vec![
+        vec![1.0, -2.763706197274826, 2.9132554618219126, -1.0530884977290216],
+        vec![0.0, 0.1317, -0.2234, 0.1017],
+        vec![0.0, 3.9302962368947516, -5.941033872131505, 2.490627285651253],
+        vec![0.0, -12.411077166933676, 30.33818863028232, -16.548102889244902],
+        vec![0.0, 37.50931341651104, -88.1789048947664, 47.37952196281928],
+        vec![0.0, -27.896526289197286, 65.09189467479366, -34.87065786149661],
+        vec![0.0, 1.5, -4.0, 2.5],
+    ];
+    ButcherTableau::new(
+        "tsit5",
+        c,
+        a,
+        b,
+        Some(b_err),
+        5,
+        Some(4),
+        Interpolation::Polynomial(dense),
+    )
 }
 
 /// The embedded error weights torchdiffeq uses where they differ from the tableau's: its dopri5
