@@ -9,6 +9,7 @@
 //! split ([`ode_train::baselines::compute_on`]), whichever split is scored. `ode search` scores
 //! its best trial with the same code ([`evaluate_checkpoint`]).
 
+use crate::out::outln;
 use crate::train::DataArgs;
 use clap::{Args, ValueEnum};
 use ode_train::baselines::{self, Baseline, BaselineScore, Baselines};
@@ -134,7 +135,7 @@ pub fn evaluate(args: &EvaluateArgs) -> Res<()> {
     let (table, source) = args.data.table()?;
     let e = evaluate_checkpoint(&args.checkpoint, &table, &source, args.split, args.season)?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&e)?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(&e)?),
         Format::Table => print_table(&e),
     }
     Ok(())
@@ -350,7 +351,7 @@ fn fmt_skill(s: Option<f64>) -> String {
 /// Prints an [`Evaluation`] as aligned tables: overall (normalised units), then per target in
 /// normalised and data units.
 pub fn print_table(e: &Evaluation) {
-    println!(
+    outln!(
         "{} split of {}: {} windows × {} steps{}",
         e.split,
         e.data,
@@ -366,12 +367,15 @@ pub fn print_table(e: &Evaluation) {
         .chain(e.baseline_rows.iter().map(|(b, s)| (row_label(Some(*b), e), s)))
         .collect();
     let w = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(5).max(12);
-    println!(
+    outln!(
         "{:<w$}  {:>10} {:>10} {:>7}   (normalised units)",
-        "all targets", "rmse", "mae", "skill"
+        "all targets",
+        "rmse",
+        "mae",
+        "skill"
     );
     for (label, s) in &rows {
-        println!(
+        outln!(
             "{label:<w$}  {:>10.6} {:>10.6} {:>7}",
             s.rmse,
             s.mae,
@@ -379,7 +383,7 @@ pub fn print_table(e: &Evaluation) {
         );
     }
     for (j, t) in e.targets.iter().enumerate() {
-        println!(
+        outln!(
             "{:<w$}  {:>10} {:>10} {:>14} {:>14}",
             format!("{t} (std {:.4})", e.target_std[j]),
             "rmse",
@@ -389,17 +393,20 @@ pub fn print_table(e: &Evaluation) {
         );
         for (label, s) in &rows {
             match &s.per_target[j] {
-                Some(ts) => println!(
+                Some(ts) => outln!(
                     "{label:<w$}  {:>10.6} {:>10.6} {:>14.6} {:>14.6}",
-                    ts.rmse, ts.mae, ts.rmse_data_units, ts.mae_data_units
+                    ts.rmse,
+                    ts.mae,
+                    ts.rmse_data_units,
+                    ts.mae_data_units
                 ),
-                None => println!("{label:<w$}  {:>10} {:>10} {:>14} {:>14}", "-", "-", "-", "-"),
+                None => outln!("{label:<w$}  {:>10} {:>10} {:>14} {:>14}", "-", "-", "-", "-"),
             }
         }
     }
-    println!("skill = 1 - rmse / rmse of persistence (normalised units); the baselines' λ was chosen on the val split");
+    outln!("skill = 1 - rmse / rmse of persistence (normalised units); the baselines' λ was chosen on the val split");
     if !e.targets_not_features.is_empty() {
-        println!(
+        outln!(
             "note: target(s) {} are not features, so persistence, window mean and seasonal naive skip them",
             e.targets_not_features.join(", ")
         );

@@ -4,6 +4,7 @@
 mod evaluate;
 mod forecasts;
 mod mlflow;
+mod out;
 mod progress;
 mod report;
 mod search;

@@ -2,6 +2,7 @@
 
 use crate::evaluate::{self, EvalSplit};
 use crate::mlflow::study::StudyRuns;
+use crate::out::outln;
 use crate::storage::StorageUrl;
 use crate::train::DataArgs;
 use clap::{Args, Subcommand, ValueEnum};
@@ -349,7 +350,7 @@ impl TestScore<'_> {
             );
         }
         let e = self.score(&w, run.season)?;
-        println!(
+        outln!(
             "test score of the best trial (chosen on validation): trial #{}, val_rmse {:.5}, weights of its best \
              epoch ({}, {how}){}; the test split was used for nothing else",
             t.number,
@@ -395,7 +396,7 @@ fn report_study(cfg: &SearchConfig, trials: &[TrialRecord], stopped: Option<Stri
     let left = running + waiting;
     let stopped = stopped.or_else(|| (left > 0).then(|| format!("{left} trials were left unfinished")));
     if stopped.is_some() {
-        println!("PROVISIONAL: the study is not finished ({left} trials left); the leaderboard below may change");
+        outln!("PROVISIONAL: the study is not finished ({left} trials left); the leaderboard below may change");
     }
     print_leaderboard(trials, 10);
     let provisional = if stopped.is_some() { "PROVISIONAL " } else { "" };
@@ -405,13 +406,13 @@ fn report_study(cfg: &SearchConfig, trials: &[TrialRecord], stopped: Option<Stri
             None => toml,
         };
         std::fs::write(best_config, toml)?;
-        println!(
+        outln!(
             "{provisional}best configuration written to {} (use: ode train --config {} ...)",
             best_config.display(),
             best_config.display()
         );
     } else {
-        println!("no trial completed; no {provisional}best configuration");
+        outln!("no trial completed; no {provisional}best configuration");
     }
     warn_if_best_trial_loses_to_persistence(trials);
     match stopped {
@@ -682,13 +683,18 @@ fn fmt_params(t: &TrialRecord) -> String {
 /// marked `*`) and the counts per state.
 pub fn print_leaderboard(trials: &[TrialRecord], top: usize) {
     let board = leaderboard(trials);
-    println!(
+    outln!(
         "{:>5} {:>9} {:>10} {:>7} {:>8}  {:<1} params",
-        "trial", "state", "val_rmse", "skill", "train_s", ""
+        "trial",
+        "state",
+        "val_rmse",
+        "skill",
+        "train_s",
+        ""
     );
     for e in board.iter().filter(|e| e.trial.state == TrialState::Complete).take(top) {
         let skill = attr(&e.trial, "skill").map_or("-".to_string(), |s| format!("{s:+.3}"));
-        println!(
+        outln!(
             "{:>5} {:>9} {:>10.5} {:>7} {:>8.2}  {:<1} {}",
             e.trial.number,
             "complete",
@@ -700,10 +706,10 @@ pub fn print_leaderboard(trials: &[TrialRecord], top: usize) {
         );
     }
     if let Some(p) = board.first().and_then(|e| attr(&e.trial, "baseline_persistence")) {
-        println!("skill = 1 - val_rmse / persistence ({p:.5} on the validation windows)");
+        outln!("skill = 1 - val_rmse / persistence ({p:.5} on the validation windows)");
     }
     let count = |s: TrialState| trials.iter().filter(|t| t.state == s).count();
-    println!(
+    outln!(
         "{} complete, {} pruned, {} failed, {} running, {} waiting (* = Pareto front of training seconds vs val_rmse)",
         count(TrialState::Complete),
         count(TrialState::Pruned),
@@ -791,7 +797,7 @@ pub fn study(cmd: &StudyCommand) -> Res<()> {
     match cmd {
         StudyCommand::List { storage } => {
             for name in open_store(storage)?.study_names()? {
-                println!("{name}");
+                outln!("{name}");
             }
         }
         StudyCommand::Show(a) => {
@@ -805,7 +811,7 @@ pub fn study(cmd: &StudyCommand) -> Res<()> {
                         v
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                outln!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 print_leaderboard(&trials, usize::MAX);
             }
@@ -819,9 +825,9 @@ pub fn study(cmd: &StudyCommand) -> Res<()> {
                 return Err("no complete trial yet".into());
             };
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&trial_json(&best.trial))?);
+                outln!("{}", serde_json::to_string_pretty(&trial_json(&best.trial))?);
             } else {
-                println!(
+                outln!(
                     "trial {} val_rmse {:.6}: {}",
                     best.trial.number,
                     best.trial.value.unwrap_or(f64::NAN),
@@ -833,7 +839,7 @@ pub fn study(cmd: &StudyCommand) -> Res<()> {
             let trials = load(study)?;
             match format {
                 ExportFormat::Json => {
-                    println!(
+                    outln!(
                         "{}",
                         serde_json::to_string_pretty(&trials.iter().map(trial_json).collect::<Vec<_>>())?
                     )
@@ -841,7 +847,7 @@ pub fn study(cmd: &StudyCommand) -> Res<()> {
                 ExportFormat::Csv => {
                     let names: std::collections::BTreeSet<&String> =
                         trials.iter().flat_map(|t| t.params.keys()).collect();
-                    let mut w = csv::Writer::from_writer(std::io::stdout());
+                    let mut w = csv::Writer::from_writer(crate::out::Stdout);
                     let mut header = vec![
                         "number".to_string(),
                         "state".into(),

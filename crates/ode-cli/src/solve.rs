@@ -1,5 +1,6 @@
 //! `ode solve`: a built-in problem with any solver; the solution table and statistics.
 
+use crate::out::{out, outln};
 use clap::Parser;
 use ode_core::{Method, Mlp, Problem, Scalar, SolveOptions, Solver, StepMode};
 use serde::Serialize;
@@ -91,7 +92,7 @@ pub fn solve(args: &SolveArgs) -> Result<(), Box<dyn std::error::Error>> {
     if args.problem == "mlp" {
         let out = run_mlp(method, step_mode, args)?;
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            outln!("{}", serde_json::to_string_pretty(&out)?);
         } else {
             print_table(&out);
         }
@@ -123,7 +124,7 @@ pub fn solve(args: &SolveArgs) -> Result<(), Box<dyn std::error::Error>> {
         other => return Err(format!("--precision must be f32 or f64, got '{other}'").into()),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        outln!("{}", serde_json::to_string_pretty(&out)?);
     } else {
         print_table(&out);
     }
@@ -291,30 +292,36 @@ fn cpu_batch<T: Scalar>(
 }
 
 fn print_table(out: &SolveOutput) {
-    println!(
+    outln!(
         "{} with {} ({}) on {}, batch {}, rtol {:e}, atol {:e}",
-        out.problem, out.solver, out.precision, out.device, out.batch, out.rtol, out.atol
+        out.problem,
+        out.solver,
+        out.precision,
+        out.device,
+        out.batch,
+        out.rtol,
+        out.atol
     );
     if out.batch > 1 {
-        println!("sample 0 of {}:", out.batch);
+        outln!("sample 0 of {}:", out.batch);
     }
-    print!("{:>12}", "t");
+    out!("{:>12}", "t");
     for c in &out.components {
-        print!(" {c:>16}");
+        out!(" {c:>16}");
     }
-    println!();
+    outln!();
     for (t, y) in out.ts.iter().zip(&out.ys) {
-        print!("{t:>12.6}");
+        out!("{t:>12.6}");
         for v in y {
-            print!(" {v:>16.9}");
+            out!(" {v:>16.9}");
         }
-        println!();
+        outln!();
     }
-    println!();
-    println!("function evaluations (nfe): {}", out.nfe);
-    println!("accepted steps:             {}", out.accepted_steps);
-    println!("rejected steps:             {}", out.rejected_steps);
+    outln!();
+    outln!("function evaluations (nfe): {}", out.nfe);
+    outln!("accepted steps:             {}", out.accepted_steps);
+    outln!("rejected steps:             {}", out.rejected_steps);
     if let Some(e) = out.exact_max_abs_error {
-        println!("max abs error vs exact:     {e:.3e}");
+        outln!("max abs error vs exact:     {e:.3e}");
     }
 }

@@ -1,5 +1,6 @@
 //! `ode train`, `ode predict`, `ode diagnose` and `ode data generate`.
 
+use crate::out::outln;
 use crate::progress::EpochProgress;
 use clap::{Args, ValueEnum};
 use ode_train::Baselines;
@@ -220,7 +221,7 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     if let Some(e) = error {
         return Err(Box::new(e));
     }
-    println!(
+    outln!(
         "best val_rmse {:.5} at epoch {}; {:.3}s per epoch of training; wrote {}",
         summary.best_val_rmse.unwrap_or(f64::NAN),
         summary.best_epoch.unwrap_or(0),
@@ -780,10 +781,10 @@ pub fn diagnose(args: &DiagnoseArgs) -> Res<()> {
         gradients,
     };
     if args.json {
-        println!("{}", serde_json::to_string(&d)?);
+        outln!("{}", serde_json::to_string(&d)?);
         return Ok(());
     }
-    println!(
+    outln!(
         "{} windows {a}..{b} of {source}: loss {:.6e}  ({} solver, {} gradients, {} steps)",
         split.name(),
         d.loss,
@@ -791,13 +792,20 @@ pub fn diagnose(args: &DiagnoseArgs) -> Res<()> {
         if mc.use_adjoint { "adjoint" } else { "backprop" },
         mc.step_mode
     );
-    println!(
+    outln!(
         "per window: nfe forward {:.1}, backward {:.1}; steps {:.1} accepted, {:.1} rejected",
-        d.nfe_forward, d.nfe_backward, d.accepted_steps, d.rejected_steps
+        d.nfe_forward,
+        d.nfe_backward,
+        d.accepted_steps,
+        d.rejected_steps
     );
-    println!(
+    outln!(
         "{:<18} {:>12} {:>14} {:>14} {:>10}",
-        "tensor", "shape", "L2 norm", "max |g|", "finite"
+        "tensor",
+        "shape",
+        "L2 norm",
+        "max |g|",
+        "finite"
     );
     for (name, shape, off) in model.tensors() {
         let len: usize = shape.iter().product();
@@ -805,7 +813,7 @@ pub fn diagnose(args: &DiagnoseArgs) -> Res<()> {
         let norm = g.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
         let max = g.iter().fold(0f64, |m, x| m.max((*x as f64).abs()));
         let shape = shape.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("x");
-        println!(
+        outln!(
             "{name:<18} {shape:>12} {norm:>14.6e} {max:>14.6e} {:>10}",
             g.iter().all(|x| x.is_finite())
         );

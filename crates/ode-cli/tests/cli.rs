@@ -151,3 +151,43 @@ fn bad_input_gets_a_clear_error() {
         "{err}"
     );
 }
+
+/// A reader that closes the pipe early (`ode solve … | head`) stops `ode` quietly, with the
+/// status a shell shows for a process that SIGPIPE stopped, not with a panic.
+#[test]
+fn a_closed_pipe_stops_output_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ode"))
+        .args(["solve", "--n-out", "200000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("lotka-volterra with dopri5"));
+    lines.next().unwrap().unwrap();
+    // About 9 MB of table: far more than a pipe buffers, so `ode` is still writing.
+    drop(lines);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(err.is_empty(), "{err}");
+}
+
+/// Any other failure to write the output is named, with status 1.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_under_the_output_is_named() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ode"))
+        .args(["solve", "--n-out", "5"])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot write to standard output: No space left on device"),
+        "{err}"
+    );
+}

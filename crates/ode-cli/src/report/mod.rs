@@ -5,6 +5,7 @@ mod plot;
 mod run;
 mod study;
 
+use crate::out::outln;
 use crate::storage::StorageUrl;
 use clap::Args;
 use std::path::PathBuf;
@@ -45,7 +46,7 @@ pub fn run(args: &ReportArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
         (None, None) => return Err("give a run directory or --study NAME".into()),
     };
-    println!("wrote {}", out.display());
+    outln!("wrote {}", out.display());
     Ok(())
 }
 
