@@ -1,32 +1,13 @@
 //! The adjoint's memory does not grow with the number of solver steps; backprop's does.
-//! Measured with a counting allocator: peak live heap bytes during the backward pass.
+//! Measured with a counting allocator: peak live heap bytes of the test's thread during the
+//! backward pass.
 
 use ode_core::{AdjointNorm, AdjointSolver, Method, Mlp, SolveOptions, Solver, Tape};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-struct Counting;
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-#[allow(unsafe_code)]
-// SAFETY: forwards to the system allocator, only tracking live bytes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let now = LIVE.fetch_add(l.size(), Ordering::SeqCst) + l.size();
-        PEAK.fetch_max(now, Ordering::SeqCst);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::SeqCst);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-}
+mod counting;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 fn setup(t_end: f64) -> (Mlp<f64>, Vec<f64>, Vec<f64>, Vec<f64>) {
     let (l, m, b) = (4, 8, 8);
@@ -53,20 +34,18 @@ fn measure(t_end: f64) -> (usize, usize, usize) {
     let steps = sol.stats.accepted;
     let (mut gy, mut gp) = (vec![0.0; y0.len()], vec![0.0; mlp.num_params()]);
     let mut adj = AdjointSolver::new(Method::Dopri5, opts.clone(), AdjointNorm::Seminorm).unwrap();
-    let base = LIVE.load(Ordering::SeqCst);
-    PEAK.store(base, Ordering::SeqCst);
+    let base = counting::reset_peak();
     adj.backward(&mut mlp, &ts, &sol.ys, &w, &mut gy, &mut gp, &[]).unwrap();
-    let adjoint_peak = PEAK.load(Ordering::SeqCst) - base;
+    let adjoint_peak = counting::peak_above(base);
     drop(adj);
 
     let mut solver = Solver::new(Method::Dopri5, opts).unwrap();
     let mut tape = Tape::new();
     let mut out = vec![0.0; ts.len() * y0.len()];
-    let base = LIVE.load(Ordering::SeqCst);
-    PEAK.store(base, Ordering::SeqCst);
+    let base = counting::reset_peak();
     solver.solve_taped(&mut mlp, &ts, &y0, &mut out, &mut tape).unwrap();
     solver.backprop(&mut mlp, &tape, &w, &mut gy, &mut gp).unwrap();
-    let backprop_peak = PEAK.load(Ordering::SeqCst) - base;
+    let backprop_peak = counting::peak_above(base);
     (adjoint_peak, backprop_peak, steps)
 }
 

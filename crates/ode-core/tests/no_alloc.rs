@@ -3,34 +3,11 @@
 //! the MLP field and its VJP allocate nothing at all.
 
 use ode_core::{Method, Mlp, Problem, SolveOptions, Solver, StepMode};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-#[allow(unsafe_code)]
-// SAFETY: forwards to the system allocator, only counting calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+mod counting;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 #[test]
 fn repeated_solves_allocate_nothing() {
@@ -54,9 +31,9 @@ fn repeated_solves_allocate_nothing() {
             let y0v: Vec<f32> = (0..batch * 2).map(|i| (i % 5) as f32 * 0.5 - 1.0).collect();
             let mut outv = vec![0.0f32; ts.len() * y0v.len()];
             solver.solve_into(&mut vdp, &ts, &y0v, &mut outv).unwrap();
-            let before = ALLOCS.load(Ordering::SeqCst);
+            let before = counting::allocations();
             let rep = solver.solve_into(&mut vdp, &ts, &y0v, &mut outv).unwrap();
-            let after = ALLOCS.load(Ordering::SeqCst);
+            let after = counting::allocations();
             assert_eq!(
                 after - before,
                 1,
@@ -66,9 +43,9 @@ fn repeated_solves_allocate_nothing() {
 
             // The MLP field: nothing beyond the report either.
             solver.solve_into(&mut mlp, &ts, &y0, &mut out).unwrap();
-            let before = ALLOCS.load(Ordering::SeqCst);
+            let before = counting::allocations();
             let rep = solver.solve_into(&mut mlp, &ts, &y0, &mut out).unwrap();
-            let after = ALLOCS.load(Ordering::SeqCst);
+            let after = counting::allocations();
             assert_eq!(
                 after - before,
                 1,
@@ -83,8 +60,8 @@ fn repeated_solves_allocate_nothing() {
     let mut gp = vec![0.0f32; mlp.num_params()];
     let mut f = vec![0.0f32; y0.len()];
     mlp.vjp(&y0, &v, None, &mut gy, Some(&mut gp));
-    let before = ALLOCS.load(Ordering::SeqCst);
+    let before = counting::allocations();
     mlp.vjp(&y0, &v, None, &mut gy, Some(&mut gp));
     mlp.vjp(&y0, &v, Some(&mut f), &mut gy, Some(&mut gp));
-    assert_eq!(ALLOCS.load(Ordering::SeqCst) - before, 0, "MLP vjp allocated");
+    assert_eq!(counting::allocations() - before, 0, "MLP vjp allocated");
 }
