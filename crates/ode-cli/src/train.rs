@@ -1,5 +1,6 @@
 //! `ode train`, `ode predict`, `ode diagnose` and `ode data generate`.
 
+use crate::mlflow::train_run::{ResumeFrom, TrainRun};
 use crate::out::outln;
 use crate::progress::EpochProgress;
 use clap::{Args, ValueEnum};
@@ -79,13 +80,16 @@ pub struct TrainArgs {
     preset: Option<String>,
     #[command(flatten)]
     run: RunConfig,
-    /// Output folder: checkpoint.safetensors, metrics.jsonl, summary.json, config.toml.
+    /// Output folder: checkpoint.safetensors, metrics.jsonl, summary.json, config.toml (and
+    /// mlflow_run.json with `--tracker mlflow`).
     #[arg(long)]
     out: PathBuf,
     /// Start from these weights (a safetensors file with the model's tensors, e.g. from PyTorch).
     #[arg(long, conflicts_with = "resume")]
     init_from: Option<PathBuf>,
-    /// Resume from a checkpoint written by `ode train` (weights and optimiser state).
+    /// Resume from a checkpoint written by `ode train` (weights and optimiser state). With
+    /// `--tracker mlflow`, logging goes on in the resumed training's run (named in
+    /// mlflow_run.json next to the checkpoint) when the server and experiment are the same.
     #[arg(long)]
     resume: Option<PathBuf>,
     /// JSON file with one list of training-window indices per epoch: the batch order to use
@@ -175,9 +179,22 @@ pub fn train(args: &TrainArgs) -> Res<()> {
     } else {
         JsonlTracker::create(&args.out.join("metrics.jsonl"))?
     };
-    let mut mlflow = crate::mlflow::TrainRun::start(&args.tracking, &args.out, &resolved.model.solver.to_string())?;
+    let resume_from = args
+        .resume
+        .as_deref()
+        .zip(resumed.as_ref())
+        .map(|(path, (state, _))| ResumeFrom {
+            dir: path.parent().unwrap_or(Path::new(".")),
+            epoch: state.epoch,
+        });
+    let mut mlflow = TrainRun::start(
+        &args.tracking,
+        &args.out,
+        &resolved.model.solver.to_string(),
+        resume_from,
+    )?;
     let mut sinks: Vec<&mut dyn ode_train::Tracker> = vec![&mut tracker];
-    sinks.extend(mlflow.as_mut().map(|m| m.tracker() as &mut dyn ode_train::Tracker));
+    sinks.extend(mlflow.as_mut().map(|m| m as &mut dyn ode_train::Tracker));
     let mut tracker = ode_train::tracker::Tee(sinks);
     let meta = CheckpointMeta::for_dataset(model.config(), &ds);
     announce(&source, &ds, &model);

@@ -647,3 +647,73 @@ fn a_request_the_server_refuses_is_reported_once_and_training_goes_on() {
     // metrics.jsonl has every epoch.
     assert_eq!(jsonl(&out.join("metrics.jsonl")).1["val_rmse"].len(), 40);
 }
+
+#[test]
+fn a_resumed_training_goes_on_in_its_run() {
+    let Some(exe) = mlflow() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&exe, tmp.path(), free_port());
+    let url = server.url();
+    let out = tmp.path().join("resumed");
+    let out_s = out.to_str().unwrap();
+    let (ok, _, err) = ode_in(tmp.path(), &train_args(out_s, &url, "resume-test", "2"));
+    assert!(ok, "{err}");
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(out.join("mlflow_run.json")).unwrap()).unwrap();
+    let last = out.join("last.safetensors");
+    let mut args = train_args(out_s, &url, "resume-test", "4");
+    args.extend(["--resume", last.to_str().unwrap(), "--learning-rate", "0.0025"]);
+    let (ok, _, err) = ode_in(tmp.path(), &args);
+    assert!(ok, "{err}");
+    assert!(err.contains("goes on") && !err.contains("warning: MLflow"), "{err}");
+
+    let read = server.read("resume-test");
+    let runs = read["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "one run for the whole training: {read}");
+    let run = &runs[0];
+    assert_eq!(run["run_id"], record["run_id"]);
+    assert_eq!(run["status"], "FINISHED");
+    // Epochs 1-2, then 3-4 after the resume, each once; the baselines once, at step 0.
+    let steps = |key: &str| -> Vec<i64> {
+        let mut s: Vec<i64> = run["metrics"][key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_i64().unwrap())
+            .collect();
+        s.sort();
+        s
+    };
+    assert_eq!(steps("val_rmse"), [1, 2, 3, 4]);
+    assert_eq!(steps("baseline_persistence"), [0]);
+    // The changed learning rate under the first epoch it applies to; the rest unchanged.
+    let params = &run["params"];
+    let (first, metrics) = jsonl(&out.join("metrics.jsonl"));
+    assert_eq!(params["learning_rate.from_epoch_3"], "0.0025", "{params}");
+    assert_ne!(params["learning_rate"], "0.0025", "{params}");
+    assert_eq!(params["latent_dim"], first["latent_dim"].as_str());
+    for (key, local) in &metrics {
+        assert_eq!(
+            run["metrics"][key].as_array().unwrap().len(),
+            local.len(),
+            "history of {key}"
+        );
+    }
+    // The record names every param the run holds now.
+    let record: Value = serde_json::from_str(&std::fs::read_to_string(out.join("mlflow_run.json")).unwrap()).unwrap();
+    assert_eq!(&record["params"], params);
+
+    // Resumed into another experiment: a new run there, and a line says why.
+    let mut args = train_args(out_s, &url, "resume-elsewhere", "5");
+    args.extend(["--resume", last.to_str().unwrap()]);
+    let (ok, _, err) = ode_in(tmp.path(), &args);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("a new run rather than") && err.contains("experiment 'resume-test'"),
+        "{err}"
+    );
+    let elsewhere = server.read("resume-elsewhere");
+    let runs = elsewhere["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{elsewhere}");
+    assert_ne!(runs[0]["run_id"], record["run_id"]);
+    assert_eq!(server.read("resume-test")["runs"].as_array().unwrap().len(), 1);
+}

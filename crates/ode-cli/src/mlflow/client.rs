@@ -119,13 +119,14 @@ impl Client {
         self.post("runs/log-batch", &body).map(|_| ())
     }
 
-    /// Sets a run's status (`FINISHED`, `FAILED`, `KILLED`) and end time (`runs/update`).
-    pub fn update_run(&self, run_id: &str, status: &str, end_time: i64) -> Result<(), ApiError> {
-        self.post(
-            "runs/update",
-            &json!({ "run_id": run_id, "status": status, "end_time": end_time }),
-        )
-        .map(|_| ())
+    /// Sets a run's status (`FINISHED`, `FAILED`, `KILLED`, or `RUNNING` again) and, when given,
+    /// its end time (`runs/update`).
+    pub fn update_run(&self, run_id: &str, status: &str, end_time: Option<i64>) -> Result<(), ApiError> {
+        let mut body = json!({ "run_id": run_id, "status": status });
+        if let Some(t) = end_time {
+            body["end_time"] = json!(t);
+        }
+        self.post("runs/update", &body).map(|_| ())
     }
 
     /// Uploads `bytes` as the artifact `name` of the run whose artifact root is `artifact_uri`,

@@ -7,20 +7,21 @@
 //! - [`sender`]: the queue and the background thread that sends it, retrying while the server
 //!   is away.
 //! - [`run`]: a run as an [`ode_train::Tracker`] (and a search trial's tracker).
+//! - [`train_run`]: the run of `ode train`, which `--resume` goes on with; [`run_file`]: the
+//!   record of it in the training folder.
 //! - [`study`]: a search as a parent run with a child run per trial.
 
 pub mod backoff;
 pub mod batch;
 pub mod client;
 pub mod run;
+pub mod run_file;
 pub mod sender;
 pub mod study;
+pub mod train_run;
 
 use clap::{Args, ValueEnum};
-use run::MlflowRun;
-use sender::{Experiment, NewRun, Sender};
 use std::error::Error;
-use std::path::Path;
 use std::time::Duration;
 
 type Res<T> = Result<T, Box<dyn Error>>;
@@ -177,74 +178,6 @@ pub fn source_tags(command: &str) -> Vec<(String, String)> {
         tags.push(("mlflow.user".into(), user));
     }
     tags
-}
-
-/// The MLflow run of `ode train`.
-pub struct TrainRun {
-    sender: Sender,
-    run: Option<MlflowRun>,
-    flush_timeout: Duration,
-}
-
-impl TrainRun {
-    /// Starts the run (created in the background) when `--tracker mlflow`: named `--run-name`
-    /// or after the `out` folder, tagged with the solver and the source.
-    pub fn start(args: &TrackingArgs, out: &Path, solver: &str) -> Res<Option<Self>> {
-        let Some(m) = args.mlflow()? else {
-            return Ok(None);
-        };
-        let sender = Sender::start(client::Client::new(&m.uri))
-            .map_err(|e| format!("MLflow: cannot start the sending thread: {e}"))?;
-        let name = args.run_name.clone().unwrap_or_else(|| {
-            std::path::absolute(out)
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| "ode-train".into())
-        });
-        let mut tags = source_tags("ode train");
-        tags.push(("solver".into(), solver.into()));
-        let run = sender.create_run(NewRun {
-            experiment: Experiment::Name(m.experiment.clone()),
-            name: name.clone(),
-            tags,
-            parent: None,
-        });
-        eprintln!(
-            "tracking in MLflow at {}: experiment '{}', run '{name}'",
-            m.uri, m.experiment
-        );
-        Ok(Some(Self {
-            run: Some(MlflowRun::new(sender.clone(), run)),
-            sender,
-            flush_timeout: m.flush_timeout,
-        }))
-    }
-
-    /// The run, as a tracker.
-    pub fn tracker(&mut self) -> &mut MlflowRun {
-        self.run.as_mut().expect("the run ends only in finish or drop")
-    }
-
-    /// Uploads the artifacts (`checkpoint.safetensors`, `report.html` and `forecasts.json` of
-    /// `out`, those that exist), sets the device tag and the status (`FINISHED`, or `FAILED` when `ok` is false),
-    /// and waits (bounded) for everything to be sent.
-    pub fn finish(mut self, out: &Path, device: &str, ok: bool) {
-        if let Some(mut run) = self.run.take() {
-            run.tag("device", device);
-            for name in ["checkpoint.safetensors", "report.html", crate::forecasts::FILE] {
-                run.artifact(&out.join(name), name);
-            }
-            run.end(if ok { "FINISHED" } else { "FAILED" });
-        }
-    }
-}
-
-impl Drop for TrainRun {
-    /// Ends the run (as `FAILED` unless [`TrainRun::finish`] ended it) and flushes.
-    fn drop(&mut self) {
-        drop(self.run.take());
-        self.sender.close(self.flush_timeout);
-    }
 }
 
 #[cfg(test)]

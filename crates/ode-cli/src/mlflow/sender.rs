@@ -63,7 +63,8 @@ enum Op {
     End {
         run: RunHandle,
         status: &'static str,
-        end_time: i64,
+        /// `None` when reopening a run: its old end time stays until it ends again.
+        end_time: Option<i64>,
     },
 }
 
@@ -98,7 +99,7 @@ enum Work {
         run: RunHandle,
         run_id: String,
         status: &'static str,
-        end_time: i64,
+        end_time: Option<i64>,
     },
 }
 
@@ -207,16 +208,27 @@ impl Sender {
         run
     }
 
-    /// A run that exists on the server already (e.g. a study's parent run).
-    pub fn known_run(&self, name: &str, run_id: &str, experiment_id: &str) -> RunHandle {
+    /// A run that exists on the server already (a study's parent run, or the run `ode train
+    /// --resume` continues). Artifacts are uploaded only where its artifact root is given.
+    pub fn known_run(&self, name: &str, run_id: &str, experiment_id: &str, artifact_uri: Option<&str>) -> RunHandle {
         let mut st = self.shared.lock();
         st.runs.push(Slot {
             name: name.into(),
             id: Some(run_id.into()),
             experiment_id: Some(experiment_id.into()),
+            artifact_uri: artifact_uri.map(String::from),
             ..Slot::default()
         });
         st.runs.len() - 1
+    }
+
+    /// Queues setting `run` back to `RUNNING` (a known run that this process goes on with).
+    pub fn reopen(&self, run: RunHandle) {
+        self.push(Op::End {
+            run,
+            status: "RUNNING",
+            end_time: None,
+        });
     }
 
     /// Queues a param, metric or tag of `run`.
@@ -238,8 +250,14 @@ impl Sender {
         self.push(Op::End {
             run,
             status,
-            end_time: now_ms(),
+            end_time: Some(now_ms()),
         });
+    }
+
+    /// The artifact root of `run`, once the server has created it (or as given to
+    /// [`Sender::known_run`]).
+    pub fn artifact_uri(&self, run: RunHandle) -> Option<String> {
+        self.shared.lock().runs[run].artifact_uri.clone()
     }
 
     /// The server's id of `run` and its experiment's, waiting up to `wait` for it to be created.
@@ -794,7 +812,7 @@ mod tests {
             Op::End {
                 run: 0,
                 status: "FINISHED",
-                end_time: 0,
+                end_time: Some(0),
             },
             log(0, "a4"),
             log(1, "b2"),

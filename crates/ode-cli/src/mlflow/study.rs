@@ -55,7 +55,7 @@ impl StudyRuns {
                     m.uri
                 );
                 StudyRuns {
-                    parent: sender.known_run(&name, &run_id, &exp),
+                    parent: sender.known_run(&name, &run_id, &exp, None),
                     experiment: Experiment::Id(exp),
                     sender,
                     flush_timeout: m.flush_timeout,
