@@ -8,9 +8,7 @@ use crate::grad::VjpField;
 use crate::options::{SolveOptions, StepMode};
 use crate::rk::{Coeffs, Zeros, add_to, all_finite, embedded_error, error_scale};
 use crate::tableau::Method;
-use std::fmt;
 use std::ops::Range;
-use std::str::FromStr;
 
 /// Which parts of the augmented state the adjoint's step-size control looks at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -25,36 +23,7 @@ pub enum AdjointNorm {
     Mixed,
 }
 
-impl AdjointNorm {
-    /// The name used in configs and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            AdjointNorm::Seminorm => "seminorm",
-            AdjointNorm::Mixed => "mixed",
-        }
-    }
-}
-
-impl fmt::Display for AdjointNorm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for AdjointNorm {
-    type Err = OdeError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "seminorm" => Ok(AdjointNorm::Seminorm),
-            "mixed" => Ok(AdjointNorm::Mixed),
-            _ => Err(OdeError::InvalidChoice {
-                name: "adjoint norm",
-                value: s.to_string(),
-                expected: "seminorm, mixed",
-            }),
-        }
-    }
-}
+crate::choice_names!(AdjointNorm, "adjoint norm" { Seminorm => "seminorm", Mixed => "mixed" });
 
 /// Work counters of a backward (adjoint) solve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -3,8 +3,6 @@
 
 use crate::error::{OdeError, Result};
 use crate::options::PidController;
-use std::fmt;
-use std::str::FromStr;
 
 /// The step-size rules of adaptive solves (`controller` in configs and on the command line).
 ///
@@ -33,17 +31,6 @@ pub enum ControllerKind {
 }
 
 impl ControllerKind {
-    /// Both kinds, in the order their names are listed.
-    pub const ALL: [ControllerKind; 2] = [ControllerKind::Default, ControllerKind::Torchdiffeq];
-
-    /// The name used in configs and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            ControllerKind::Default => "default",
-            ControllerKind::Torchdiffeq => "torchdiffeq",
-        }
-    }
-
     /// Whether the last step of a solve (or of an adjoint interval) may run past its end.
     #[inline]
     pub(crate) fn overshoots(self) -> bool {
@@ -92,6 +79,8 @@ impl ControllerKind {
     }
 }
 
+crate::choice_names!(ControllerKind, "controller" { Default => "default", Torchdiffeq => "torchdiffeq" });
+
 /// torchdiffeq's `_optimal_step_size`, with a non-finite ratio shrinking the step as much as
 /// allowed (where torchdiffeq would carry the NaN into the step and fail).
 fn torchdiffeq_factor(pid: &PidController, r: f64, k: f64) -> f64 {
@@ -103,27 +92,6 @@ fn torchdiffeq_factor(pid: &PidController, r: f64, k: f64) -> f64 {
     }
     let floor = if r < 1.0 { 1.0 } else { pid.min_factor };
     (pid.safety / r.powf(1.0 / k)).max(floor).min(pid.max_factor)
-}
-
-impl fmt::Display for ControllerKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for ControllerKind {
-    type Err = OdeError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "default" => Ok(ControllerKind::Default),
-            "torchdiffeq" => Ok(ControllerKind::Torchdiffeq),
-            _ => Err(OdeError::InvalidChoice {
-                name: "controller",
-                value: s.to_string(),
-                expected: "default, torchdiffeq",
-            }),
-        }
-    }
 }
 
 #[cfg(test)]

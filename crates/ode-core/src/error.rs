@@ -97,7 +97,7 @@ pub enum OdeError {
         name: &'static str,
         /// What was given.
         value: String,
-        /// The accepted values.
+        /// The accepted values, comma separated.
         expected: &'static str,
     },
     /// Fewer than two output times were given.

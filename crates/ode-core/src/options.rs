@@ -3,8 +3,6 @@
 use crate::Scalar;
 use crate::controller_kind::ControllerKind;
 use crate::error::{OdeError, Result};
-use std::fmt;
-use std::str::FromStr;
 
 /// How the samples of a batch share step sizes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -18,36 +16,7 @@ pub enum StepMode {
     PerSample,
 }
 
-impl StepMode {
-    /// The name used in configs and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            StepMode::Shared => "shared",
-            StepMode::PerSample => "per_sample",
-        }
-    }
-}
-
-impl fmt::Display for StepMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for StepMode {
-    type Err = OdeError;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "shared" => Ok(StepMode::Shared),
-            "per_sample" | "per-sample" => Ok(StepMode::PerSample),
-            _ => Err(OdeError::InvalidChoice {
-                name: "step mode",
-                value: s.to_string(),
-                expected: "shared, per_sample",
-            }),
-        }
-    }
-}
+crate::choice_names!(StepMode, "step mode" { Shared => "shared", PerSample => "per_sample" | "per-sample" });
 
 /// A relative or absolute tolerance: one value for every component, or one per component.
 #[derive(Debug, Clone, PartialEq)]

@@ -1,10 +1,7 @@
 //! Built-in test problems with known behaviour, for the CLI, the benchmarks and the tests.
 
 use crate::Scalar;
-use crate::error::{OdeError, Result};
 use crate::field::VectorField;
-use std::fmt;
-use std::str::FromStr;
 
 /// A built-in initial value problem.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -21,24 +18,6 @@ pub enum Problem {
 }
 
 impl Problem {
-    /// Every built-in problem.
-    pub const ALL: [Problem; 4] = [
-        Problem::ExpDecay,
-        Problem::Harmonic,
-        Problem::LotkaVolterra,
-        Problem::VanDerPol,
-    ];
-
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Problem::ExpDecay => "exp-decay",
-            Problem::Harmonic => "harmonic",
-            Problem::LotkaVolterra => "lotka-volterra",
-            Problem::VanDerPol => "van-der-pol",
-        }
-    }
-
     /// State dimension.
     pub fn dim(self) -> usize {
         match self {
@@ -118,25 +97,12 @@ impl Problem {
     }
 }
 
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Problem {
-    type Err = OdeError;
-    fn from_str(s: &str) -> Result<Self> {
-        Problem::ALL
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| OdeError::InvalidChoice {
-                name: "problem",
-                value: s.to_string(),
-                expected: "exp-decay, harmonic, lotka-volterra, van-der-pol",
-            })
-    }
-}
+crate::choice_names!(Problem, "problem" {
+    ExpDecay => "exp-decay",
+    Harmonic => "harmonic",
+    LotkaVolterra => "lotka-volterra",
+    VanDerPol => "van-der-pol",
+});
 
 /// A built-in problem as a batched [`VectorField`].
 #[derive(Debug, Clone, Copy)]

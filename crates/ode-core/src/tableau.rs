@@ -1,8 +1,6 @@
 //! Butcher tableaus: every explicit Runge-Kutta method is data run by one engine.
 
 use crate::error::{OdeError, Result};
-use std::fmt;
-use std::str::FromStr;
 
 /// How a method produces output between step ends.
 #[derive(Debug, Clone, PartialEq)]
@@ -166,67 +164,26 @@ pub enum Method {
 }
 
 impl Method {
-    /// Every method, in order of increasing cost.
-    pub const ALL: [Method; 8] = [
-        Method::Euler,
-        Method::Midpoint,
-        Method::Heun2,
-        Method::Rk4,
-        Method::Rk4Classic,
-        Method::Bosh3,
-        Method::Dopri5,
-        Method::Tsit5,
-    ];
-
-    /// The canonical name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Euler => "euler",
-            Method::Midpoint => "midpoint",
-            Method::Heun2 => "heun2",
-            Method::Rk4 => "rk4",
-            Method::Rk4Classic => "rk4_classic",
-            Method::Bosh3 => "bosh3",
-            Method::Dopri5 => "dopri5",
-            Method::Tsit5 => "tsit5",
-        }
-    }
-
     /// The method's validated tableau.
     pub fn tableau(self) -> ButcherTableau {
         build(self).expect("built-in tableaus are valid (checked by tests)")
     }
 }
 
-impl fmt::Display for Method {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Method {
-    type Err = OdeError;
-    fn from_str(s: &str) -> Result<Self> {
-        let m = match s {
-            "euler" => Method::Euler,
-            "midpoint" => Method::Midpoint,
-            "heun2" | "adaptive_heun" => Method::Heun2,
-            "rk4" | "rk4_38" => Method::Rk4,
-            "rk4_classic" => Method::Rk4Classic,
-            "bosh3" => Method::Bosh3,
-            "dopri5" => Method::Dopri5,
-            "tsit5" => Method::Tsit5,
-            _ => {
-                let known: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
-                return Err(OdeError::UnknownSolver {
-                    name: s.to_string(),
-                    known: known.join(", "),
-                });
-            }
-        };
-        Ok(m)
-    }
-}
+// In order of increasing cost.
+crate::choice_names!(Method, "solver" {
+    Euler => "euler",
+    Midpoint => "midpoint",
+    Heun2 => "heun2" | "adaptive_heun",
+    Rk4 => "rk4" | "rk4_38",
+    Rk4Classic => "rk4_classic",
+    Bosh3 => "bosh3",
+    Dopri5 => "dopri5",
+    Tsit5 => "tsit5",
+}, error = |name, known| OdeError::UnknownSolver {
+    name,
+    known: known.to_string(),
+});
 
 // A coefficient table: one arm per method, its Butcher tableau written out (the three with an
 // error estimate in their own functions below).

@@ -109,21 +109,7 @@ pub enum Preset {
     Accurate,
 }
 
-impl std::str::FromStr for Preset {
-    type Err = OdeError;
-    fn from_str(s: &str) -> Result<Self, OdeError> {
-        match s {
-            "fast" => Ok(Preset::Fast),
-            "balanced" => Ok(Preset::Balanced),
-            "accurate" => Ok(Preset::Accurate),
-            _ => Err(OdeError::InvalidChoice {
-                name: "preset",
-                value: s.into(),
-                expected: "fast, balanced, accurate",
-            }),
-        }
-    }
-}
+ode_core::choice_names!(Preset, "preset" { Fast => "fast", Balanced => "balanced", Accurate => "accurate" });
 
 impl ModelConfig {
     /// Applies a preset's architecture, solver and tolerances, keeping everything else.
@@ -548,16 +534,9 @@ pub enum Device {
     Auto,
 }
 
-impl Device {
-    /// The name used in configs and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Device::Cpu => "cpu",
-            Device::Gpu => "gpu",
-            Device::Auto => "auto",
-        }
-    }
+ode_core::choice_names!(Device, "device" { Cpu => "cpu", Gpu => "gpu", Auto => "auto" });
 
+impl Device {
     /// Opens the GPU this device asks for: `None` for the CPU (or for `auto` without an
     /// adapter, after a warning on stderr), the context for the GPU.
     pub fn open(self) -> Result<Option<std::sync::Arc<ode_gpu::GpuContext>>, OdeError> {
@@ -571,28 +550,6 @@ impl Device {
                     Ok(None)
                 }
             },
-        }
-    }
-}
-
-impl std::fmt::Display for Device {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Device {
-    type Err = OdeError;
-    fn from_str(s: &str) -> Result<Self, OdeError> {
-        match s {
-            "cpu" => Ok(Device::Cpu),
-            "gpu" => Ok(Device::Gpu),
-            "auto" => Ok(Device::Auto),
-            _ => Err(OdeError::InvalidChoice {
-                name: "device",
-                value: s.to_string(),
-                expected: "cpu, gpu, auto",
-            }),
         }
     }
 }

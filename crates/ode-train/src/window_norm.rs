@@ -4,7 +4,7 @@
 //! back with the same statistics before the loss. A series that trends out of the training
 //! range then still looks familiar to the encoder, and a zero decoder is the persistence forecast.
 
-use ode_core::{OdeError, Scalar};
+use ode_core::Scalar;
 use serde::{Deserialize, Serialize};
 
 /// How the encoder's input is normalised on top of the global z-scores.
@@ -20,36 +20,7 @@ pub enum Normalization {
     Window,
 }
 
-impl Normalization {
-    /// The name used in configs, checkpoints and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Normalization::Global => "global",
-            Normalization::Window => "window",
-        }
-    }
-}
-
-impl std::fmt::Display for Normalization {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for Normalization {
-    type Err = OdeError;
-    fn from_str(s: &str) -> Result<Self, OdeError> {
-        match s {
-            "global" => Ok(Normalization::Global),
-            "window" => Ok(Normalization::Window),
-            _ => Err(OdeError::InvalidChoice {
-                name: "normalization",
-                value: s.to_string(),
-                expected: "global, window",
-            }),
-        }
-    }
-}
+ode_core::choice_names!(Normalization, "normalization" { Global => "global", Window => "window" });
 
 /// Added to a window's variance before the square root (the contract's `1e-5`).
 pub const WINDOW_VAR_EPS: f64 = 1e-5;
