@@ -10,16 +10,16 @@ use ode_search::driver::{
     DataFn, SearchConfig, TrialOutcome, TrialWeights, best_config_toml, best_trial_run, load_definition, retrain_trial,
     save_definition,
 };
+use ode_search::pool::{LocalPool, PoolEvents, Progress, held_trials};
 use ode_search::store::TrialRecord;
-use ode_search::worker_id::worker_id;
-use ode_search::{SearchSpace, Strategy, StudyStore, TrialState, enqueue_study, leaderboard, run_worker};
+use ode_search::{SearchSpace, Strategy, StudyStore, TrialState, enqueue_study, leaderboard};
 use ode_train::RunConfig;
 use ode_train::checkpoint;
 use ode_train::data::{Dataset, Table};
 use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 type Res<T> = Result<T, Box<dyn Error>>;
 
@@ -213,16 +213,15 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         );
         return Ok(());
     }
-    let pool = Pool {
+    let pool = LocalPool {
         cfg: &cfg,
         data: &data,
         storage: &args.storage,
         study,
         workers,
-        total,
-        kept: Mutex::new(None),
     };
-    let stopped = pool.run_to_the_end(store.as_mut(), already, max_wait);
+    let lines = PoolLines::new(total, workers, &cfg);
+    let stopped = pool.run_to_the_end(store.as_mut(), already, max_wait, &lines);
     let ok = stopped.is_ok();
     let trials = match (store.trials(study), &stopped) {
         (Ok(t), _) => t,
@@ -251,7 +250,7 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         source: &source,
         checkpoint: best_checkpoint(args),
     };
-    let kept = pool.kept.into_inner().unwrap_or_else(|e| e.into_inner());
+    let kept = lines.kept.into_inner().unwrap_or_else(|e| e.into_inner());
     test.report(store.as_mut(), study, &trials, kept)
 }
 
@@ -425,19 +424,27 @@ fn report_study(cfg: &SearchConfig, trials: &[TrialRecord], stopped: Option<Stri
     }
 }
 
-/// A study's local worker pool.
-struct Pool<'a> {
-    cfg: &'a SearchConfig,
-    data: &'a DataFn,
-    storage: &'a str,
-    study: i64,
-    workers: usize,
+/// What `ode search` and `ode worker` print while their pool runs: a line per finished or
+/// abandoned trial with the running count and the best value so far, and which trials other
+/// workers hold while it waits; it keeps the best complete trial's weights.
+struct PoolLines {
     total: usize,
+    workers: usize,
+    lease_seconds: f64,
     /// The best-epoch weights of the best complete trial this pool trained.
     kept: Mutex<Option<Arc<TrialWeights>>>,
 }
 
-impl Pool<'_> {
+impl PoolLines {
+    fn new(total: usize, workers: usize, cfg: &SearchConfig) -> Self {
+        Self {
+            total,
+            workers,
+            lease_seconds: cfg.lease_seconds,
+            kept: Mutex::new(None),
+        }
+    }
+
     /// Keeps `o`'s weights if it is the best complete trial so far (lowest value, then lowest
     /// number, as the leaderboard orders them).
     fn keep(&self, o: &TrialOutcome) {
@@ -453,133 +460,49 @@ impl Pool<'_> {
             *kept = Some(w.clone());
         }
     }
+}
 
-    /// Runs the pool until the study has no trial `RUNNING` or `WAITING`: once nothing is
-    /// left to claim, it waits for the trials other workers hold (printing which, every few
-    /// seconds) and takes over any whose lease ends. `Err` when a worker failed, or when
-    /// `max_wait` passed while trials were still held elsewhere.
-    fn run_to_the_end(&self, store: &mut dyn StudyStore, already: usize, max_wait: Option<Duration>) -> Res<()> {
-        let mut finished = already;
-        let mut waiting_since: Option<Instant> = None;
-        let mut last_note: Option<Instant> = None;
-        // Poll (a claim by every local worker, which takes over trials whose lease ended or
-        // whose worker died) often enough to notice an expired lease soon after it expires.
-        let poll = Duration::try_from_secs_f64(self.cfg.lease_seconds / 4.0)
-            .unwrap_or(Duration::ZERO)
-            .clamp(Duration::from_millis(50), Duration::from_secs(5));
-        loop {
-            let before = finished;
-            finished = self.run(finished)?;
-            if finished > before {
-                waiting_since = None;
-            }
-            let trials = store.trials(self.study)?;
-            let held: Vec<&TrialRecord> = trials
-                .iter()
-                .filter(|t| matches!(t.state, TrialState::Running | TrialState::Waiting))
-                .collect();
-            if held.is_empty() {
-                return Ok(());
-            }
-            let since = *waiting_since.get_or_insert_with(Instant::now);
-            if let Some(max) = max_wait.filter(|m| since.elapsed() > *m) {
-                return Err(format!(
-                    "waited the --max-wait of {} s for trials other workers hold",
-                    max.as_secs_f64()
-                )
-                .into());
-            }
-            if last_note.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-                last_note = Some(Instant::now());
-                let who: Vec<String> = held
-                    .iter()
-                    .map(|t| match t.state {
-                        TrialState::Waiting => format!("trial {} (waiting)", t.number),
-                        _ => format!(
-                            "trial {} ({})",
-                            t.number,
-                            t.worker.as_deref().unwrap_or("unknown worker")
-                        ),
-                    })
-                    .collect();
-                eprintln!(
-                    "waiting for {} unfinished trials other workers hold: {} (a lease ends {} s after its last heartbeat; {:.0}s waited)",
-                    held.len(),
-                    who.join(", "),
-                    self.cfg.lease_seconds,
-                    since.elapsed().as_secs_f64()
-                );
-            }
-            // Not past --max-wait: the search stops on time.
-            let left = max_wait.map_or(poll, |m| m.saturating_sub(since.elapsed()));
-            std::thread::sleep(poll.min(left + Duration::from_millis(1)));
-        }
+impl PoolEvents for PoolLines {
+    fn trial_ended(&self, o: &TrialOutcome, p: &Progress) {
+        self.keep(o);
+        let what = match (o.state, &o.reason) {
+            (_, Some(r)) if o.abandoned => format!("abandoned: {r}"),
+            (TrialState::Fail, Some(r)) => format!("failed: {}", r.lines().next().unwrap_or("")),
+            (s, _) => format!(
+                "{} val_rmse {:.5}",
+                s.optuna_name().to_lowercase(),
+                o.value.unwrap_or(f64::NAN)
+            ),
+        };
+        let rerun = if o.attempt > 1 {
+            format!(
+                ", attempt {}: re-run after an earlier run's worker died or lost its lease",
+                o.attempt
+            )
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "[{:>4}/{}] trial {:>3} {what} ({} epochs, {:.1}s{rerun}) | running {} | best {:.5} | {:.0}s elapsed",
+            p.finished,
+            self.total,
+            o.number,
+            o.epochs,
+            o.seconds,
+            self.total.saturating_sub(p.finished).min(self.workers),
+            p.best,
+            p.elapsed.as_secs_f64()
+        );
     }
 
-    /// Runs `workers` local worker threads on the study until no trial is waiting, printing a
-    /// line per finished or abandoned trial with the running count and the best value so far;
-    /// returns the count of finished trials.
-    fn run(&self, already: usize) -> Res<usize> {
-        let (total, workers) = (self.total, self.workers);
-        let started = Instant::now();
-        let progress = Arc::new(Mutex::new((already, f64::INFINITY)));
-        let result: Vec<Result<(), String>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = (0..workers)
-                .map(|w| {
-                    let progress = progress.clone();
-                    sc.spawn(move || -> Result<(), String> {
-                        let mut st = open_store(self.storage).map_err(|e| e.to_string())?;
-                        let report = |o: &TrialOutcome| {
-                            let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
-                            if !o.abandoned {
-                                p.0 += 1;
-                            }
-                            if let Some(v) = o.value.filter(|_| o.state == TrialState::Complete) {
-                                p.1 = p.1.min(v);
-                            }
-                            self.keep(o);
-                            let what = match (o.state, &o.reason) {
-                                (_, Some(r)) if o.abandoned => format!("abandoned: {r}"),
-                                (TrialState::Fail, Some(r)) => format!("failed: {}", r.lines().next().unwrap_or("")),
-                                (s, _) => format!(
-                                    "{} val_rmse {:.5}",
-                                    s.optuna_name().to_lowercase(),
-                                    o.value.unwrap_or(f64::NAN)
-                                ),
-                            };
-                            let rerun = if o.attempt > 1 {
-                                format!(", attempt {}: re-run after an earlier run's worker died or lost its lease", o.attempt)
-                            } else {
-                                String::new()
-                            };
-                            eprintln!(
-                                "[{:>4}/{total}] trial {:>3} {what} ({} epochs, {:.1}s{rerun}) | running {} | best {:.5} | {:.0}s elapsed",
-                                p.0,
-                                o.number,
-                                o.epochs,
-                                o.seconds,
-                                total.saturating_sub(p.0).min(workers),
-                                p.1,
-                                started.elapsed().as_secs_f64()
-                            );
-                        };
-                        run_worker(st.as_mut(), self.study, self.cfg, self.data, &worker_id(w), report)
-                            .map_err(|e| format!("worker {w}: {e}"))?;
-                        Ok(())
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|_| Err("a worker panicked".into())))
-                .collect()
-        });
-        let errors: Vec<String> = result.into_iter().filter_map(Result::err).collect();
-        if !errors.is_empty() {
-            return Err(errors.join("; ").into());
-        }
-        let finished = progress.lock().unwrap_or_else(|e| e.into_inner()).0;
-        Ok(finished)
+    fn waiting_for(&self, held: &[&TrialRecord], waited: Duration) {
+        eprintln!(
+            "waiting for {} unfinished trials other workers hold: {} (a lease ends {} s after its last heartbeat; {:.0}s waited)",
+            held.len(),
+            held_trials(held),
+            self.lease_seconds,
+            waited.as_secs_f64()
+        );
     }
 }
 
@@ -627,16 +550,15 @@ pub fn worker(args: &WorkerArgs) -> Res<()> {
         args.storage,
         trials.len()
     );
-    let pool = Pool {
+    let pool = LocalPool {
         cfg: &cfg,
         data: &data,
         storage: &args.storage,
         study,
         workers,
-        total: trials.len(),
-        kept: Mutex::new(None),
     };
-    pool.run(already).map(|_| ())
+    pool.run(already, &PoolLines::new(trials.len(), workers, &cfg))?;
+    Ok(())
 }
 
 /// A trial's numeric user attribute.

@@ -4,15 +4,15 @@
 use crate::data::Data;
 use crate::errors;
 use ode_search::driver::{DataFn, TrialOutcome, best_trial_run};
+use ode_search::pool::{LocalPool, PoolEvents, Progress, held_trials};
 use ode_search::store::TrialRecord;
-use ode_search::worker_id::worker_id;
-use ode_search::{SearchConfig, SearchSpace, Strategy, TrialState, enqueue_study, leaderboard, run_worker};
+use ode_search::{SearchConfig, SearchSpace, Strategy, TrialState, enqueue_study, leaderboard};
 use ode_train::RunConfig;
 use ode_train::data::Dataset;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// TOML text of a JSON object (Python dicts reach Rust as JSON).
@@ -88,9 +88,10 @@ impl Study {
     }
 }
 
-/// One line per finished trial on stderr, as `ode search` prints them.
+/// One line per finished (or abandoned) trial on stderr, as `ode search` prints them.
 fn announce(o: &TrialOutcome) {
     let what = match (&o.reason, o.state) {
+        (Some(r), _) if o.abandoned => format!("abandoned: {r}"),
         (Some(r), TrialState::Fail) => format!("failed: {}", r.lines().next().unwrap_or("")),
         _ => format!(
             "{} val_rmse {:.5}",
@@ -101,11 +102,41 @@ fn announce(o: &TrialOutcome) {
     eprintln!("trial {:>3} {what} ({} epochs, {:.1}s)", o.number, o.epochs, o.seconds);
 }
 
-/// How often the waiting thread looks for a pending Ctrl-C.
-const SIGNAL_CHECK: Duration = Duration::from_millis(50);
+/// What `search` prints while its pool runs, and the Ctrl-C that stopped it, if one did.
+#[derive(Default)]
+struct PyEvents {
+    interrupted: Mutex<Option<PyErr>>,
+}
 
-/// Runs `workers` local workers on the study until no trial waits, or until Ctrl-C (then the
-/// workers stop within a batch, and the `KeyboardInterrupt` comes back); the study's trials.
+impl PoolEvents for PyEvents {
+    fn trial_ended(&self, o: &TrialOutcome, _: &Progress) {
+        announce(o);
+    }
+
+    fn waiting_for(&self, held: &[&TrialRecord], waited: Duration) {
+        eprintln!(
+            "waiting for {} unfinished trials other workers hold: {} ({:.0}s waited; Ctrl-C stops waiting)",
+            held.len(),
+            held_trials(held),
+            waited.as_secs_f64()
+        );
+    }
+
+    /// A pending Ctrl-C (checked on the calling thread, which Python signals reach).
+    fn stop_requested(&self) -> bool {
+        match Python::attach(|py| py.check_signals()) {
+            Ok(()) => false,
+            Err(e) => {
+                *self.interrupted.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                true
+            }
+        }
+    }
+}
+
+/// Runs `workers` local workers on the study until it has no trial left, waiting for those
+/// other workers hold (as `ode search` does), or until Ctrl-C (then the workers stop within a
+/// batch, and the `KeyboardInterrupt` comes back); the study's trials.
 fn run_study(
     cfg: &SearchConfig,
     data: &DataFn,
@@ -114,38 +145,17 @@ fn run_study(
 ) -> Result<(Vec<TrialRecord>, Option<PyErr>), String> {
     let mut store = ode_search::open_store(storage)?;
     let study = enqueue_study(store.as_mut(), cfg).map_err(|e| e.to_string())?;
-    let mut interrupted = None;
-    let errors: Vec<String> = std::thread::scope(|sc| {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                sc.spawn(move || -> Result<(), String> {
-                    let mut st = ode_search::open_store(storage)?;
-                    run_worker(st.as_mut(), study, cfg, data, &worker_id(w), announce)
-                        .map(|_| ())
-                        .map_err(|e| format!("worker {w}: {e}"))
-                })
-            })
-            .collect();
-        while !handles.iter().all(|h| h.is_finished()) {
-            std::thread::sleep(SIGNAL_CHECK);
-            if interrupted.is_some() {
-                continue;
-            }
-            if let Err(e) = Python::attach(|py| py.check_signals()) {
-                interrupted = Some(e);
-                if let Some(c) = &cfg.cancel {
-                    c.store(true, Ordering::Relaxed);
-                }
-            }
-        }
-        handles
-            .into_iter()
-            .filter_map(|h| h.join().unwrap_or_else(|_| Err("a worker panicked".into())).err())
-            .collect()
-    });
-    if !errors.is_empty() {
-        return Err(errors.join("; "));
-    }
+    let pool = LocalPool {
+        cfg,
+        data,
+        storage,
+        study,
+        workers,
+    };
+    let events = PyEvents::default();
+    pool.run_to_the_end(store.as_mut(), 0, None, &events)
+        .map_err(|e| e.to_string())?;
+    let interrupted = events.interrupted.into_inner().unwrap_or_else(|p| p.into_inner());
     Ok((store.trials(study).map_err(|e| e.to_string())?, interrupted))
 }
 

@@ -96,6 +96,44 @@ def test_search_writes_an_optuna_study_and_returns_the_best(tmp_path, data):
         assert con.execute("select count(*) from trials").fetchone()[0] == 2
 
 
+def test_a_search_waits_for_the_trials_another_search_holds(tmp_path, data, capfd):
+    """Two searches of one study (as on two machines): the one left without a trial to claim
+    waits for the other's, so both return the whole study's leaderboard."""
+    import threading
+    import time
+
+    db = tmp_path / "s.db"
+    # A quick trial and a slow one: whichever search ends its trial first waits for the other's.
+    space = {"hidden_dim": [8, 128], "solver": ["dopri5"], "latent_dim": 8}
+    results = {}
+
+    def run(name):
+        results[name] = ode_rs.search(space=space, strategy="grid", storage=f"sqlite:{db}", data=data,
+                                      study="two", epochs=20, workers=1)
+
+    def running():
+        try:
+            with sqlite3.connect(db) as con:
+                return con.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0]
+        except sqlite3.Error:
+            return 0
+
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    deadline = time.monotonic() + 120
+    while running() < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert running() >= 1, "the first search never held a trial"
+    second = threading.Thread(target=run, args=("second",))
+    second.start()
+    first.join()
+    second.join()
+    for name in ("first", "second"):
+        board, _ = results[name]
+        assert [r["state"] for r in board] == ["COMPLETE", "COMPLETE"], (name, board)
+    assert "waiting for 1 unfinished trials other workers hold" in capfd.readouterr().err
+
+
 def test_ctrl_c_stops_a_search_and_keeps_its_finished_trials(tmp_path, data):
     import os
     import signal

@@ -9,6 +9,7 @@ pub mod memory;
 mod open;
 pub mod optuna;
 pub mod pg_connect;
+pub mod pool;
 pub mod postgres;
 mod rdb;
 pub mod space;

@@ -71,7 +71,10 @@ def search(
     """Runs (or continues) the study `study` in `storage` (`sqlite:PATH` or
     `postgresql://USER:PASSWORD@HOST/DB`) on `data` (a `Data`, or a CSV path) with local
     worker threads; `train_settings` fix anything not searched (epochs, batch_size, …).
-    Prints a line per finished trial; returns a `SearchResult`."""
+    Prints a line per finished trial. Once no trial is left to claim it waits, as `ode search`
+    does, for the trials other workers hold (`ode worker`, another search of the study), taking
+    over any whose lease ends, so the leaderboard is the whole study's; Ctrl-C stops the wait.
+    Returns a `SearchResult`."""
     if data is None:
         raise TypeError("search needs data: a Data from load_csv/dataset, or a CSV path")
     if not isinstance(data, Data):
