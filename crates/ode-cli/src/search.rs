@@ -10,7 +10,7 @@ use ode_search::driver::{
     DataFn, SearchConfig, TrialOutcome, TrialWeights, best_config_toml, best_trial_run, load_definition, retrain_trial,
     save_definition,
 };
-use ode_search::pool::{LocalPool, PoolEvents, Progress, held_trials};
+use ode_search::pool::{LocalPool, PoolEvents, Progress, held_trials, outcome_summary};
 use ode_search::store::TrialRecord;
 use ode_search::{SearchSpace, Strategy, StudyStore, TrialState, enqueue_study, leaderboard};
 use ode_train::RunConfig;
@@ -465,15 +465,7 @@ impl PoolLines {
 impl PoolEvents for PoolLines {
     fn trial_ended(&self, o: &TrialOutcome, p: &Progress) {
         self.keep(o);
-        let what = match (o.state, &o.reason) {
-            (_, Some(r)) if o.abandoned => format!("abandoned: {r}"),
-            (TrialState::Fail, Some(r)) => format!("failed: {}", r.lines().next().unwrap_or("")),
-            (s, _) => format!(
-                "{} val_rmse {:.5}",
-                s.optuna_name().to_lowercase(),
-                o.value.unwrap_or(f64::NAN)
-            ),
-        };
+        let what = outcome_summary(o);
         let rerun = if o.attempt > 1 {
             format!(
                 ", attempt {}: re-run after an earlier run's worker died or lost its lease",

@@ -233,7 +233,7 @@ pub fn train(args: &TrainArgs) -> Res<()> {
         write_report(&args.out, &ds, &table);
     }
     if let Some(m) = mlflow {
-        m.finish(&args.out, &device, error.is_none());
+        m.finish(&device, error.is_none());
     }
     if let Some(e) = error {
         return Err(Box::new(e));

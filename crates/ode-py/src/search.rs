@@ -4,7 +4,7 @@
 use crate::data::Data;
 use crate::errors;
 use ode_search::driver::{DataFn, TrialOutcome, best_trial_run};
-use ode_search::pool::{LocalPool, PoolEvents, Progress, held_trials};
+use ode_search::pool::{LocalPool, PoolEvents, Progress, held_trials, outcome_summary};
 use ode_search::store::TrialRecord;
 use ode_search::{SearchConfig, SearchSpace, Strategy, TrialState, enqueue_study, leaderboard};
 use ode_train::RunConfig;
@@ -88,20 +88,6 @@ impl Study {
     }
 }
 
-/// One line per finished (or abandoned) trial on stderr, as `ode search` prints them.
-fn announce(o: &TrialOutcome) {
-    let what = match (&o.reason, o.state) {
-        (Some(r), _) if o.abandoned => format!("abandoned: {r}"),
-        (Some(r), TrialState::Fail) => format!("failed: {}", r.lines().next().unwrap_or("")),
-        _ => format!(
-            "{} val_rmse {:.5}",
-            o.state.optuna_name().to_lowercase(),
-            o.value.unwrap_or(f64::NAN)
-        ),
-    };
-    eprintln!("trial {:>3} {what} ({} epochs, {:.1}s)", o.number, o.epochs, o.seconds);
-}
-
 /// What `search` prints while its pool runs, and the Ctrl-C that stopped it, if one did.
 #[derive(Default)]
 struct PyEvents {
@@ -109,8 +95,15 @@ struct PyEvents {
 }
 
 impl PoolEvents for PyEvents {
+    /// One line per finished (or abandoned) trial on stderr, as `ode search` prints them.
     fn trial_ended(&self, o: &TrialOutcome, _: &Progress) {
-        announce(o);
+        eprintln!(
+            "trial {:>3} {} ({} epochs, {:.1}s)",
+            o.number,
+            outcome_summary(o),
+            o.epochs,
+            o.seconds
+        );
     }
 
     fn waiting_for(&self, held: &[&TrialRecord], waited: Duration) {

@@ -184,6 +184,20 @@ impl LocalPool<'_> {
     }
 }
 
+/// What became of a trial, as the progress lines say it: `abandoned: REASON`, `failed: FIRST
+/// LINE OF THE REASON`, or `complete val_rmse 0.12345` (`pruned …`).
+pub fn outcome_summary(o: &TrialOutcome) -> String {
+    match (o.state, &o.reason) {
+        (_, Some(r)) if o.abandoned => format!("abandoned: {r}"),
+        (TrialState::Fail, Some(r)) => format!("failed: {}", r.lines().next().unwrap_or("")),
+        (s, _) => format!(
+            "{} val_rmse {:.5}",
+            s.optuna_name().to_lowercase(),
+            o.value.unwrap_or(f64::NAN)
+        ),
+    }
+}
+
 /// The line `ode search` prints for the trials other workers hold: `trial 3 (host-12-0), trial
 /// 5 (waiting)`.
 pub fn held_trials(held: &[&TrialRecord]) -> String {

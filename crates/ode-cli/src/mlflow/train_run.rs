@@ -45,12 +45,6 @@ impl TrainRun {
         };
         let sender = Sender::start(client::Client::new(&m.uri))
             .map_err(|e| format!("MLflow: cannot start the sending thread: {e}"))?;
-        let name = args.run_name.clone().unwrap_or_else(|| {
-            std::path::absolute(out)
-                .ok()
-                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-                .unwrap_or_else(|| "ode-train".into())
-        });
         let previous = resume.and_then(|r| continued_run(args, &m, r));
         let (handle, record) = match previous {
             Some(record) => {
@@ -67,7 +61,7 @@ impl TrainRun {
                 );
                 (handle, record)
             }
-            None => new_run(&sender, &m, name, solver),
+            None => new_run(&sender, &m, run_name(args, out), solver),
         };
         Ok(Some(Self {
             run: Some(MlflowRun::new(sender.clone(), handle)),
@@ -109,17 +103,27 @@ impl TrainRun {
     }
 
     /// Uploads the artifacts (`checkpoint.safetensors`, `report.html` and `forecasts.json` of
-    /// `out`, those that exist), sets the device tag and the status (`FINISHED`, or `FAILED` when
-    /// `ok` is false), and waits (bounded) for everything to be sent.
-    pub fn finish(mut self, out: &Path, device: &str, ok: bool) {
+    /// the training folder, those that exist), sets the device tag and the status (`FINISHED`,
+    /// or `FAILED` when `ok` is false), and waits (bounded) for everything to be sent.
+    pub fn finish(mut self, device: &str, ok: bool) {
         if let Some(mut run) = self.run.take() {
             run.tag("device", device);
             for name in ["checkpoint.safetensors", "report.html", crate::forecasts::FILE] {
-                run.artifact(&out.join(name), name);
+                run.artifact(&self.out.join(name), name);
             }
             run.end(if ok { "FINISHED" } else { "FAILED" });
         }
     }
+}
+
+/// A new run's name: `--run-name`, else the training folder's name.
+fn run_name(args: &TrackingArgs, out: &Path) -> String {
+    args.run_name.clone().unwrap_or_else(|| {
+        std::path::absolute(out)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "ode-train".into())
+    })
 }
 
 /// A new run on `m`'s server, and its record (without the id the server will give it).
