@@ -413,7 +413,9 @@ fn report_study(cfg: &SearchConfig, trials: &[TrialRecord], stopped: Option<Stri
     } else {
         outln!("no trial completed; no {provisional}best configuration");
     }
-    warn_if_best_trial_loses_to_persistence(trials);
+    if let Some(w) = ode_search::leaderboard::best_trial_warning(trials) {
+        eprintln!("warning: {w}");
+    }
     match stopped {
         Some(why) => Err(format!(
             "the search stopped before the study finished: {why}; {left} trials left ({running} running, \
@@ -557,24 +559,6 @@ pub fn worker(args: &WorkerArgs) -> Res<()> {
 /// A numeric user attribute of a trial (training seconds, skill, a baseline's RMSE).
 pub(crate) fn attr(t: &TrialRecord, name: &str) -> Option<f64> {
     t.user_attrs.get(name).and_then(|v| v.as_f64())
-}
-
-/// Warns (on stderr) when the best complete trial does not beat persistence.
-fn warn_if_best_trial_loses_to_persistence(trials: &[TrialRecord]) {
-    let Some(best) = leaderboard(trials)
-        .into_iter()
-        .find(|e| e.trial.state == TrialState::Complete)
-    else {
-        return;
-    };
-    let t = &best.trial;
-    let (Some(value), Some(persistence)) = (t.value, attr(t, "baseline_persistence")) else {
-        return;
-    };
-    let what = format!("the best trial (#{})", t.number);
-    if let Some(w) = ode_train::baselines::persistence_warning(&what, value, persistence, attr(t, "skill")) {
-        eprintln!("{w}");
-    }
 }
 
 /// A parameter value as a person writes it (strings without TOML quotes).

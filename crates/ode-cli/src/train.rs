@@ -8,6 +8,7 @@ use ode_train::Baselines;
 use ode_train::checkpoint::{self, CheckpointMeta, OptimState};
 use ode_train::data::{DataConfig, Dataset, ReadOptions, Split, Table};
 use ode_train::trainer::CheckpointTarget;
+use ode_train::verdict::Standing;
 use ode_train::{JsonlTracker, ModelConfig, NeuralOdeModel, Preset, Resolved, RunConfig, Trainer, Workspace};
 use serde::Serialize;
 use std::error::Error;
@@ -245,7 +246,7 @@ pub fn train(args: &TrainArgs) -> Res<()> {
         summary.train_seconds_per_epoch,
         ckpt.display()
     );
-    warn_if_not_beating_persistence(&summary);
+    warn_if_a_baseline_wins(&summary);
     Ok(())
 }
 
@@ -367,14 +368,14 @@ fn best_skill(history: &ode_train::History, baselines: &Baselines) -> Option<f64
     }
 }
 
-/// Ends the run with a warning when the best model does not beat persistence.
-fn warn_if_not_beating_persistence(summary: &Summary) {
+/// Ends the run with a warning when the best model does not beat every baseline.
+fn warn_if_a_baseline_wins(summary: &Summary) {
     let (Some(b), Some(rmse)) = (&summary.baselines, summary.best_val_rmse) else {
         return;
     };
     let what = format!("the best model (epoch {})", summary.best_epoch.unwrap_or(0));
-    if let Some(w) = b.persistence_warning(&what, rmse, summary.skill) {
-        eprintln!("{w}");
+    if let Some(w) = Standing::new(&what, rmse, summary.skill, b).warning() {
+        eprintln!("warning: {w}");
     }
 }
 

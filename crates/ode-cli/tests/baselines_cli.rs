@@ -1,5 +1,5 @@
 //! `ode train` reports the baselines, the model's skill against persistence, and warns when the
-//! best model does not beat persistence.
+//! best model does not beat every baseline (persistence, window mean, seasonal naive, linear AR).
 
 mod common;
 use common::{SMALL, json, ode};
@@ -130,28 +130,8 @@ fn warns_when_the_best_model_does_not_beat_persistence() {
     let csv = dir.path().join("walk.csv");
     random_walk_csv(&csv);
     let out = dir.path().join("run");
-    let args = [
-        "train",
-        "--data",
-        csv.to_str().unwrap(),
-        "--epochs",
-        "1",
-        // Effectively no training (0 is refused): the model stays at its initialisation.
-        "--learning-rate",
-        "1e-12",
-        "--latent-dim",
-        "4",
-        "--hidden-dim",
-        "8",
-        "--context-len",
-        "8",
-        "--horizon",
-        "4",
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ];
-    let (ok, _, err) = ode(&args);
+    let (csv, o) = (csv.to_str().unwrap(), out.to_str().unwrap());
+    let (ok, _, err) = ode(&untrained("train", csv, "8", &["--out", o, "--quiet"]));
     assert!(ok, "{err}");
     let s = json(&out.join("summary.json"));
     let (best, persistence) = (
@@ -205,34 +185,16 @@ fn search_records_skill_and_warns_when_the_best_trial_loses_to_persistence() {
     let csv = dir.path().join("walk.csv");
     random_walk_csv(&csv);
     let space = dir.path().join("space.toml");
-    std::fs::write(&space, "[params.latent_dim]\nchoices = [4, 6]\n").unwrap();
+    std::fs::write(&space, "[params.hidden_dim]\nchoices = [6, 8]\n").unwrap();
     let db = format!("sqlite:{}", dir.path().join("s.db").display());
     let best = dir.path().join("best.toml");
-    let (ok, out, err) = ode(&[
+    let (space, best) = (space.to_str().unwrap(), best.to_str().unwrap());
+    let (ok, out, err) = ode(&untrained(
         "search",
-        "--data",
         csv.to_str().unwrap(),
-        "--space",
-        space.to_str().unwrap(),
-        "--strategy",
-        "grid",
-        "--storage",
-        &db,
-        "--study",
-        "w",
-        "--best-config",
-        best.to_str().unwrap(),
-        "--epochs",
-        "1",
-        "--learning-rate",
-        "1e-12",
-        "--hidden-dim",
         "8",
-        "--context-len",
-        "8",
-        "--horizon",
-        "4",
-    ]);
+        &grid(space, &db, "w", best),
+    ));
     assert!(ok, "{err}");
     let header = out.lines().find(|l| l.contains("val_rmse")).unwrap();
     assert!(header.contains("skill"), "{out}");
@@ -269,4 +231,124 @@ fn search_records_skill_and_warns_when_the_best_trial_loses_to_persistence() {
     // The table of `ode study show` has the skill column, with this trial's skill.
     let (ok, table, _) = ode(&["study", "show", "--storage", &db, "--study", "w"]);
     assert!(ok && table.contains(&format!("{skill:+.3}")), "{table}");
+}
+
+/// A sine of period 6 rows: a linear recurrence, so linear AR forecasts it almost exactly,
+/// while persistence is far off (normalised RMSE about 1.66 at horizon 4) and a model that
+/// predicts about the mean scores about 1.
+fn sine_csv(path: &Path) {
+    let mut text = String::from("t,x\n");
+    for t in 0..400 {
+        let x = (std::f64::consts::TAU * t as f64 / 6.0).sin();
+        text.push_str(&format!("{t},{x}\n"));
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// `ode <command>` for an untrained model (learning rate 1e-12, effectively no training; 0 is
+/// refused) on `csv` with horizon 4, then `more`.
+fn untrained<'a>(command: &'a str, csv: &'a str, context_len: &'a str, more: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        command,
+        "--data",
+        csv,
+        "--epochs",
+        "1",
+        "--learning-rate",
+        "1e-12",
+        "--latent-dim",
+        "4",
+        "--hidden-dim",
+        "8",
+        "--context-len",
+        context_len,
+        "--horizon",
+        "4",
+    ];
+    args.extend_from_slice(more);
+    args
+}
+
+/// The options of a grid search over `space` into study `study` of the store `db`.
+fn grid<'a>(space: &'a str, db: &'a str, study: &'a str, best: &'a str) -> [&'a str; 10] {
+    [
+        "--space",
+        space,
+        "--strategy",
+        "grid",
+        "--storage",
+        db,
+        "--study",
+        study,
+        "--best-config",
+        best,
+    ]
+}
+
+#[test]
+fn warns_when_the_best_model_beats_persistence_but_not_linear_ar() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("sine.csv");
+    sine_csv(&csv);
+    let out = dir.path().join("run");
+    let (csv, o) = (csv.to_str().unwrap(), out.to_str().unwrap());
+    let (ok, _, err) = ode(&untrained("train", csv, "6", &["--out", o, "--quiet"]));
+    assert!(ok, "{err}");
+    let s = json(&out.join("summary.json"));
+    let best = s["best_val_rmse"].as_f64().unwrap();
+    let scores = s["baselines"]["scores"].as_array().unwrap();
+    let rmse = |name: &str| {
+        scores.iter().find(|v| v["baseline"] == name).unwrap()["rmse"]
+            .as_f64()
+            .unwrap()
+    };
+    // The condition really holds: the model beats persistence and loses to linear AR.
+    assert!(
+        s["skill"].as_f64().unwrap() > 0.0,
+        "model {best}, persistence {}",
+        rmse("persistence")
+    );
+    assert!(
+        rmse("linear_ar") < 0.5 * best,
+        "model {best}, linear AR {}",
+        rmse("linear_ar")
+    );
+    assert!(!err.contains("does not beat persistence"), "{err}");
+    let w = err
+        .lines()
+        .find(|l| l.contains("warning: the best model (epoch 1) beats persistence"))
+        .unwrap_or_else(|| panic!("no warning: {err}"));
+    assert!(w.contains(&format!("linear AR ({:.4})", rmse("linear_ar"))), "{w}");
+    assert!(w.contains("--epochs") && w.contains("latent_dim"), "{w}");
+    assert!(err.trim_end().ends_with(w.trim_end()), "{err}");
+}
+
+#[test]
+fn search_warns_when_the_best_trial_loses_to_linear_ar() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("sine.csv");
+    sine_csv(&csv);
+    let space = dir.path().join("space.toml");
+    std::fs::write(&space, "[params.hidden_dim]\nchoices = [8]\n").unwrap();
+    let db = format!("sqlite:{}", dir.path().join("s.db").display());
+    let best = dir.path().join("best.toml");
+    let (space, best) = (space.to_str().unwrap(), best.to_str().unwrap());
+    let (ok, _, err) = ode(&untrained(
+        "search",
+        csv.to_str().unwrap(),
+        "6",
+        &grid(space, &db, "s", best),
+    ));
+    assert!(ok, "{err}");
+    let (ok, json, _) = ode(&["study", "show", "--storage", &db, "--study", "s", "--json"]);
+    assert!(ok);
+    let rows: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let attrs = &rows[0]["user_attrs"];
+    let ar = attrs["baseline_linear_ar"].as_f64().unwrap();
+    assert!(attrs["skill"].as_f64().unwrap() > 0.0 && ar < rows[0]["value"].as_f64().unwrap());
+    let w = err
+        .lines()
+        .find(|l| l.contains("warning: the best trial (#0) beats persistence"))
+        .unwrap_or_else(|| panic!("no warning: {err}"));
+    assert!(w.contains(&format!("linear AR ({ar:.4})")), "{w}");
 }

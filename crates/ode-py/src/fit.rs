@@ -69,7 +69,8 @@ fn starting_model(model: &mut Model, train: &Windows, seed: u64) -> PyResult<Neu
 
 /// Trains `model` on `train`, validating on `val`, with a JSON `TrainConfig`; calls
 /// `on_epoch(epoch, metrics)` after every epoch and saves the best and last checkpoints in
-/// `checkpoint_dir` when given. Returns the history as JSON. The model keeps the weights
+/// `checkpoint_dir` when given. Returns the history as JSON, with a `warning` when a baseline
+/// beats the best epoch (on a dataset's val split, where baselines are computed). The model keeps the weights
 /// reached, also when training stops with an exception.
 #[pyfunction]
 #[pyo3(signature = (model, train, val, config, on_epoch=None, checkpoint_dir=None))]
@@ -102,6 +103,7 @@ pub fn fit(
         std::fs::create_dir_all(dir)
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot create {}: {e}", dir.display())))?;
     }
+    let standing_of = baselines.clone();
     let job = Job {
         train: train.clone(),
         val: val.clone(),
@@ -122,7 +124,19 @@ pub fn fit(
     }
     let history = result.map_err(errors::train)?;
     m.ode_solver_steps = history.epochs.last().map(|e| e.accepted_steps);
-    serde_json::to_string(&history).map_err(|e| errors::config("history", e))
+    let mut out = serde_json::to_value(&history).map_err(|e| errors::config("history", e))?;
+    if let Some(w) = standing_of.and_then(|b| warning(&history, &b)) {
+        out["warning"] = w.into();
+    }
+    Ok(out.to_string())
+}
+
+/// The warning to give when a baseline beats the best epoch on the validation windows.
+fn warning(h: &History, b: &ode_train::Baselines) -> Option<String> {
+    let (epoch, rmse) = h.best?;
+    let skill = h.epochs.iter().find(|e| e.epoch == epoch).and_then(|e| e.skill);
+    let what = format!("the best model (epoch {epoch})");
+    ode_train::verdict::Standing::new(&what, rmse, skill, b).warning()
 }
 
 /// The training loop without the GIL: the model reached, the trainer's result, and the

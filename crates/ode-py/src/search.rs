@@ -167,8 +167,9 @@ fn row(e: &ode_search::driver::Entry) -> serde_json::Value {
 }
 
 /// Runs a study on `data` in the store at `storage` (`sqlite:PATH` or `postgresql://…`);
-/// returns the leaderboard (JSON list, best first) and the best trial's full run settings
-/// (JSON object, `None` when no trial completed).
+/// returns the leaderboard (JSON list, best first), the best trial's full run settings
+/// (JSON object, `None` when no trial completed) and the warning to give when a baseline beats
+/// the best trial.
 #[pyfunction]
 #[pyo3(signature = (data, storage, study, strategy, trials, space_toml, space_json, base_json, seed=0, workers=None, reduction_factor=3, min_epochs=1))]
 pub fn search(
@@ -185,7 +186,7 @@ pub fn search(
     workers: Option<usize>,
     reduction_factor: usize,
     min_epochs: usize,
-) -> PyResult<(String, Option<String>)> {
+) -> PyResult<(String, Option<String>, Option<String>)> {
     let workers = workers
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
         .max(1);
@@ -226,5 +227,6 @@ pub fn search(
         .map(|r| serde_json::to_string(&r))
         .transpose()
         .map_err(|e| errors::config("best settings", e))?;
-    Ok((serde_json::Value::Array(rows).to_string(), best))
+    let warning = ode_search::leaderboard::best_trial_warning(&trials);
+    Ok((serde_json::Value::Array(rows).to_string(), best, warning))
 }

@@ -164,3 +164,30 @@ def test_ctrl_c_stops_a_search_and_keeps_its_finished_trials(tmp_path, data):
         states = [s for (s,) in con.execute("select state from trials")]
     assert len(states) == 8
     assert 1 <= states.count("COMPLETE") < 8, states
+
+
+def sine_data(tmp_path):
+    """A sine of period 6 rows: linear AR forecasts it almost exactly, persistence badly."""
+    path = tmp_path / "sine.csv"
+    path.write_text("x\n" + "".join(f"{np.sin(2 * np.pi * i / 6):.7f}\n" for i in range(400)))
+    return ode_rs.load_csv(path, context_len=6, horizon=4)
+
+
+def test_fit_warns_when_a_baseline_beats_the_best_epoch(tmp_path):
+    data = sine_data(tmp_path)
+    model = NeuralODEModel(input_dim=1, latent_dim=4, hidden_dim=8)
+    trainer = Trainer(model, {"epochs": 1, "learning_rate": 1e-12, "verbose": False})
+    with pytest.warns(UserWarning, match=r"the best model \(epoch 1\) beats persistence .* but not linear AR") as w:
+        history = trainer.fit(data.train, data.val)
+    assert history["skill"][0] > 0, "the untrained model beats persistence on this series"
+    assert "context_len" in str(w[0].message) and w[0].filename == __file__
+
+
+def test_search_warns_when_a_baseline_beats_the_best_trial(tmp_path):
+    data = sine_data(tmp_path)
+    with pytest.warns(UserWarning, match=r"the best trial \(#0\) beats persistence .* but not linear AR"):
+        board, _ = ode_rs.search(
+            space={"hidden_dim": [8]}, strategy="grid", storage=f"sqlite:{tmp_path / 's.db'}", data=data,
+            study="sine", epochs=1, learning_rate=1e-12, latent_dim=4, workers=1,
+        )
+    assert board[0]["skill"] > 0

@@ -1,6 +1,7 @@
 //! Running a study: enqueue its trials, let workers claim and train them, prune with
 //! asynchronous successive halving, and read back the leaderboard.
 
+pub use crate::leaderboard::{Entry, leaderboard};
 use crate::space::{Distribution, SearchSpace, to_run_config};
 use crate::store::{Claimed, ParamDistribution, StoreError, StudyStore, TrialRecord, TrialState};
 use crate::strategy::{Params, grid, random_trial};
@@ -759,59 +760,6 @@ pub fn retrain_trial(cfg: &SearchConfig, data: &DataFn, trial: &TrialRecord) -> 
         return Err(what("no epoch finished".into()));
     };
     TrialWeights::new(trial.number, trainer.model(), params, &ds, best).map_err(what)
-}
-
-/// A row of the leaderboard.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Entry {
-    /// The trial.
-    pub trial: TrialRecord,
-    /// Its training seconds (user attribute), if recorded.
-    pub train_seconds: Option<f64>,
-    /// Whether no other complete trial is both faster and at least as accurate.
-    pub pareto: bool,
-}
-
-/// Complete trials best first (lowest `val_rmse`), with the Pareto front of training seconds
-/// against `val_rmse` marked; other trials follow by number.
-pub fn leaderboard(trials: &[TrialRecord]) -> Vec<Entry> {
-    let secs = |t: &TrialRecord| t.user_attrs.get("train_seconds").and_then(|v| v.as_f64());
-    let complete: Vec<&TrialRecord> = trials
-        .iter()
-        .filter(|t| t.state == TrialState::Complete && t.value.is_some())
-        .collect();
-    let mut rows: Vec<Entry> = complete
-        .iter()
-        .map(|t| {
-            let (v, s) = (t.value.unwrap_or(f64::INFINITY), secs(t).unwrap_or(f64::INFINITY));
-            let dominated = complete.iter().any(|o| {
-                let (ov, os) = (o.value.unwrap_or(f64::INFINITY), secs(o).unwrap_or(f64::INFINITY));
-                o.trial_id != t.trial_id && ov <= v && os <= s && (ov < v || os < s)
-            });
-            Entry {
-                trial: (*t).clone(),
-                train_seconds: secs(t),
-                pareto: !dominated,
-            }
-        })
-        .collect();
-    rows.sort_by(|a, b| {
-        a.trial
-            .value
-            .partial_cmp(&b.trial.value)
-            .unwrap_or(std::cmp::Ordering::Equal)
-    });
-    rows.extend(
-        trials
-            .iter()
-            .filter(|t| !(t.state == TrialState::Complete && t.value.is_some()))
-            .map(|t| Entry {
-                trial: t.clone(),
-                train_seconds: secs(t),
-                pareto: false,
-            }),
-    );
-    rows
 }
 
 /// The run configuration of `trial` (fixed settings, its parameters and seed), as

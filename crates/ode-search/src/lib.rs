@@ -5,6 +5,7 @@ pub use ode_train as train;
 
 mod dialect;
 pub mod driver;
+pub mod leaderboard;
 pub mod memory;
 mod open;
 pub mod optuna;

@@ -145,13 +145,6 @@ impl Baselines {
         Some(1.0 - model / p.rmse)
     }
 
-    /// The warning to end a run with when its best model does not beat persistence (`skill`
-    /// ≤ 0), naming what to try; `None` when it does, or without a skill. `what` names the model
-    /// (e.g. `the best epoch (3)` or `the best trial (#4)`).
-    pub fn persistence_warning(&self, what: &str, val_rmse: f64, skill: Option<f64>) -> Option<String> {
-        persistence_warning(what, val_rmse, self.persistence()?, skill)
-    }
-
     /// One line for people: `baselines on N val windows: persistence 0.9612  window mean …`.
     pub fn summary_line(&self) -> String {
         let mut s = format!("baselines on {} {} windows:", self.windows, self.split);
@@ -172,20 +165,6 @@ impl Baselines {
         }
         s
     }
-}
-
-/// The warning to end a run or a search with when `what` (its best model, with `val_rmse`)
-/// does not beat persistence (`skill` ≤ 0), naming what to try; `None` when it does, or
-/// without a skill.
-pub fn persistence_warning(what: &str, val_rmse: f64, persistence: f64, skill: Option<f64>) -> Option<String> {
-    let skill = skill.filter(|s| *s <= 0.0)?;
-    Some(format!(
-        "warning: {what} does not beat persistence: val_rmse {val_rmse:.4} against {persistence:.4} for repeating \
-         the last observed value (skill {skill:+.3}), so the naive forecast is at least as good. Try: a longer \
-         context (--context-len); per-window normalisation if not used yet (--normalization window; in a search \
-         space, normalization = [\"window\"]); the tuning guide's \"Poor accuracy\" list: increase latent_dim or hidden_dim, use dopri5, tighten rtol/atol, \
-         train longer (--epochs)"
-    ))
 }
 
 /// What [`compute`] needs besides the splits.

@@ -14,6 +14,7 @@ pub mod shared_data;
 pub mod tracker;
 pub mod trainer;
 mod update_watch;
+pub mod verdict;
 pub mod window_norm;
 
 pub use baselines::{Baseline, Baselines};

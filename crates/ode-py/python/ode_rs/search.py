@@ -3,6 +3,7 @@ SQLite or PostgreSQL stores as `ode search`, which `optuna.load_study` opens."""
 
 import json
 import os
+import warnings
 from dataclasses import dataclass, field
 
 from . import _native
@@ -74,14 +75,16 @@ def search(
     Prints a line per finished trial. Once no trial is left to claim it waits, as `ode search`
     does, for the trials other workers hold (`ode worker`, another search of the study), taking
     over any whose lease ends, so the leaderboard is the whole study's; Ctrl-C stops the wait.
-    Returns a `SearchResult`."""
+    Returns a `SearchResult`. Warns (`UserWarning`) when a baseline (persistence, window mean,
+    seasonal naive, linear AR) forecasts the validation windows at least as well as the best
+    trial, naming it and what to try."""
     if data is None:
         raise TypeError("search needs data: a Data from load_csv/dataset, or a CSV path")
     if not isinstance(data, Data):
         data = load_csv(data)
     space_toml, space_json = _space(space)
     base = {**data.settings, **{k: v for k, v in train_settings.items() if v is not None}}
-    board, best = _native.search(
+    board, best, warning = _native.search(
         data._native,
         storage,
         study,
@@ -96,4 +99,6 @@ def search(
         min_epochs,
     )
     best = None if best is None else {k: v for k, v in json.loads(best).items() if v is not None}
+    if warning is not None:
+        warnings.warn(warning, UserWarning, stacklevel=2)
     return SearchResult(json.loads(board), best)

@@ -3,6 +3,7 @@ training loop (Adam, clipping, NaN stops, checkpoints), with the GIL released wh
 
 import json
 import sys
+import warnings
 
 import numpy as np
 
@@ -118,7 +119,9 @@ class Trainer:
 
         Returns the history: lists per epoch of train_loss, val_rmse, nfe_forward,
         nfe_backward, ode_steps (accepted steps per sample), rejected_steps, grad_norm,
-        seconds, train_seconds (and skill against persistence on a dataset's val split)."""
+        seconds, train_seconds (and skill against persistence on a dataset's val split).
+        On a dataset's val split, warns (`UserWarning`) when a baseline (persistence, window
+        mean, seasonal naive, linear AR) is at least as good as the best epoch."""
         tr, va = self._split(train, val, validation_data)
         s = self.settings
         config = {k: s[k] for k in DEFAULTS}
@@ -132,6 +135,8 @@ class Trainer:
             None if s["checkpoint_dir"] is None else str(s["checkpoint_dir"]),
         )
         summary = json.loads(raw)
+        if summary.get("warning"):
+            warnings.warn(summary["warning"], UserWarning, stacklevel=2)
         history = {k: v for k, v in self._history.items() if any(x is not None for x in v)}
         self.best_val_rmse = summary["best"][1] if summary.get("best") else None
         self.stopped_early = summary.get("stopped_early", False)

@@ -4,6 +4,7 @@
 use nalgebra::DMatrix;
 use ode_train::baselines::{self, Baseline, BaselineConfig, linear_forecast, normal_equations, ridge_solve};
 use ode_train::data::{DataConfig, Dataset, Table};
+use ode_train::verdict::Standing;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -170,12 +171,88 @@ fn skill_and_warning_follow_persistence() {
     let p = b.persistence().unwrap();
     close(b.skill(p * 0.5, &[0.0]).unwrap(), 0.5, "half the error");
     close(b.skill(p * 1.5, &[0.0]).unwrap(), -0.5, "worse");
-    assert!(b.persistence_warning("the model", p * 0.5, Some(0.5)).is_none());
-    let w = b.persistence_warning("the model", p * 1.5, Some(-0.5)).unwrap();
+    let w = Standing::new("the model", p * 1.5, Some(-0.5), &b).warning().unwrap();
     assert!(
-        w.contains("does not beat persistence") && w.contains("--context-len"),
+        w.contains("the model does not beat persistence") && w.contains("--context-len"),
         "{w}"
     );
+}
+
+/// A model's standing with these baselines' RMSE (persistence, window mean, linear AR).
+fn standing(val_rmse: f64, skill: Option<f64>, p: f64, mean: f64, ar: f64) -> Standing<'static> {
+    Standing {
+        what: "the model",
+        val_rmse,
+        skill,
+        baselines: vec![
+            (Baseline::Persistence, p),
+            (Baseline::WindowMean, mean),
+            (Baseline::LinearAr, ar),
+        ],
+    }
+}
+
+#[test]
+fn the_warning_names_every_baseline_that_wins() {
+    // Better than all three: no warning.
+    assert_eq!(standing(0.2, Some(0.6), 0.5, 0.4, 0.3).warning(), None);
+    // Beats persistence, loses to linear AR only.
+    let s = standing(0.2, Some(0.6), 0.5, 0.4, 0.1);
+    assert_eq!(s.beaten_by(), vec![(Baseline::LinearAr, 0.1)]);
+    let w = s.warning().unwrap();
+    assert!(
+        w.contains("the model beats persistence (skill +0.600) but not linear AR (0.1000)"),
+        "{w}"
+    );
+    assert!(
+        w.contains("val_rmse 0.2000 against 0.1000 for a ridge regression"),
+        "{w}"
+    );
+    assert!(
+        w.contains("--epochs") && !w.contains("does not beat persistence"),
+        "{w}"
+    );
+    // Loses to two: both named, the best first.
+    let s = standing(0.2, Some(0.6), 0.5, 0.15, 0.19);
+    assert_eq!(
+        s.beaten_by(),
+        vec![(Baseline::WindowMean, 0.15), (Baseline::LinearAr, 0.19)]
+    );
+    let w = s.warning().unwrap();
+    assert!(w.contains("but not window mean (0.1500), linear AR (0.1900)"), "{w}");
+    assert!(w.contains("against 0.1500 for the mean of the context window"), "{w}");
+    // A tie counts as losing: the simpler forecast is at least as good.
+    assert_eq!(standing(0.2, Some(0.6), 0.5, 0.4, 0.2).beaten_by().len(), 1);
+    // Losing to persistence gives the persistence warning, whatever else wins.
+    let w = standing(0.6, Some(-0.2), 0.5, 0.4, 0.1).warning().unwrap();
+    assert!(
+        w.contains("does not beat persistence: val_rmse 0.6000 against 0.5000"),
+        "{w}"
+    );
+}
+
+#[test]
+fn naive_baselines_are_compared_on_the_targets_they_cover() {
+    // Two targets, one not a feature: val_rmse (1.0) covers both, persistence (0.5) and the
+    // window mean only the feature one, where the model's error is 0.5 · (1 − 0.2) = 0.4.
+    let s = standing(1.0, Some(0.2), 0.5, 0.45, 2.0);
+    assert!(s.beaten_by().is_empty(), "{:?}", s.beaten_by());
+    let s = standing(1.0, Some(0.2), 0.5, 0.35, 0.9);
+    assert_eq!(
+        s.beaten_by(),
+        vec![(Baseline::WindowMean, 0.35), (Baseline::LinearAr, 0.9)]
+    );
+}
+
+#[test]
+fn the_standing_of_a_run_holds_its_baselines() {
+    let ds = tiny_ds(&["a"], &["a"], None);
+    let b = baselines::for_dataset(&ds, None).unwrap();
+    let s = Standing::new("m", 1.0, None, &b);
+    let names: Vec<Baseline> = s.baselines.iter().map(|(x, _)| *x).collect();
+    let expected: Vec<Baseline> = b.scores.iter().map(|x| x.baseline).collect();
+    assert_eq!(names, expected);
+    assert_eq!(s.baselines[0].1, b.persistence().unwrap());
 }
 
 fn random_ds(seed: u64) -> Dataset {
