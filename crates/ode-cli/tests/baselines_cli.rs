@@ -321,6 +321,13 @@ fn warns_when_the_best_model_beats_persistence_but_not_linear_ar() {
     assert!(w.contains(&format!("linear AR ({:.4})", rmse("linear_ar"))), "{w}");
     assert!(w.contains("--epochs") && w.contains("latent_dim"), "{w}");
     assert!(err.trim_end().ends_with(w.trim_end()), "{err}");
+    // The run's report shows it above the summary.
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    let shown = html.find("<p class=\"warning\"><strong>Warning:</strong> the best model (epoch 1) beats persistence");
+    assert!(
+        shown.is_some_and(|at| at < html.find("<table id=\"summary\">").unwrap()),
+        "{html}"
+    );
 }
 
 #[test]
@@ -333,12 +340,10 @@ fn search_warns_when_the_best_trial_loses_to_linear_ar() {
     let db = format!("sqlite:{}", dir.path().join("s.db").display());
     let best = dir.path().join("best.toml");
     let (space, best) = (space.to_str().unwrap(), best.to_str().unwrap());
-    let (ok, _, err) = ode(&untrained(
-        "search",
-        csv.to_str().unwrap(),
-        "6",
-        &grid(space, &db, "s", best),
-    ));
+    let report = dir.path().join("study.html");
+    let mut more = grid(space, &db, "s", best).to_vec();
+    more.extend(["--report", report.to_str().unwrap()]);
+    let (ok, _, err) = ode(&untrained("search", csv.to_str().unwrap(), "6", &more));
     assert!(ok, "{err}");
     let (ok, json, _) = ode(&["study", "show", "--storage", &db, "--study", "s", "--json"]);
     assert!(ok);
@@ -351,4 +356,9 @@ fn search_warns_when_the_best_trial_loses_to_linear_ar() {
         .find(|l| l.contains("warning: the best trial (#0) beats persistence"))
         .unwrap_or_else(|| panic!("no warning: {err}"));
     assert!(w.contains(&format!("linear AR ({ar:.4})")), "{w}");
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        html.contains("<strong>Warning:</strong> the best trial (#0) beats persistence"),
+        "{html}"
+    );
 }

@@ -74,6 +74,13 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A highlighted paragraph with `warning` (e.g. that a baseline beats the best model), or
+/// nothing without one.
+fn warning(text: Option<String>) -> String {
+    text.map(|w| format!("<p class=\"warning\"><strong>Warning:</strong> {}</p>\n", escape(&w)))
+        .unwrap_or_default()
+}
+
 /// A whole page: title, a small stylesheet, the body.
 fn page(title: &str, body: &str) -> String {
     format!(
@@ -81,7 +88,7 @@ fn page(title: &str, body: &str) -> String {
          body{{font-family:sans-serif;margin:2em;max-width:1400px}}\
          figure.plot{{display:inline-block;margin:0 1em 1em 0;vertical-align:top}}figure.plot figcaption{{max-width:640px}}\
          table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:left}}\
-         pre{{background:#f6f6f6;padding:1em}}</style></head>\n<body><h1>{t}</h1>\n{body}\n</body></html>\n",
+         pre{{background:#f6f6f6;padding:1em}}p.warning{{background:#fff3cd;border:1px solid #d9a400;padding:0.5em 1em}}</style></head>\n<body><h1>{t}</h1>\n{body}\n</body></html>\n",
         t = escape(title)
     )
 }

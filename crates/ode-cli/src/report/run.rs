@@ -2,8 +2,10 @@
 //! epoch, the summary and the configuration, from the files `ode train --out DIR` writes.
 
 use super::plot::{Figure, Panel, Reference, Series, line_plot, panel_plot};
-use super::{escape, page};
+use super::{escape, page, warning};
 use crate::forecasts::{self, Forecasts};
+use ode_train::Baselines;
+use ode_train::verdict::Standing;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -197,6 +199,7 @@ fn body(m: &Metrics, summary: Result<&serde_json::Value, &str>, config: &str, fo
         ),
     ];
     let mut html = String::from("<h2>Summary</h2>\n");
+    html += &warning(summary.ok().and_then(verdict));
     html += &summary_table(summary);
     html += "\n<h2>Plots</h2>\n";
     html += &plots.concat();
@@ -210,6 +213,13 @@ fn body(m: &Metrics, summary: Result<&serde_json::Value, &str>, config: &str, fo
     html += &escape(config);
     html += "</pre>";
     html
+}
+
+/// The warning `ode train` ended with when a baseline beats the best epoch, from `summary.json`.
+fn verdict(s: &serde_json::Value) -> Option<String> {
+    let b: Baselines = serde_json::from_value(s["baselines"].clone()).ok()?;
+    let what = format!("the best model (epoch {})", s["best_epoch"].as_u64()?);
+    Standing::new(&what, s["best_val_rmse"].as_f64()?, s["skill"].as_f64(), &b).warning()
 }
 
 /// The headline numbers of `summary.json`, or why there are none.

@@ -3,7 +3,7 @@
 //! trials cut at their rung) and the failed trials with their reasons.
 
 use super::plot::{Figure, Look, Series, line_plot};
-use super::{escape, page};
+use super::{escape, page, warning};
 use crate::search::{attr, text};
 use ode_search::driver::Entry;
 use ode_search::store::TrialRecord;
@@ -49,6 +49,7 @@ fn body(store: &str, trials: &[TrialRecord]) -> String {
         count(TrialState::Running),
         count(TrialState::Waiting)
     );
+    html += &warning(ode_search::leaderboard::best_trial_warning(trials));
     html += "<h2>Plots</h2>\n";
     html += &pareto_plot(&board);
     html += &curves_plot(trials);
