@@ -1,4 +1,4 @@
-"""Reads an MLflow experiment back with MLflow's own Python client, for crates/ode-cli/tests/mlflow_cli.rs.
+"""Reads an MLflow experiment back with MLflow's own Python client, for crates/ode-cli/tests/cli/mlflow.rs.
 
 Usage: python mlflow_read.py TRACKING_URI EXPERIMENT DOWNLOAD_DIR
 

@@ -3,7 +3,7 @@
 //! epoch 4 on ETTh1 with "step size underflow at t = 1.0000001", and these two dopri5 searches
 //! (study seeds 2 and 5) each lost a trial the same way. Both tests failed on that code.
 
-mod common;
+use crate::common;
 use common::ode;
 
 /// The guide's default configuration on every ETTh1 training window for 10 epochs.

@@ -5,7 +5,7 @@
 //! in `ODE_OPTUNA_DASHBOARD`, or `optuna-dashboard` on PATH. Without it the test skips with a
 //! message, unless `ODE_REQUIRE_OPTUNA_DASHBOARD=1` (CI), where it fails.
 
-mod common;
+use crate::common;
 use common::{SEARCH_SMALL, external_tool, ode};
 
 use std::io::{Read, Write};

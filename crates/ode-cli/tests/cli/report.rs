@@ -1,7 +1,7 @@
 //! `ode report` and the report `ode train` writes: one self-contained HTML file whose plots
 //! have labelled axes and one mark per epoch.
 
-mod common;
+use crate::common;
 use common::{PANELS, SMALL, WHOLE, assert_rendered, chromium, figure, ode, texts};
 
 /// Trains the small spiral model into `out` with `extra` flags; fails the test if it fails.

@@ -1,7 +1,7 @@
 //! `ode evaluate` after a short `ode train`: RMSE and MAE per target in both units, next to the
 //! baselines, which on `--split val` are the training run's.
 
-mod common;
+use crate::common;
 use common::{SMALL, json, ode};
 
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! from its best-epoch weights, next to the test baselines: the same numbers as `ode evaluate`
 //! on the weights it saves, whether a local worker kept them or they were retrained.
 
-mod common;
+use crate::common;
 use common::ode;
 
 use ode_search::{SqliteStore, StudyStore};

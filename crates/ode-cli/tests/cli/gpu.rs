@@ -1,7 +1,7 @@
 //! `ode solve --device gpu` and `ode train --device gpu` end to end (skipped loudly without a
 //! GPU adapter, failing when `ODE_REQUIRE_GPU=1`).
 
-mod common;
+use crate::common;
 use common::ode;
 
 use ode_tests::gpu_or_skip;

@@ -1,7 +1,7 @@
 //! `--normalization window` end to end: training records the mode in the checkpoint, and
 //! `ode predict`, `ode diagnose` and `ode evaluate` apply it from there.
 
-mod common;
+use crate::common;
 use common::{SMALL, json, ode};
 
 #[test]

@@ -1,6 +1,6 @@
 //! End-to-end runs of `ode train`, `ode predict`, `ode diagnose` and `ode data generate`.
 
-mod common;
+use crate::common;
 use common::{SMALL, json, ode};
 
 #[test]

@@ -5,7 +5,7 @@
 //! Set ODE_MLFLOW to the venv's `mlflow` (its `python` is next to it); without it these tests
 //! skip, unless ODE_REQUIRE_MLFLOW=1 (CI). The tests without a server always run.
 
-mod common;
+use crate::common;
 
 use common::{SEARCH_SMALL, SMALL, external_tool};
 use serde_json::Value;

@@ -1,7 +1,7 @@
 //! `ode predict` / `ode diagnose` with weights-only files (PyTorch's), `ode train --resume`
 //! with an optimiser file that does not belong to the checkpoint, and time columns out of order.
 
-mod common;
+use crate::common;
 use common::ode;
 
 use safetensors::tensor::{Dtype, TensorView};

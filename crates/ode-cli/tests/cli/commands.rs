@@ -1,6 +1,6 @@
 //! End-to-end runs of the `ode` binary.
 
-mod common;
+use crate::common;
 use common::ode;
 
 #[test]

@@ -1,6 +1,6 @@
 //! End-to-end runs of `ode search`, `ode worker` and `ode study` on a SQLite store.
 
-mod common;
+use crate::common;
 use common::{SEARCH_SMALL, ode};
 
 use std::process::Command;

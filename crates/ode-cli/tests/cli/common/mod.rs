@@ -1,8 +1,5 @@
 //! Helpers shared by the `ode` command's end-to-end tests.
 
-// Each test file compiles this module on its own and uses only some of it.
-#![allow(dead_code)]
-
 use std::path::Path;
 use std::process::Command;
 

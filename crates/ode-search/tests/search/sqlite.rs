@@ -1020,8 +1020,7 @@ fn optuna_loads_the_study_we_write() {
     assert!(s.claim(study, "w", 60.0, 3).unwrap().is_none());
 }
 
-#[path = "common/recovery.rs"]
-mod recovery;
+use crate::recovery;
 
 #[test]
 fn a_dead_local_workers_trial_is_requeued_without_waiting_for_its_lease() {

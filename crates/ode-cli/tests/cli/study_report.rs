@@ -2,7 +2,7 @@
 //! leaderboard, Pareto front, per-epoch curves (pruned trials cut), val_rmse per parameter,
 //! failed trials with their reasons.
 
-mod common;
+use crate::common;
 use common::{WHOLE, assert_rendered, chromium, figure, ode, texts};
 use std::path::Path;
 

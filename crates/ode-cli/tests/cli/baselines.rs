@@ -1,7 +1,7 @@
 //! `ode train` reports the baselines, the model's skill against persistence, and warns when the
 //! best model does not beat every baseline (persistence, window mean, seasonal naive, linear AR).
 
-mod common;
+use crate::common;
 use common::{SMALL, json, ode};
 
 use std::path::Path;
