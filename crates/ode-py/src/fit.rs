@@ -70,8 +70,8 @@ fn starting_model(model: &mut Model, train: &Windows, seed: u64) -> PyResult<Neu
 /// Trains `model` on `train`, validating on `val`, with a JSON `TrainConfig`; calls
 /// `on_epoch(epoch, metrics)` after every epoch and saves the best and last checkpoints in
 /// `checkpoint_dir` when given. Returns the history as JSON, with a `warning` when a baseline
-/// beats the best epoch (on a dataset's val split, where baselines are computed). The model keeps the weights
-/// reached, also when training stops with an exception.
+/// beats the best epoch (on a dataset's val split, where baselines are computed). The model
+/// keeps the weights reached, also when training stops with an exception.
 #[pyfunction]
 #[pyo3(signature = (model, train, val, config, on_epoch=None, checkpoint_dir=None))]
 pub fn fit(
@@ -103,7 +103,7 @@ pub fn fit(
         std::fs::create_dir_all(dir)
             .map_err(|e| pyo3::exceptions::PyOSError::new_err(format!("cannot create {}: {e}", dir.display())))?;
     }
-    let standing_of = baselines.clone();
+    let kept_baselines = baselines.clone();
     let job = Job {
         train: train.clone(),
         val: val.clone(),
@@ -125,7 +125,7 @@ pub fn fit(
     let history = result.map_err(errors::train)?;
     m.ode_solver_steps = history.epochs.last().map(|e| e.accepted_steps);
     let mut out = serde_json::to_value(&history).map_err(|e| errors::config("history", e))?;
-    if let Some(w) = standing_of.and_then(|b| warning(&history, &b)) {
+    if let Some(w) = kept_baselines.and_then(|b| warning(&history, &b)) {
         out["warning"] = w.into();
     }
     Ok(out.to_string())
