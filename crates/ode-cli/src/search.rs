@@ -242,16 +242,22 @@ pub fn search(args: &SearchArgs) -> Res<()> {
         artifacts.extend(report.as_deref().map(|r| (r, "study-report.html")));
         m.finish(ok, &artifacts);
     }
-    outcome?;
-    let test = TestScore {
-        cfg: &cfg,
-        data: &data,
-        table: &table,
-        source: &source,
-        checkpoint: best_checkpoint(args),
-    };
-    let kept = lines.kept.into_inner().unwrap_or_else(|e| e.into_inner());
-    test.report(store.as_mut(), study, &trials, kept)
+    let scored = outcome.and_then(|()| {
+        let test = TestScore {
+            cfg: &cfg,
+            data: &data,
+            table: &table,
+            source: &source,
+            checkpoint: best_checkpoint(args),
+        };
+        let kept = lines.kept.into_inner().unwrap_or_else(|e| e.into_inner());
+        test.report(store.as_mut(), study, &trials, kept)
+    });
+    // Last, after the test score, so that it is what the user reads at the end.
+    if let Some(w) = ode_search::leaderboard::best_trial_warning(&trials) {
+        eprintln!("warning: {w}");
+    }
+    scored
 }
 
 /// Where `ode search` saves the best trial's weights: `--best-checkpoint`, else the
@@ -412,9 +418,6 @@ fn report_study(cfg: &SearchConfig, trials: &[TrialRecord], stopped: Option<Stri
         );
     } else {
         outln!("no trial completed; no {provisional}best configuration");
-    }
-    if let Some(w) = ode_search::leaderboard::best_trial_warning(trials) {
-        eprintln!("warning: {w}");
     }
     match stopped {
         Some(why) => Err(format!(

@@ -356,6 +356,8 @@ fn search_warns_when_the_best_trial_loses_to_linear_ar() {
         .find(|l| l.contains("warning: the best trial (#0) beats persistence"))
         .unwrap_or_else(|| panic!("no warning: {err}"));
     assert!(w.contains(&format!("linear AR ({ar:.4})")), "{w}");
+    // It ends the output, after the test score.
+    assert!(err.trim_end().ends_with(w.trim_end()), "{err}");
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(
         html.contains("<strong>Warning:</strong> the best trial (#0) beats persistence"),
