@@ -8,7 +8,7 @@ use ode_train::Baselines;
 use ode_train::checkpoint::{self, CheckpointMeta, OptimState};
 use ode_train::data::{DataConfig, Dataset, ReadOptions, Split, Table};
 use ode_train::trainer::CheckpointTarget;
-use ode_train::verdict::Standing;
+use ode_train::verdict::best_epoch_warning;
 use ode_train::{JsonlTracker, ModelConfig, NeuralOdeModel, Preset, Resolved, RunConfig, Trainer, Workspace};
 use serde::Serialize;
 use std::error::Error;
@@ -373,8 +373,7 @@ fn warn_if_a_baseline_wins(summary: &Summary) {
     let (Some(b), Some(rmse)) = (&summary.baselines, summary.best_val_rmse) else {
         return;
     };
-    let what = format!("the best model (epoch {})", summary.best_epoch.unwrap_or(0));
-    if let Some(w) = Standing::new(&what, rmse, summary.skill, b).warning() {
+    if let Some(w) = best_epoch_warning(summary.best_epoch.unwrap_or(0), rmse, summary.skill, b) {
         eprintln!("warning: {w}");
     }
 }

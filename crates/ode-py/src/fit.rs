@@ -135,8 +135,7 @@ pub fn fit(
 fn warning(h: &History, b: &ode_train::Baselines) -> Option<String> {
     let (epoch, rmse) = h.best?;
     let skill = h.epochs.iter().find(|e| e.epoch == epoch).and_then(|e| e.skill);
-    let what = format!("the best model (epoch {epoch})");
-    ode_train::verdict::Standing::new(&what, rmse, skill, b).warning()
+    ode_train::verdict::best_epoch_warning(epoch, rmse, skill, b)
 }
 
 /// The training loop without the GIL: the model reached, the trainer's result, and the

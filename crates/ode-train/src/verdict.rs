@@ -119,6 +119,13 @@ impl<'a> Standing<'a> {
     }
 }
 
+/// The warning for a training run's best epoch, named `the best model (epoch N)`, as `ode
+/// train`, its report and Python's `fit` give it; `None` when the epoch beats every baseline.
+pub fn best_epoch_warning(epoch: usize, val_rmse: f64, skill: Option<f64>, b: &Baselines) -> Option<String> {
+    let what = format!("the best model (epoch {epoch})");
+    Standing::new(&what, val_rmse, skill, b).warning()
+}
+
 /// What a baseline forecasts, for people.
 fn describe(b: Baseline) -> &'static str {
     match b {

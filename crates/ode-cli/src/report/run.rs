@@ -5,7 +5,7 @@ use super::plot::{Figure, Panel, Reference, Series, line_plot, panel_plot};
 use super::{escape, page, warning};
 use crate::forecasts::{self, Forecasts};
 use ode_train::Baselines;
-use ode_train::verdict::Standing;
+use ode_train::verdict::best_epoch_warning;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -218,8 +218,8 @@ fn body(m: &Metrics, summary: Result<&serde_json::Value, &str>, config: &str, fo
 /// The warning `ode train` ended with when a baseline beats the best epoch, from `summary.json`.
 fn verdict(s: &serde_json::Value) -> Option<String> {
     let b: Baselines = serde_json::from_value(s["baselines"].clone()).ok()?;
-    let what = format!("the best model (epoch {})", s["best_epoch"].as_u64()?);
-    Standing::new(&what, s["best_val_rmse"].as_f64()?, s["skill"].as_f64(), &b).warning()
+    let epoch = usize::try_from(s["best_epoch"].as_u64()?).ok()?;
+    best_epoch_warning(epoch, s["best_val_rmse"].as_f64()?, s["skill"].as_f64(), &b)
 }
 
 /// The headline numbers of `summary.json`, or why there are none.
