@@ -76,9 +76,10 @@ fn naive_forward(l: usize, m: usize, p: &[f64], y: &[f64]) -> Vec<f64> {
 /// Unit roundoff of `f32`.
 const U32: f64 = f32::EPSILON as f64 / 2.0;
 /// Max abs error of `tanh_f32` assumed by the f32 error bound. Measured exhaustively over every
-/// `f32` in `[0, 12]` (the function is odd): 3.3792e-7 at x ≈ 6.100 (about 6 ulps of 1.0), so
-/// rounded up; checked on a strided sample by `tanh_f32_error_is_within_the_assumed_bound`.
-const TANH_F32_ERR: f64 = 3.4e-7;
+/// `f32` in `[0, 12]` (the function is odd; `--bin tanh-error`): 4.4563e-7 at x ≈ 6.703 (about
+/// 7.5 ulps of values just below 1.0), so rounded up; checked on a strided sample by
+/// `tanh_f32_error_is_within_the_assumed_bound`.
+const TANH_F32_ERR: f64 = 4.5e-7;
 
 fn gamma(n: usize) -> f64 {
     let nu = n as f64 * U32;
