@@ -30,18 +30,19 @@ def fit(c, n=4000, rounds=40):
     u = (x / c) ** 2  # fitted in x²/c² for conditioning
     ps = np.stack([x * u**k for k in range(NP)], 1)
     qs = np.stack([u**k for k in range(1, NQ + 1)], 1)
+    # Unknowns: P's coefficients (the first fixed at 1), Q's, then E, which is minimised.
+    cost = np.zeros(NP + NQ + 1)
+    cost[-1] = 1.0
+    bounds = [(1, 1)] + [(None, None)] * (NP + NQ - 1) + [(0, None)]
+    q_positive = np.hstack([np.zeros_like(ps), -qs, np.zeros((len(x), 1))])  # Q ≥ 1e-3 > 0
+    b_ub = np.concatenate([t, -t, np.full(len(x), 1 - 1e-3)])
     q_prev, best = np.ones_like(x), None
     for round_ in range(rounds):
-        zero = np.zeros((len(x), 1))
         a_ub = np.vstack([
             np.hstack([ps, -t[:, None] * qs, -q_prev[:, None]]),
             np.hstack([-ps, t[:, None] * qs, -q_prev[:, None]]),
-            np.hstack([np.zeros_like(ps), -qs, zero]),  # Q ≥ 1e-3 > 0
+            q_positive,
         ])
-        b_ub = np.concatenate([t, -t, np.full(len(x), 1 - 1e-3)])
-        cost = np.zeros(NP + NQ + 1)
-        cost[-1] = 1.0
-        bounds = [(1, 1)] + [(None, None)] * (NP + NQ - 1) + [(0, None)]
         res = linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=bounds, method="highs")
         if res.x is None:
             break
