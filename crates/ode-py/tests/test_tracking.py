@@ -105,7 +105,7 @@ def test_training_releases_the_gil(data):
     th = threading.Thread(target=counter)
     th.start()
     t0 = time.monotonic()
-    Trainer(model, {"epochs": 10, "threads": 1, "verbose": False}).fit(data.train, data.val)
+    Trainer(model, {"epochs": 40, "threads": 1, "verbose": False}).fit(data.train, data.val)
     fit_seconds = time.monotonic() - t0
     stop.set()
     th.join()
