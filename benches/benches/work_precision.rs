@@ -60,6 +60,7 @@ fn mlp_throughput(c: &mut Criterion) {
         (32usize, 64usize, 16usize),
         (32, 64, 1024),
         (64, 128, 1024),
+        (128, 256, 32),
         (128, 256, 1024),
     ] {
         let (mlp, y0) = mlp_case(batch, l, m, 3);

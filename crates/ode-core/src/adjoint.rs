@@ -56,9 +56,6 @@ struct Ws<T> {
     g: Vec<Vec<T>>,
     rec: Vec<Vec<T>>,
     rec_h: Vec<Vec<T>>,
-    /// Records of the accepted rows' stages, stacked for one parameter product, and weights.
-    stack: Vec<T>,
-    weights: Vec<T>,
     theta: Vec<T>,
     theta_new: Vec<T>,
     // Gathered rows.
@@ -88,9 +85,6 @@ struct Ws<T> {
     probe: Vec<[f64; 2]>,
     stats: AdjointStats,
 }
-
-/// Stage records that wait for one parameter product (see `Ws::param_adjoint_records`).
-const FLUSH_RECORDS: usize = 128;
 
 /// What one backward solve holds fixed.
 struct Backward<'a, T> {
@@ -224,6 +218,9 @@ impl<T: Scalar> AdjointSolver<T> {
         let w = batch * n;
         let last = ts.len() - 1;
         ws.prepare(&bw, p, &ys[last * w..], &grad_out[last * w..]);
+        if rec_len > 0 {
+            f.discard_records();
+        }
         let restart = bw.opts.controller_kind.restarts_intervals();
         for k in (1..ts.len()).rev() {
             let (t_hi, t_lo) = (ts[k], ts[k - 1]);
@@ -248,7 +245,9 @@ impl<T: Scalar> AdjointSolver<T> {
             add_to(&mut ws.a, T::one(), &grad_out[(k - 1) * w..k * w]);
             ws.z.copy_from_slice(&ys[(k - 1) * w..k * w]);
         }
-        ws.flush_records(f);
+        if rec_len > 0 {
+            f.flush_records(&mut ws.theta);
+        }
         grad_y0.copy_from_slice(&ws.a);
         add_to(grad_params, T::one(), &ws.theta);
         Ok(ws.stats)
@@ -325,11 +324,6 @@ impl<T: Scalar> Ws<T> {
         self.rec_h.resize_with(s, Vec::new);
         self.rec_h.iter_mut().for_each(|x| fit(x, batch));
         fit(&mut self.crec, batch * rec);
-        // The most that waits: a flush's worth less one, then every row and stage of a step.
-        self.stack.clear();
-        self.weights.clear();
-        self.stack.reserve((FLUSH_RECORDS + batch * s) * rec);
-        self.weights.reserve(FLUSH_RECORDS + batch * s);
         fit(&mut self.theta, p);
         fit(&mut self.theta_new, p);
         for v in [&mut self.t, &mut self.h, &mut self.hs, &mut self.ct] {
@@ -714,10 +708,8 @@ impl<T: Scalar> Ws<T> {
     }
 
     /// `θ̄ -= Σ_r Σ_i b_i h_r A_iᵀ∂f/∂θ` over the accepted rows from the stage records, whose
-    /// cotangents were weighted by `rec_h` (the step of the try that evaluated them).
-    /// The records wait in `stack` until it holds [`FLUSH_RECORDS`], so a product's inner dimension
-    /// is not just one step's rows (eight for an Euler step at batch 16 on two threads), which
-    /// would load and store the whole parameter gradient for a few multiply-adds per entry.
+    /// cotangents were weighted by `rec_h` (the step of the try that evaluated them). The field
+    /// queues them and forms their products many records at a time ([`VjpField::push_record`]).
     fn param_adjoint_records<F: VjpField<T> + ?Sized>(&mut self, f: &mut F, bw: &Backward<'_, T>) {
         let len = bw.rec_len;
         for &r in &self.acc_rows {
@@ -725,23 +717,10 @@ impl<T: Scalar> Ws<T> {
                 if bi == T::zero() {
                     continue;
                 }
-                self.stack.extend_from_slice(&self.rec[i][r * len..(r + 1) * len]);
-                self.weights.push(-(bi * (self.hs[r] / self.rec_h[i][r])));
+                let w = -(bi * (self.hs[r] / self.rec_h[i][r]));
+                f.push_record(&self.rec[i][r * len..(r + 1) * len], w, &mut self.theta);
             }
         }
-        if self.weights.len() >= FLUSH_RECORDS {
-            self.flush_records(f);
-        }
-    }
-
-    /// Adds the waiting records' parameter products to `theta`. Each product accumulates its
-    /// records in order onto `theta`, so waiting changes no bit of the result.
-    fn flush_records<F: VjpField<T> + ?Sized>(&mut self, f: &mut F) {
-        if !self.weights.is_empty() {
-            f.param_vjp_records(&mut self.stack, &self.weights, &mut self.theta);
-        }
-        self.stack.clear();
-        self.weights.clear();
     }
 
     /// Row `r`'s last stage becomes its next first (FSAL): derivatives, record and its step.

@@ -33,16 +33,30 @@ pub trait VjpField<T: Scalar>: VectorField<T> {
         panic!("this vector field keeps no VJP records (record_len() is 0)");
     }
 
-    /// **Adds** `Σ_j w_j · vⱼᵀ ∂f/∂θ(yⱼ)` to `gp` for the records `j` in `records` (consecutive,
-    /// as [`VjpField::vjp_record`] wrote them) with weights `weights[j]`; may overwrite
-    /// `records`.
+    /// Queues `w` times the parameter part of the VJP recorded in `rec` (one row of
+    /// [`VjpField::vjp_record`]'s records), `w · vᵀ ∂f/∂θ(y)`, and may **add** queued products
+    /// to `gp` at any time; a field keeps its products in queue order, so when they are formed
+    /// does not change the result. [`VjpField::flush_records`] adds the rest.
     ///
     /// # Panics
     /// The default panics, as [`VjpField::vjp_record`]'s.
-    fn param_vjp_records(&mut self, records: &mut [T], weights: &[T], gp: &mut [T]) {
-        let _ = (records, weights, gp);
+    fn push_record(&mut self, rec: &[T], w: T, gp: &mut [T]) {
+        let _ = (rec, w, gp);
         panic!("this vector field keeps no VJP records (record_len() is 0)");
     }
+
+    /// **Adds** the products of the records still queued to `gp` and empties the queue.
+    ///
+    /// # Panics
+    /// The default panics, as [`VjpField::vjp_record`]'s.
+    fn flush_records(&mut self, gp: &mut [T]) {
+        let _ = gp;
+        panic!("this vector field keeps no VJP records (record_len() is 0)");
+    }
+
+    /// Drops the records still queued, unused (a backward solve starts with this, so one that
+    /// failed leaves nothing behind). The default does nothing.
+    fn discard_records(&mut self) {}
 }
 
 impl<T: Scalar> VjpField<T> for Mlp<T> {
@@ -58,8 +72,14 @@ impl<T: Scalar> VjpField<T> for Mlp<T> {
     fn vjp_record(&mut self, _t: &[T], y: &[T], v: &[T], f_out: Option<&mut [T]>, gy: &mut [T], records: &mut [T]) {
         Mlp::vjp_record(self, y, v, f_out, gy, records)
     }
-    fn param_vjp_records(&mut self, records: &mut [T], weights: &[T], gp: &mut [T]) {
-        Mlp::param_vjp_records(self, records, weights, gp)
+    fn push_record(&mut self, rec: &[T], w: T, gp: &mut [T]) {
+        Mlp::push_record(self, rec, w, gp)
+    }
+    fn flush_records(&mut self, gp: &mut [T]) {
+        Mlp::flush_records(self, gp)
+    }
+    fn discard_records(&mut self) {
+        Mlp::discard_records(self)
     }
 }
 
@@ -76,8 +96,14 @@ impl<T: Scalar, F: VjpField<T> + ?Sized> VjpField<T> for &mut F {
     fn vjp_record(&mut self, t: &[T], y: &[T], v: &[T], f_out: Option<&mut [T]>, gy: &mut [T], records: &mut [T]) {
         (**self).vjp_record(t, y, v, f_out, gy, records)
     }
-    fn param_vjp_records(&mut self, records: &mut [T], weights: &[T], gp: &mut [T]) {
-        (**self).param_vjp_records(records, weights, gp)
+    fn push_record(&mut self, rec: &[T], w: T, gp: &mut [T]) {
+        (**self).push_record(rec, w, gp)
+    }
+    fn flush_records(&mut self, gp: &mut [T]) {
+        (**self).flush_records(gp)
+    }
+    fn discard_records(&mut self) {
+        (**self).discard_records()
     }
 }
 

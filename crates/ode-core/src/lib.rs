@@ -14,6 +14,7 @@ mod mlp;
 mod names;
 mod options;
 mod problems;
+mod record_queue;
 mod rk;
 mod scalar;
 mod solution;

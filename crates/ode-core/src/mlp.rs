@@ -3,8 +3,9 @@
 
 use crate::Scalar;
 use crate::field::VectorField;
-use crate::kernel::{Cols, gemm_at_cols};
-use crate::layers::{linear, linear_backward, transpose_weight};
+use crate::kernel::{Cols, Panels, gemm_bias_panels, gemm_panels, pack_rows, pack_transposed};
+use crate::layers::linear_backward;
+use crate::record_queue::{QueuedLayer, RecordQueue};
 
 /// Names of the field's parameter tensors, in storage order, as PyTorch names them.
 pub const MLP_TENSOR_NAMES: [&str; 6] = [
@@ -40,9 +41,14 @@ pub struct Mlp<T> {
     g1: Vec<T>,
     g2: Vec<T>,
     fout: Vec<T>,
-    /// The three weights transposed for the forward products, refreshed after `params_mut`.
-    wt: Vec<T>,
-    wt_stale: bool,
+    /// The three layers' weights packed for the products ([`Panels`]), refreshed after
+    /// `params_mut`: `fwd[i]` holds layer `i`'s `Wᵀ` (forward), `bwd[i]` its `W` (input
+    /// gradients).
+    fwd: [Vec<T>; 3],
+    bwd: [Vec<T>; 3],
+    packed_stale: bool,
+    /// Weighted VJP records waiting for their parameter products.
+    queue: RecordQueue<T>,
 }
 
 /// Offsets of the six tensors in the flat parameter vector.
@@ -120,8 +126,10 @@ impl<T: Scalar> Mlp<T> {
             g1: Vec::new(),
             g2: Vec::new(),
             fout: Vec::new(),
-            wt: Vec::new(),
-            wt_stale: true,
+            fwd: Default::default(),
+            bwd: Default::default(),
+            packed_stale: true,
+            queue: RecordQueue::default(),
         }
     }
 
@@ -178,7 +186,7 @@ impl<T: Scalar> Mlp<T> {
 
     /// The flat parameter vector, mutable (for optimisers).
     pub fn params_mut(&mut self) -> &mut [T] {
-        self.wt_stale = true;
+        self.packed_stale = true;
         &mut self.params
     }
 
@@ -203,25 +211,35 @@ impl<T: Scalar> Mlp<T> {
         let (l, m) = (self.latent, self.hidden);
         let rows = y.len() / l;
         self.grow(rows);
+        self.repack();
         let lay = layout(l, m);
         let p = &self.params;
-        if self.wt_stale {
-            // Wᵀ of the three layers, packed back to back: [L×M | M×M | M×L].
-            self.wt.resize(lay.end, T::zero());
-            transpose_weight(m, l, &p[lay.w0..lay.b0], &mut self.wt[..m * l]);
-            transpose_weight(m, m, &p[lay.w1..lay.b1], &mut self.wt[m * l..m * l + m * m]);
-            transpose_weight(l, m, &p[lay.w2..lay.b2], &mut self.wt[m * l + m * m..2 * m * l + m * m]);
-            self.wt_stale = false;
-        }
-        let (wt0, rest) = self.wt.split_at(m * l);
-        let (wt1, wt2) = rest.split_at(m * m);
+        let [f0, f1, f2] = &self.fwd;
         let h1 = &mut self.h1[..rows * m];
         let h2 = &mut self.h2[..rows * m];
-        linear(rows, l, m, y, wt0, &p[lay.b0..lay.w1], h1);
+        gemm_bias_panels(rows, l, m, y, Panels::new(f0, l, m), &p[lay.b0..lay.w1], h1);
         T::tanh_inplace(h1);
-        linear(rows, m, m, h1, wt1, &p[lay.b1..lay.w2], h2);
+        gemm_bias_panels(rows, m, m, h1, Panels::new(f1, m, m), &p[lay.b1..lay.w2], h2);
         T::tanh_inplace(h2);
-        linear(rows, m, l, h2, &wt2[..m * l], &p[lay.b2..lay.end], &mut dy[..rows * l]);
+        let out = &mut dy[..rows * l];
+        gemm_bias_panels(rows, m, l, h2, Panels::new(f2, m, l), &p[lay.b2..lay.end], out);
+    }
+
+    /// Packs the weights again if the parameters may have changed since the last pack.
+    fn repack(&mut self) {
+        if !self.packed_stale {
+            return;
+        }
+        let (l, m) = (self.latent, self.hidden);
+        let lay = layout(l, m);
+        // (weight range, outputs, inputs) per layer.
+        let layers = [(lay.w0..lay.b0, m, l), (lay.w1..lay.b1, m, m), (lay.w2..lay.b2, l, m)];
+        for ((w, n_out, n_in), (fwd, bwd)) in layers.into_iter().zip(self.fwd.iter_mut().zip(&mut self.bwd)) {
+            let w = &self.params[w];
+            pack_transposed(n_in, n_out, w, fwd);
+            pack_rows(n_out, n_in, Cols::whole(w, n_in), bwd);
+        }
+        self.packed_stale = false;
     }
 
     /// Vector-Jacobian products at the states `y` (`rows × L`) for cotangents `v` (`rows × L`):
@@ -267,6 +285,8 @@ impl<T: Scalar> Mlp<T> {
         if let Some(g) = gp.as_deref() {
             assert_eq!(g.len(), lay.end, "vjp: parameter gradient shape");
         }
+        let [bw0, bw1, bw2] = &self.bwd;
+        gemm_panels(rows, l, m, v, Panels::new(bw2, l, m), gb, false);
         linear_backward(
             rows,
             m,
@@ -275,12 +295,13 @@ impl<T: Scalar> Mlp<T> {
             &p[w2.clone()],
             v,
             param_pair(gp.as_deref_mut(), w2, b2),
-            Some(&mut *gb),
+            None,
         );
         for (g, h) in gb.iter_mut().zip(h2) {
             *g = *g * (one - *h * *h);
         }
         // Layer 2: gh1 = gz2 · W2, gz1 = gh1 ⊙ (1 - h1²).
+        gemm_panels(rows, m, m, gb, Panels::new(bw1, m, m), ga, false);
         linear_backward(
             rows,
             m,
@@ -289,13 +310,14 @@ impl<T: Scalar> Mlp<T> {
             &p[w1.clone()],
             gb,
             param_pair(gp.as_deref_mut(), w1, b1),
-            Some(&mut *ga),
+            None,
         );
         for (g, h) in ga.iter_mut().zip(h1) {
             *g = *g * (one - *h * *h);
         }
         // Layer 1: gy = gz1 · W0.
-        linear_backward(rows, l, m, y, &p[w0.clone()], ga, param_pair(gp, w0, b0), Some(gy));
+        gemm_panels(rows, m, l, ga, Panels::new(bw0, m, l), gy, false);
+        linear_backward(rows, l, m, y, &p[w0.clone()], ga, param_pair(gp, w0, b0), None);
     }
 }
 
@@ -332,7 +354,7 @@ impl<T: Scalar> Mlp<T> {
     }
 
     /// [`Mlp::vjp`] without parameter gradients, writing each row's record into `records`
-    /// (`rows ×` [`Mlp::record_len`]) for [`Mlp::param_vjp_records`].
+    /// (`rows ×` [`Mlp::record_len`]) for [`Mlp::push_record`].
     pub fn vjp_record(&mut self, y: &[T], v: &[T], f_out: Option<&mut [T]>, gy: &mut [T], records: &mut [T]) {
         self.vjp(y, v, f_out, gy, None);
         let (l, m) = (self.latent, self.hidden);
@@ -356,50 +378,63 @@ impl<T: Scalar> Mlp<T> {
         }
     }
 
-    /// **Adds** `Σ_j w_j · vⱼᵀ ∂f/∂θ` of the records in `records` (weights `weights`) to
-    /// `gparams`: one weight product per layer with the records as its inner dimension.
-    /// Scales the records' cotangents in place.
-    pub fn param_vjp_records(&mut self, records: &mut [T], weights: &[T], gparams: &mut [T]) {
-        let (l, m) = (self.latent, self.hidden);
-        let (c, o, lay) = (weights.len(), record_layout(l, m), layout(l, m));
-        assert!(
-            records.len() >= c * o.len,
-            "param_vjp_records: fewer records than weights"
+    /// Queues `w` times the parameter VJP of `rec` (one row of [`Mlp::vjp_record`]'s records);
+    /// when [`crate::record_queue`]'s queue is full, **adds** the queued products to `gparams`.
+    /// The products accumulate the records in queue order, so when they are formed changes no
+    /// bit of the result.
+    pub fn push_record(&mut self, rec: &[T], w: T, gparams: &mut [T]) {
+        let layers = self.queued_layers();
+        assert_eq!(rec.len(), self.record_len(), "push_record: record length");
+        assert_eq!(
+            gparams.len(),
+            self.num_params(),
+            "push_record: parameter gradient shape"
         );
-        assert_eq!(gparams.len(), lay.end, "param_vjp_records: parameter gradient shape");
-        for (rec, &w) in records.chunks_exact_mut(o.len).zip(weights) {
-            for x in &mut rec[o.g1..] {
-                *x = *x * w;
-            }
-        }
-        let recs = &records[..c * o.len];
-        // (weight range, bias range, cotangent field, input field, outputs, inputs) per layer.
-        let layers = [
-            (lay.w2..lay.b2, lay.b2..lay.end, o.v, o.h2, l, m),
-            (lay.w1..lay.b1, lay.b1..lay.w2, o.g2, o.h1, m, m),
-            (lay.w0..lay.b0, lay.b0..lay.w1, o.g1, o.y, m, l),
-        ];
-        for (w, b, g, x, n_out, n_in) in layers {
-            let (gt, xt) = (
-                Cols {
-                    table: recs,
-                    ld: o.len,
-                    col: g,
-                },
-                Cols {
-                    table: recs,
-                    ld: o.len,
-                    col: x,
-                },
-            );
-            gemm_at_cols(n_out, c, n_in, gt, xt, &mut gparams[w], true);
-            let db = &mut gparams[b];
-            for rec in recs.chunks_exact(o.len) {
-                for (d, v) in db.iter_mut().zip(&rec[g..g + n_out]) {
-                    *d = *d + *v;
-                }
-            }
-        }
+        self.queue.push(&layers, rec, w, gparams);
+    }
+
+    /// **Adds** the queued records' parameter products to `gparams` (`Σ_j w_j · vⱼᵀ ∂f/∂θ`,
+    /// one weight product per layer with the records as its inner dimension) and empties the
+    /// queue.
+    pub fn flush_records(&mut self, gparams: &mut [T]) {
+        let layers = self.queued_layers();
+        assert_eq!(
+            gparams.len(),
+            self.num_params(),
+            "flush_records: parameter gradient shape"
+        );
+        self.queue.flush(&layers, gparams);
+    }
+
+    /// Drops the queued records (after a backward solve that failed).
+    pub fn discard_records(&mut self) {
+        self.queue.clear();
+    }
+
+    /// The three layers' cotangent and input fields in a record, and their parameters.
+    fn queued_layers(&self) -> [QueuedLayer; 3] {
+        let (l, m) = (self.latent, self.hidden);
+        let (o, lay) = (record_layout(l, m), layout(l, m));
+        [
+            QueuedLayer {
+                g: (o.v, l),
+                x: (o.h2, m),
+                weight: lay.w2..lay.b2,
+                bias: lay.b2..lay.end,
+            },
+            QueuedLayer {
+                g: (o.g2, m),
+                x: (o.h1, m),
+                weight: lay.w1..lay.b1,
+                bias: lay.b1..lay.w2,
+            },
+            QueuedLayer {
+                g: (o.g1, m),
+                x: (o.y, l),
+                weight: lay.w0..lay.b0,
+                bias: lay.b0..lay.w1,
+            },
+        ]
     }
 }
 

@@ -45,14 +45,18 @@ pub(super) unsafe fn full_tiles<T: Scalar, const R: usize, const AT: bool>(
     } else {
         (i0 * ops.a.ld + ops.a.col, ops.a.ld, 1)
     };
-    let (b0, ldb) = (ops.b.col, ops.b.ld);
+    let (b0, ldb) = (ops.b.at(0, 0), ops.b.ld);
+    let b_strip = ops.b.at(0, NR) - b0;
     // One check per row block for every read and write of its tiles.
     if k > 0 {
         assert!(
             a0 + (R - 1) * a_row + (k - 1) * a_p < a.len(),
             "gemm tile: A out of range"
         );
-        assert!(b0 + (k - 1) * ldb + n_full <= b.len(), "gemm tile: B out of range");
+        assert!(
+            ops.b.at(k - 1, n_full - NR) + NR <= b.len(),
+            "gemm tile: B out of range"
+        );
     }
     assert!((R - 1) * n + n_full <= c.len(), "gemm tile: C out of range");
     let start = match start {
@@ -66,6 +70,7 @@ pub(super) unsafe fn full_tiles<T: Scalar, const R: usize, const AT: bool>(
         a_p,
         b: b[b0..].as_ptr(),
         ldb,
+        b_strip,
         k,
         c: c.as_mut_ptr(),
         ldc: n,
@@ -81,14 +86,16 @@ pub(super) unsafe fn full_tiles<T: Scalar, const R: usize, const AT: bool>(
 }
 
 /// A row block's operands as pointers and strides (elements): `A(i, p)` at
-/// `a + i·a_row + p·a_p`, `B(p, j)` at `b + p·ldb + j`, `C(i, j)` at `c + i·ldc + j`; the full
-/// tiles cover columns `0 .. n_full`.
+/// `a + i·a_row + p·a_p`, `B(p, j)` at `b + (j / 16)·b_strip + p·ldb + j mod 16` (row-major:
+/// `b_strip = 16`; packed: `k·16`), `C(i, j)` at `c + i·ldc + j`; the full tiles cover columns
+/// `0 .. n_full`.
 struct Tiles {
     a: *const f32,
     a_row: usize,
     a_p: usize,
     b: *const f32,
     ldb: usize,
+    b_strip: usize,
     k: usize,
     c: *mut f32,
     ldc: usize,
@@ -130,7 +137,7 @@ unsafe fn tile_avx2<const R: usize>(t: &Tiles, j0: usize, start: Start<f32>) {
             };
             *row = [_mm256_loadu_ps(from), _mm256_loadu_ps(from.add(LANES))];
         }
-        let (mut a, mut b) = (t.a, t.b.add(j0));
+        let (mut a, mut b) = (t.a, t.b.add(j0 / NR * t.b_strip));
         for _ in 0..t.k {
             let bv: [__m256; 2] = [_mm256_loadu_ps(b), _mm256_loadu_ps(b.add(LANES))];
             for (i, row) in acc.iter_mut().enumerate() {

@@ -23,20 +23,80 @@ use crate::Scalar;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+mod panels;
+
+use panels::Right;
+pub use panels::{Panels, pack_rows, pack_transposed, panels_len};
 
 /// Rows of `C` per register tile.
 const MR: usize = 6;
-/// Columns of `C` per register tile.
-const NR: usize = 16;
+/// Columns of `C` per register tile, and of a [`Panels`] panel.
+pub(crate) const NR: usize = 16;
 
 /// `C = A·B` (`accumulate = false`) or `C += A·B` (`accumulate = true`), `A` stored `m × k`.
 ///
 /// # Panics
 /// If a slice is shorter than its shape.
 pub fn gemm<T: Scalar>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [T], accumulate: bool) {
-    let (a, b) = (Cols::whole(a, k), Cols::whole(b, n));
+    let (a, b) = (Cols::whole(a, k), Right::rows(Cols::whole(b, n)));
     let ops = Operands { m, k, n, a, b };
     dispatch::<T, false>(&ops, c, Start::from_flag(accumulate));
+}
+
+/// [`gemm`] with `B` packed ([`Panels`], `k × n`): the same bits, read from contiguous strips.
+///
+/// # Panics
+/// If a slice is shorter than its shape or `b` is not `k × n`.
+pub fn gemm_panels<T: Scalar>(m: usize, k: usize, n: usize, a: &[T], b: Panels<T>, c: &mut [T], accumulate: bool) {
+    let ops = Operands {
+        m,
+        k,
+        n,
+        a: Cols::whole(a, k),
+        b: Right::panels(b),
+    };
+    dispatch::<T, false>(&ops, c, Start::from_flag(accumulate));
+}
+
+/// [`gemm_bias`] with `B` packed ([`Panels`], `k × n`): a layer's forward from its packed
+/// weight.
+///
+/// # Panics
+/// If a slice is shorter than its shape or `b` is not `k × n`.
+pub fn gemm_bias_panels<T: Scalar>(m: usize, k: usize, n: usize, a: &[T], b: Panels<T>, bias: &[T], c: &mut [T]) {
+    assert!(bias.len() >= n, "gemm_bias: bias shorter than n = {n}");
+    let ops = Operands {
+        m,
+        k,
+        n,
+        a: Cols::whole(a, k),
+        b: Right::panels(b),
+    };
+    dispatch::<T, false>(&ops, c, Start::Row(bias));
+}
+
+/// [`gemm_at_cols`] with `B` packed ([`Panels`], `k × n`): a weight gradient from per-row
+/// records whose inputs were packed first.
+///
+/// # Panics
+/// If a slice is shorter than its shape or `b` is not `k × n`.
+pub fn gemm_at_panels<T: Scalar>(
+    m: usize,
+    k: usize,
+    n: usize,
+    at: Cols<T>,
+    b: Panels<T>,
+    c: &mut [T],
+    accumulate: bool,
+) {
+    let ops = Operands {
+        m,
+        k,
+        n,
+        a: at,
+        b: Right::panels(b),
+    };
+    dispatch::<T, true>(&ops, c, Start::from_flag(accumulate));
 }
 
 /// `C = 1·biasᵀ + A·B`: every row of `C` starts from `bias` (`n` values), `A` stored `m × k`.
@@ -47,7 +107,7 @@ pub fn gemm<T: Scalar>(m: usize, k: usize, n: usize, a: &[T], b: &[T], c: &mut [
 /// If a slice is shorter than its shape.
 pub fn gemm_bias<T: Scalar>(m: usize, k: usize, n: usize, a: &[T], b: &[T], bias: &[T], c: &mut [T]) {
     assert!(bias.len() >= n, "gemm_bias: bias shorter than n = {n}");
-    let (a, b) = (Cols::whole(a, k), Cols::whole(b, n));
+    let (a, b) = (Cols::whole(a, k), Right::rows(Cols::whole(b, n)));
     let ops = Operands { m, k, n, a, b };
     dispatch::<T, false>(&ops, c, Start::Row(bias));
 }
@@ -107,7 +167,13 @@ impl<'a, T> Cols<'a, T> {
 /// # Panics
 /// If a table is shorter than `k` rows or its columns run past its row.
 pub fn gemm_at_cols<T: Scalar>(m: usize, k: usize, n: usize, at: Cols<T>, b: Cols<T>, c: &mut [T], accumulate: bool) {
-    let ops = Operands { m, k, n, a: at, b };
+    let ops = Operands {
+        m,
+        k,
+        n,
+        a: at,
+        b: Right::rows(b),
+    };
     dispatch::<T, true>(&ops, c, Start::from_flag(accumulate));
 }
 
@@ -116,7 +182,7 @@ fn dispatch<T: Scalar, const AT: bool>(ops: &Operands<T>, c: &mut [T], start: St
     let (a_rows, a_width) = if AT { (k, m) } else { (m, k) };
     let fits = |x: &Cols<T>, rows: usize, width: usize| x.col + width <= x.ld && x.table.len() >= rows * x.ld;
     assert!(
-        fits(&ops.a, a_rows, a_width) && fits(&ops.b, k, n) && c.len() >= m * n,
+        fits(&ops.a, a_rows, a_width) && ops.b.fits(k, n) && c.len() >= m * n,
         "gemm: operand shorter than its shape"
     );
     if m == 0 || n == 0 {
@@ -148,7 +214,7 @@ struct Operands<'a, T> {
     k: usize,
     n: usize,
     a: Cols<'a, T>,
-    b: Cols<'a, T>,
+    b: Right<'a, T>,
 }
 
 /// The product, one row block after another; `SIMD`: the CPU has AVX2 and FMA, so full tiles
@@ -222,25 +288,26 @@ fn full_tiles_simd<T: Scalar, const R: usize, const AT: bool, const SIMD: bool>(
     false
 }
 
-/// Calls `f(a, b_row)` for `p = 0 … k − 1` in order, with `a` the `R` entries `A[i0.., p]` and
-/// `b_row` the table row holding row `p` of `B` (from its column `b.col`).
+/// Calls `f(a, b)` for `p = 0 … k − 1` in order, with `a` the `R` entries `A[i0.., p]` and
+/// `b` the 16 entries `B[p, j0..]`.
 #[inline(always)]
 fn rank1_updates<T: Scalar, const R: usize, const AT: bool>(
     ops: &Operands<T>,
     i0: usize,
-    mut f: impl FnMut(&[T; R], &[T]),
+    j0: usize,
+    mut f: impl FnMut(&[T; R], &[T; NR]),
 ) {
     let (k, a, b) = (ops.k, &ops.a, &ops.b);
-    let b_rows = b.table[..k * b.ld].chunks_exact(b.ld);
+    let b_at = |p: usize| -> &[T; NR] { b.table[b.at(p, j0)..][..NR].try_into().expect("tile") };
     if AT {
         let ac = a.col + i0;
-        for (a_row, b_row) in a.table[..k * a.ld].chunks_exact(a.ld).zip(b_rows) {
-            f(a_row[ac..ac + R].try_into().expect("R entries"), b_row);
+        for (p, a_row) in a.table[..k * a.ld].chunks_exact(a.ld).enumerate() {
+            f(a_row[ac..ac + R].try_into().expect("R entries"), b_at(p));
         }
     } else {
         let rows: [&[T]; R] = std::array::from_fn(|i| &a.table[(i0 + i) * a.ld + a.col..][..k]);
-        for (p, b_row) in b_rows.enumerate() {
-            f(&std::array::from_fn(|i| rows[i][p]), b_row);
+        for p in 0..k {
+            f(&std::array::from_fn(|i| rows[i][p]), b_at(p));
         }
     }
 }
@@ -265,9 +332,7 @@ fn tile<T: Scalar, const R: usize, const AT: bool>(
             Start::Row(bias) => row.copy_from_slice(&bias[j0..j0 + NR]),
         }
     }
-    let bc = ops.b.col + j0;
-    rank1_updates::<T, R, AT>(ops, i0, |a, b_row| {
-        let bt: &[T; NR] = b_row[bc..bc + NR].try_into().expect("tile");
+    rank1_updates::<T, R, AT>(ops, i0, j0, |a, bt| {
         for (row, &av) in acc.iter_mut().zip(a) {
             for (x, &bv) in row.iter_mut().zip(bt) {
                 *x = av.mul_add(bv, *x);
@@ -328,8 +393,8 @@ fn tile_edge<T: Scalar, const R: usize, const AT: bool, const W: usize>(
                 a.table[(i0 + i) * a.ld + a.col + p]
             };
         }
-        let at = p * b.ld + b.col + j0;
-        let bt: [T; W] = match b.table.get(at..at + W) {
+        let at = b.at(p, j0);
+        let bt: [T; W] = match b.wide_from(at, W) {
             Some(wide) => wide.try_into().expect("W lanes"),
             None => padded(&b.table[at..at + w]),
         };
@@ -415,16 +480,34 @@ mod tests {
                     ld: ldb,
                     col: 4,
                 };
-                let ops = Operands { m, k, n, a, b };
+                let ops = Operands {
+                    m,
+                    k,
+                    n,
+                    a,
+                    b: Right::rows(b),
+                };
                 let (mut want, mut want_at) = (c0.clone(), c0.clone());
                 gemm_body::<f32, false, false>(&ops, &mut want, start);
                 gemm_body::<f32, true, false>(&ops, &mut want_at, start);
-                let (mut got, mut got_at) = (c0.clone(), c0.clone());
-                dispatch::<f32, false>(&ops, &mut got, start);
-                dispatch::<f32, true>(&ops, &mut got_at, start);
-                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(&got), bits(&want), "A ({m},{k},{n})");
-                assert_eq!(bits(&got_at), bits(&want_at), "Aᵀ ({m},{k},{n})");
+                let mut packed = Vec::new();
+                pack_rows(k, n, b, &mut packed);
+                let packed_ops = Operands {
+                    b: Right::panels(Panels::new(&packed, k, n)),
+                    ..ops
+                };
+                for ops in [&ops, &packed_ops] {
+                    let (mut got, mut got_at) = (c0.clone(), c0.clone());
+                    dispatch::<f32, false>(ops, &mut got, start);
+                    dispatch::<f32, true>(ops, &mut got_at, start);
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&want), "A ({m},{k},{n})");
+                    assert_eq!(bits(&got_at), bits(&want_at), "Aᵀ ({m},{k},{n})");
+                    // The portable body reads a packed B the same way.
+                    let mut portable = c0.clone();
+                    gemm_body::<f32, false, false>(ops, &mut portable, start);
+                    assert_eq!(bits(&portable), bits(&want), "portable A ({m},{k},{n})");
+                }
             }
         }
     }
@@ -494,6 +577,19 @@ mod tests {
                 let mut got_bias = c0.clone();
                 gemm_bias(m, k, n, &a, &b, &bias, &mut got_bias);
                 assert_eq!(got_bias, want_bias, "gemm_bias ({m},{k},{n})");
+                // B packed: the same bits from every entry point.
+                let mut packed = Vec::new();
+                pack_rows(k, n, Cols::whole(&b, n), &mut packed);
+                let pb = Panels::new(&packed, k, n);
+                let mut got_packed = c0.clone();
+                gemm_panels(m, k, n, &a, pb, &mut got_packed, acc);
+                assert_eq!(got_packed, got, "gemm_panels ({m},{k},{n}) acc {acc}");
+                let mut got_at_packed = c0.clone();
+                gemm_at_panels(m, k, n, Cols::whole(&at, m), pb, &mut got_at_packed, acc);
+                assert_eq!(got_at_packed, got, "gemm_at_panels ({m},{k},{n}) acc {acc}");
+                let mut got_bias_packed = c0.clone();
+                gemm_bias_panels(m, k, n, &a, pb, &bias, &mut got_bias_packed);
+                assert_eq!(got_bias_packed, want_bias, "gemm_bias_panels ({m},{k},{n})");
                 let af: Vec<f32> = a.iter().map(|&v| v as f32).collect();
                 let bf: Vec<f32> = b.iter().map(|&v| v as f32).collect();
                 let mut gf: Vec<f32> = c0.iter().map(|&v| v as f32).collect();

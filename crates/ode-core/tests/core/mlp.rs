@@ -523,8 +523,9 @@ fn forward_flops_of_a_known_size() {
 
 #[test]
 fn vjp_records_give_the_weighted_parameter_vjps() {
-    // `vjp_record` computes what `vjp` does; `param_vjp_records` adds Σ_j w_j × (row j's
-    // parameter VJP), here checked against one `vjp` per row scaled by its weight.
+    // `vjp_record` computes what `vjp` does; the queued records (`push_record`, then
+    // `flush_records`) add Σ_j w_j × (row j's parameter VJP), here checked against one `vjp`
+    // per row scaled by its weight.
     let mut rng = SplitMix64(0x5EED_0009);
     for &(l, m, rows) in &SIZES {
         let p = random_params(&mut rng, l, m);
@@ -540,7 +541,10 @@ fn vjp_records_give_the_weighted_parameter_vjps() {
         assert_eq!((&f_rec, &gy_rec), (&f, &gy), "L={l} M={m} rows={rows}");
         let start = random_vec(&mut rng, p.len(), 1.0);
         let mut got = start.clone();
-        mlp.param_vjp_records(&mut records, &weights, &mut got);
+        for (rec, &w) in records.chunks_exact(mlp.record_len()).zip(&weights) {
+            mlp.push_record(rec, w, &mut got);
+        }
+        mlp.flush_records(&mut got);
         let (mut want, mut scale) = (start.clone(), start.iter().map(|x| x.abs()).collect::<Vec<_>>());
         for r in 0..rows {
             let vr: Vec<f64> = v[r * l..(r + 1) * l].iter().map(|x| x * weights[r]).collect();
