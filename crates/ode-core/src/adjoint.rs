@@ -365,7 +365,7 @@ impl<T: Scalar> Ws<T> {
             self.accept_reject(bw)?;
             self.param_adjoint(f, bw);
             self.adapt_step_size(bw);
-            self.commit(bw, span);
+            self.commit(f, bw, span);
         }
     }
 
@@ -521,7 +521,7 @@ impl<T: Scalar> Ws<T> {
         }
         self.stats.nfe += 1;
         self.stats.sample_evals += m;
-        self.scatter_stage(bw, i, rows);
+        self.scatter_stage(f, bw, i, rows);
     }
 
     /// Stage `i`'s inputs `Z_i`, `A_i` of `rows`, gathered with their times and the
@@ -543,16 +543,16 @@ impl<T: Scalar> Ws<T> {
 
     /// Stage `i`'s derivatives of `rows` from the batched VJP: `kz_i = f`,
     /// `ka_i = -(h·A_i)ᵀ∂f/∂z / h`, and their records.
-    fn scatter_stage(&mut self, bw: &Backward<'_, T>, i: usize, rows: &[usize]) {
-        let (n, len) = (bw.batch.dim, bw.rec_len);
+    fn scatter_stage<F: VjpField<T> + ?Sized>(&mut self, f: &F, bw: &Backward<'_, T>, i: usize, rows: &[usize]) {
+        let (n, m, batch) = (bw.batch.dim, rows.len(), bw.batch.rows);
         for (j, &r) in rows.iter().enumerate() {
             let (h, row, cj) = (self.hs[r], bw.row(r), j * n);
             self.kz[i][row.clone()].copy_from_slice(&self.cf[cj..cj + n]);
             for (d, g) in self.ka[i][row].iter_mut().zip(&self.cgy[cj..cj + n]) {
                 *d = -(*g / h);
             }
-            if rows.len() < bw.batch.rows {
-                self.rec[i][r * len..(r + 1) * len].copy_from_slice(&self.crec[j * len..(j + 1) * len]);
+            if m < batch && bw.rec_len > 0 {
+                f.copy_record(&self.crec, m, j, &mut self.rec[i], batch, r);
             }
             self.rec_h[i][r] = h;
         }
@@ -711,27 +711,27 @@ impl<T: Scalar> Ws<T> {
     /// cotangents were weighted by `rec_h` (the step of the try that evaluated them). The field
     /// queues them and forms their products many records at a time ([`VjpField::push_record`]).
     fn param_adjoint_records<F: VjpField<T> + ?Sized>(&mut self, f: &mut F, bw: &Backward<'_, T>) {
-        let len = bw.rec_len;
+        let batch = bw.batch.rows;
         for &r in &self.acc_rows {
             for (i, &bi) in bw.rk.b.iter().enumerate() {
                 if bi == T::zero() {
                     continue;
                 }
                 let w = -(bi * (self.hs[r] / self.rec_h[i][r]));
-                f.push_record(&self.rec[i][r * len..(r + 1) * len], w, &mut self.theta);
+                f.push_record(&self.rec[i], batch, r, w, &mut self.theta);
             }
         }
     }
 
     /// Row `r`'s last stage becomes its next first (FSAL): derivatives, record and its step.
-    fn carry_last_stage(&mut self, bw: &Backward<'_, T>, r: usize) {
-        let (last, row, len) = (bw.rk.stages - 1, bw.row(r), bw.rec_len);
+    fn carry_last_stage<F: VjpField<T> + ?Sized>(&mut self, f: &F, bw: &Backward<'_, T>, r: usize) {
+        let (last, row, batch) = (bw.rk.stages - 1, bw.row(r), bw.batch.rows);
         let (first, rest) = self.kz.split_at_mut(1);
         first[0][row.clone()].copy_from_slice(&rest[last - 1][row.clone()]);
         let (first, rest) = self.ka.split_at_mut(1);
         first[0][row.clone()].copy_from_slice(&rest[last - 1][row]);
         let (first, rest) = self.rec.split_at_mut(1);
-        first[0][r * len..(r + 1) * len].copy_from_slice(&rest[last - 1][r * len..(r + 1) * len]);
+        f.copy_record(&rest[last - 1], batch, r, &mut first[0], batch, r);
         self.rec_h[0][r] = self.rec_h[last][r];
     }
 
@@ -748,7 +748,7 @@ impl<T: Scalar> Ws<T> {
 
     /// Counts the tries (once per batch in shared mode) and moves the accepted rows to their
     /// step end; a row that reaches `span.t_lo` is done with the interval.
-    fn commit(&mut self, bw: &Backward<'_, T>, span: Interval<T>) {
+    fn commit<F: VjpField<T> + ?Sized>(&mut self, f: &F, bw: &Backward<'_, T>, span: Interval<T>) {
         for idx in 0..self.active.len() {
             let r = self.active[idx];
             self.steps[r] += 1;
@@ -766,7 +766,7 @@ impl<T: Scalar> Ws<T> {
             if tn == span.t_lo {
                 self.live[r] = false;
             } else if bw.fsal {
-                self.carry_last_stage(bw, r);
+                self.carry_last_stage(f, bw, r);
             }
         }
     }
@@ -859,7 +859,7 @@ mod tests {
         ws.accept_reject(&bw).unwrap();
         ws.param_adjoint(f, &bw);
         ws.adapt_step_size(&bw);
-        ws.commit(&bw, SPAN);
+        ws.commit(f, &bw, SPAN);
         assert_eq!(ws.z, vec![1.0 - 0.25 * theta, 2.0 * (1.0 - 0.25 * theta)]);
         assert_eq!(ws.a, vec![3.0 * (1.0 + 0.25 * theta), -(1.0 + 0.25 * theta)]);
         assert_eq!(ws.theta[0], 0.25 * (3.0 * 1.0 - 2.0));
@@ -882,7 +882,7 @@ mod tests {
             }
             ws.accept_reject(&bw).unwrap();
             ws.param_adjoint(f, &bw);
-            ws.commit(&bw, SPAN);
+            ws.commit(f, &bw, SPAN);
             (ws.theta[0], ws.stats)
         };
         let (both, stats) = run(&[1.0, 2.0], &[3.0, -1.0], &[0.5, 2.0]);
@@ -898,11 +898,12 @@ mod tests {
         let c = Case::new(Method::Heun2, SolveOptions::default().step_mode(StepMode::Shared));
         let bw = c.backward(2);
         let mut ws = started(&bw, &[1.0, 2.0], &[3.0, -1.0]);
+        let f = Scale { dim: 1, theta: 0.5 };
         ws.hs.fill(-0.5);
         ws.ok.fill(true);
-        ws.commit(&bw, SPAN);
+        ws.commit(&f, &bw, SPAN);
         ws.ok.fill(false);
-        ws.commit(&bw, SPAN);
+        ws.commit(&f, &bw, SPAN);
         assert_eq!((ws.stats.accepted, ws.stats.rejected), (1, 1));
         assert_eq!(ws.steps, vec![2, 2]);
     }

@@ -23,8 +23,9 @@ pub trait VjpField<T: Scalar>: VectorField<T> {
         0
     }
 
-    /// [`VjpField::vjp`] without parameter gradients that also writes each row's record
-    /// (`rows × record_len()`) into `records`.
+    /// [`VjpField::vjp`] without parameter gradients that also leaves each row's record in
+    /// `records`: a block of `rows × record_len()` values in the field's own layout, whose rows
+    /// are reached through [`VjpField::push_record`] and [`VjpField::copy_record`].
     ///
     /// # Panics
     /// The default panics: only fields with a nonzero [`VjpField::record_len`] have records.
@@ -33,15 +34,25 @@ pub trait VjpField<T: Scalar>: VectorField<T> {
         panic!("this vector field keeps no VJP records (record_len() is 0)");
     }
 
-    /// Queues `w` times the parameter part of the VJP recorded in `rec` (one row of
-    /// [`VjpField::vjp_record`]'s records), `w · vᵀ ∂f/∂θ(y)`, and may **add** queued products
-    /// to `gp` at any time; a field keeps its products in queue order, so when they are formed
-    /// does not change the result. [`VjpField::flush_records`] adds the rest.
+    /// Copies row `src_r`'s record from a block of `src_rows` records to row `dst_r` of a
+    /// block of `dst_rows`.
     ///
     /// # Panics
     /// The default panics, as [`VjpField::vjp_record`]'s.
-    fn push_record(&mut self, rec: &[T], w: T, gp: &mut [T]) {
-        let _ = (rec, w, gp);
+    fn copy_record(&self, src: &[T], src_rows: usize, src_r: usize, dst: &mut [T], dst_rows: usize, dst_r: usize) {
+        let _ = (src, src_rows, src_r, dst, dst_rows, dst_r);
+        panic!("this vector field keeps no VJP records (record_len() is 0)");
+    }
+
+    /// Queues `w` times the parameter part of the VJP recorded for row `r` of `records` (a
+    /// block of `rows` records), `w · vᵀ ∂f/∂θ(y)`, and may **add** queued products to `gp` at
+    /// any time; a field keeps its products in queue order, so when they are formed does not
+    /// change the result. [`VjpField::flush_records`] adds the rest.
+    ///
+    /// # Panics
+    /// The default panics, as [`VjpField::vjp_record`]'s.
+    fn push_record(&mut self, records: &[T], rows: usize, r: usize, w: T, gp: &mut [T]) {
+        let _ = (records, rows, r, w, gp);
         panic!("this vector field keeps no VJP records (record_len() is 0)");
     }
 
@@ -72,8 +83,11 @@ impl<T: Scalar> VjpField<T> for Mlp<T> {
     fn vjp_record(&mut self, _t: &[T], y: &[T], v: &[T], f_out: Option<&mut [T]>, gy: &mut [T], records: &mut [T]) {
         Mlp::vjp_record(self, y, v, f_out, gy, records)
     }
-    fn push_record(&mut self, rec: &[T], w: T, gp: &mut [T]) {
-        Mlp::push_record(self, rec, w, gp)
+    fn copy_record(&self, src: &[T], src_rows: usize, src_r: usize, dst: &mut [T], dst_rows: usize, dst_r: usize) {
+        Mlp::copy_record(self, src, src_rows, src_r, dst, dst_rows, dst_r)
+    }
+    fn push_record(&mut self, records: &[T], rows: usize, r: usize, w: T, gp: &mut [T]) {
+        Mlp::push_record(self, records, rows, r, w, gp)
     }
     fn flush_records(&mut self, gp: &mut [T]) {
         Mlp::flush_records(self, gp)
@@ -96,8 +110,11 @@ impl<T: Scalar, F: VjpField<T> + ?Sized> VjpField<T> for &mut F {
     fn vjp_record(&mut self, t: &[T], y: &[T], v: &[T], f_out: Option<&mut [T]>, gy: &mut [T], records: &mut [T]) {
         (**self).vjp_record(t, y, v, f_out, gy, records)
     }
-    fn push_record(&mut self, rec: &[T], w: T, gp: &mut [T]) {
-        (**self).push_record(rec, w, gp)
+    fn copy_record(&self, src: &[T], src_rows: usize, src_r: usize, dst: &mut [T], dst_rows: usize, dst_r: usize) {
+        (**self).copy_record(src, src_rows, src_r, dst, dst_rows, dst_r)
+    }
+    fn push_record(&mut self, records: &[T], rows: usize, r: usize, w: T, gp: &mut [T]) {
+        (**self).push_record(records, rows, r, w, gp)
     }
     fn flush_records(&mut self, gp: &mut [T]) {
         (**self).flush_records(gp)

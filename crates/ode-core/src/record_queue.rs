@@ -14,7 +14,8 @@ use crate::kernel::{Cols, NR, Panels, gemm_at_panels};
 pub(crate) const QUEUE_LEN: usize = 128;
 
 /// One layer as the queue sees it: where its cotangent and input sit in a record, their
-/// widths, and its weight and bias in the flat parameter vector.
+/// widths, and its weight and bias in the flat parameter vector. In a block of `rows`
+/// records, the field `(offset, width)` of row `r` starts at `rows·offset + r·width`.
 #[derive(Debug, Clone)]
 pub(crate) struct QueuedLayer {
     /// Offset and width of the cotangent at the layer's output (its `n_out`).
@@ -36,10 +37,10 @@ pub(crate) struct RecordQueue<T> {
 }
 
 impl<T: Scalar> RecordQueue<T> {
-    /// Queues `w` times record `rec` of `layers`; adds the products to `gp` when the queue is
-    /// full. The products accumulate the records in queue order, so when they are formed
-    /// changes no bit of `gp`.
-    pub(crate) fn push(&mut self, layers: &[QueuedLayer], rec: &[T], w: T, gp: &mut [T]) {
+    /// Queues `w` times the record of row `r` in `block` (`rows` records) of `layers`; adds the
+    /// products to `gp` when the queue is full. The products accumulate the records in queue
+    /// order, so when they are formed changes no bit of `gp`.
+    pub(crate) fn push(&mut self, layers: &[QueuedLayer], block: &[T], rows: usize, r: usize, w: T, gp: &mut [T]) {
         if self.g.len() != layers.len() {
             self.g = layers.iter().map(|l| vec![T::zero(); QUEUE_LEN * l.g.1]).collect();
             self.x = layers
@@ -51,11 +52,12 @@ impl<T: Scalar> RecordQueue<T> {
         let q = self.len;
         for ((layer, g), x) in layers.iter().zip(&mut self.g).zip(&mut self.x) {
             let ((go, gw), (xo, xw)) = (layer.g, layer.x);
-            for (d, s) in g[q * gw..(q + 1) * gw].iter_mut().zip(&rec[go..go + gw]) {
+            let (gs, xs) = (rows * go + r * gw, rows * xo + r * xw);
+            for (d, s) in g[q * gw..(q + 1) * gw].iter_mut().zip(&block[gs..gs + gw]) {
                 *d = *s * w;
             }
             // Row q of every panel.
-            for (s, chunk) in rec[xo..xo + xw].chunks(NR).enumerate() {
+            for (s, chunk) in block[xs..xs + xw].chunks(NR).enumerate() {
                 let at = (s * QUEUE_LEN + q) * NR;
                 x[at..at + chunk.len()].copy_from_slice(chunk);
             }
@@ -128,10 +130,10 @@ mod tests {
         let start: Vec<f32> = (0..105).map(|_| rnd()).collect();
         let mut got = start.clone();
         let mut queue = RecordQueue::default();
-        queue.push(&layers, &recs[..25], 7.0, &mut got);
+        queue.push(&layers, &recs[..25], 1, 0, 7.0, &mut got);
         queue.clear();
         for (rec, &w) in recs.chunks_exact(25).zip(&weights) {
-            queue.push(&layers, rec, w, &mut got);
+            queue.push(&layers, rec, 1, 0, w, &mut got);
         }
         queue.flush(&layers, &mut got);
         let g: Vec<f32> = recs

@@ -1,19 +1,22 @@
 //! The small dense matrix products behind the MLP field: `C (+)= A · B` with `A` stored either
-//! as `m × k` ([`gemm`]) or transposed as `k × m` ([`gemm_at`]), `B` (`k × n`) and `C`
-//! (`m × n`), all row-major and contiguous.
+//! as `m × k` ([`gemm`]) or transposed as `k × m` ([`gemm_at`]), `B` (`k × n`) row-major or
+//! packed as column panels ([`Panels`], [`gemm_panels`]), and `C` (`m × n`) row-major.
 //!
 //! The shapes of Neural ODE training (a batch of 8 to a few thousand rows, inner sizes 16 to
-//! 256) are too small for a general GEMM's packing to pay off, so this kernel works on the
-//! operands in place: a register tile of up to 6 × 16 entries of `C` accumulates rank-1 updates
+//! 256) are too small for a general GEMM's blocking to pay off, so this kernel works on `A`
+//! and `C` in place: a register tile of up to 6 × 16 entries of `C` accumulates rank-1 updates
 //! from a row of `B` and up to six broadcast entries of `A`; the `n mod 16` columns at the right
 //! edge (a decoder's 7 outputs) are a register tile of 8 or 16 lanes as well, whose unused lanes
-//! are computed and dropped. [`gemm_at`] reads `Aᵀ` directly, so a layer's weight gradient
-//! `gᵀ · x` needs no transposed copy of `g`, and [`gemm_bias`] starts every row's tile from a
-//! bias row, so a layer's forward needs no pass that first copies the bias into `C`. Nothing
-//! allocates. On x86-64 with AVX2 and FMA (checked at run time) the same code is compiled with
-//! those features, so a tile lives in twelve 256-bit registers, and the full tiles of `f32`
-//! products run as intrinsics (`kernel/avx2.rs`), whose loop steps plain pointers (about 90 %
-//! of the FMA peak at the MLP field's sizes, against 86 % for the portable tile).
+//! are computed and dropped. A `B` that is used many times (the field's weights, packed once
+//! per parameter update) or read by a long product (the adjoint's queued records) is packed,
+//! so a tile reads its strip of `B` as one contiguous run; at hidden size 256 a row-major
+//! strip is spread over a page per four rows. [`gemm_at`] reads `Aᵀ` directly, so a layer's
+//! weight gradient `gᵀ · x` needs no transposed copy of `g`, and [`gemm_bias`] starts every
+//! row's tile from a bias row, so a layer's forward needs no pass that first copies the bias
+//! into `C`. Nothing allocates. On x86-64 with AVX2 and FMA (checked at run time) the same code
+//! is compiled with those features, so a tile lives in twelve 256-bit registers, and the full
+//! tiles of `f32` products run as intrinsics (`kernel/avx2.rs`), whose loop steps plain
+//! pointers.
 //!
 //! Every entry of `C` is accumulated in the order `p = 0, 1, …, k − 1`, one fused multiply-add
 //! each, starting from `C` (or zero, or the bias row), whatever the tile shape: results do not

@@ -541,10 +541,22 @@ fn vjp_records_give_the_weighted_parameter_vjps() {
         assert_eq!((&f_rec, &gy_rec), (&f, &gy), "L={l} M={m} rows={rows}");
         let start = random_vec(&mut rng, p.len(), 1.0);
         let mut got = start.clone();
-        for (rec, &w) in records.chunks_exact(mlp.record_len()).zip(&weights) {
-            mlp.push_record(rec, w, &mut got);
+        for (r, &w) in weights.iter().enumerate() {
+            mlp.push_record(&records, rows, r, w, &mut got);
         }
         mlp.flush_records(&mut got);
+        // The same records copied one by one into a larger block, at other rows, and queued
+        // from there: the same bits.
+        let mut moved = vec![f64::NAN; (rows + 3) * mlp.record_len()];
+        for r in 0..rows {
+            mlp.copy_record(&records, rows, r, &mut moved, rows + 3, r + 2);
+        }
+        let mut got_moved = start.clone();
+        for (r, &w) in weights.iter().enumerate() {
+            mlp.push_record(&moved, rows + 3, r + 2, w, &mut got_moved);
+        }
+        mlp.flush_records(&mut got_moved);
+        assert_eq!(got_moved, got, "copied records L={l} M={m} rows={rows}");
         let (mut want, mut scale) = (start.clone(), start.iter().map(|x| x.abs()).collect::<Vec<_>>());
         for r in 0..rows {
             let vr: Vec<f64> = v[r * l..(r + 1) * l].iter().map(|x| x * weights[r]).collect();

@@ -5,7 +5,9 @@ use crate::Scalar;
 use crate::field::VectorField;
 use crate::kernel::{Cols, Panels, gemm_bias_panels, gemm_panels, pack_rows, pack_transposed};
 use crate::layers::linear_backward;
-use crate::record_queue::{QueuedLayer, RecordQueue};
+use crate::record_queue::RecordQueue;
+
+mod records;
 
 /// Names of the field's parameter tensors, in storage order, as PyTorch names them.
 pub const MLP_TENSOR_NAMES: [&str; 6] = [
@@ -206,17 +208,31 @@ impl<T: Scalar> Mlp<T> {
         }
     }
 
-    /// Forward pass of `rows` samples, leaving the activations in the scratch buffers.
-    fn forward_cached(&mut self, y: &[T], dy: &mut [T]) {
+    /// Runs `f` with the scratch buffers as the activations of `rows` rows.
+    fn with_scratch<R>(&mut self, rows: usize, f: impl FnOnce(&mut Self, Acts<'_, T>) -> R) -> R {
+        self.grow(rows);
+        let n = rows * self.hidden;
+        let mut bufs = [&mut self.h1, &mut self.h2, &mut self.g1, &mut self.g2].map(std::mem::take);
+        let [h1, h2, g1, g2] = &mut bufs;
+        let acts = Acts {
+            h1: &mut h1[..n],
+            h2: &mut h2[..n],
+            g1: &mut g1[..n],
+            g2: &mut g2[..n],
+        };
+        let out = f(self, acts);
+        [self.h1, self.h2, self.g1, self.g2] = bufs;
+        out
+    }
+
+    /// Forward pass of the rows of `y` into `dy`, leaving the hidden activations in `h1`, `h2`.
+    fn forward_into(&mut self, y: &[T], dy: &mut [T], h1: &mut [T], h2: &mut [T]) {
         let (l, m) = (self.latent, self.hidden);
         let rows = y.len() / l;
-        self.grow(rows);
         self.repack();
         let lay = layout(l, m);
         let p = &self.params;
         let [f0, f1, f2] = &self.fwd;
-        let h1 = &mut self.h1[..rows * m];
-        let h2 = &mut self.h2[..rows * m];
         gemm_bias_panels(rows, l, m, y, Panels::new(f0, l, m), &p[lay.b0..lay.w1], h1);
         T::tanh_inplace(h1);
         gemm_bias_panels(rows, m, m, h1, Panels::new(f1, m, m), &p[lay.b1..lay.w2], h2);
@@ -247,32 +263,52 @@ impl<T: Scalar> Mlp<T> {
     /// (flat, same order as the parameters). If `f_out` is given it receives `f(y)` too, which
     /// the adjoint needs anyway, at no extra cost.
     pub fn vjp(&mut self, y: &[T], v: &[T], f_out: Option<&mut [T]>, gy: &mut [T], gparams: Option<&mut [T]>) {
-        let (l, m) = (self.latent, self.hidden);
+        let rows = y.len() / self.latent;
+        self.with_scratch(rows, |me, acts| me.vjp_into(y, v, f_out, gy, gparams, acts));
+    }
+
+    /// [`Mlp::vjp`] with the activations in `acts`.
+    fn vjp_into(
+        &mut self,
+        y: &[T],
+        v: &[T],
+        f_out: Option<&mut [T]>,
+        gy: &mut [T],
+        gparams: Option<&mut [T]>,
+        acts: Acts<'_, T>,
+    ) {
+        let l = self.latent;
         let rows = y.len() / l;
         assert_eq!(v.len(), rows * l, "vjp: cotangent shape");
         assert_eq!(gy.len(), rows * l, "vjp: gy shape");
+        if let Some(g) = gparams.as_deref() {
+            assert_eq!(g.len(), self.num_params(), "vjp: parameter gradient shape");
+        }
         // The output scratch of calls without `f_out` is sized by every call, so such a call
         // later (the adjoint's, after a rejected row) allocates nothing.
         if self.fout.len() < rows * l {
             self.fout.resize(rows * l, T::zero());
         }
         match f_out {
-            Some(f) => self.forward_cached(y, f),
+            Some(f) => self.forward_into(y, f, acts.h1, acts.h2),
             None => {
                 // Only the activations are needed; the output goes to a scratch buffer.
                 let mut fout = std::mem::take(&mut self.fout);
-                self.forward_cached(y, &mut fout[..rows * l]);
+                self.forward_into(y, &mut fout[..rows * l], acts.h1, acts.h2);
                 self.fout = fout;
             }
         }
+        self.backward(y, v, gy, gparams, acts);
+    }
+
+    /// The backward half of [`Mlp::vjp`], from the forward's activations in `acts`.
+    fn backward(&self, y: &[T], v: &[T], gy: &mut [T], gparams: Option<&mut [T]>, acts: Acts<'_, T>) {
+        let (l, m) = (self.latent, self.hidden);
+        let rows = y.len() / l;
         let lay = layout(l, m);
         let one = T::one();
         let p = &self.params;
-        let h1 = &self.h1[..rows * m];
-        let h2 = &self.h2[..rows * m];
-        let ga = &mut self.g1[..rows * m];
-        let gb = &mut self.g2[..rows * m];
-        // Layer 3 (linear): gh2 = v · W4 (and dW4 += vᵀ h2, db4 += Σ v), then through tanh.
+        let Acts { h1, h2, g1: ga, g2: gb } = acts;
         let (w0, b0, w1, b1, w2, b2) = (
             lay.w0..lay.b0,
             lay.b0..lay.w1,
@@ -282,37 +318,19 @@ impl<T: Scalar> Mlp<T> {
             lay.b2..lay.end,
         );
         let mut gp = gparams;
-        if let Some(g) = gp.as_deref() {
-            assert_eq!(g.len(), lay.end, "vjp: parameter gradient shape");
-        }
         let [bw0, bw1, bw2] = &self.bwd;
+        // Layer 3 (linear): gh2 = v · W4 (and dW4 += vᵀ h2, db4 += Σ v), then through tanh.
         gemm_panels(rows, l, m, v, Panels::new(bw2, l, m), gb, false);
-        linear_backward(
-            rows,
-            m,
-            l,
-            h2,
-            &p[w2.clone()],
-            v,
-            param_pair(gp.as_deref_mut(), w2, b2),
-            None,
-        );
-        for (g, h) in gb.iter_mut().zip(h2) {
+        let pair = param_pair(gp.as_deref_mut(), w2.clone(), b2);
+        linear_backward(rows, m, l, h2, &p[w2], v, pair, None);
+        for (g, h) in gb.iter_mut().zip(h2.iter()) {
             *g = *g * (one - *h * *h);
         }
         // Layer 2: gh1 = gz2 · W2, gz1 = gh1 ⊙ (1 - h1²).
         gemm_panels(rows, m, m, gb, Panels::new(bw1, m, m), ga, false);
-        linear_backward(
-            rows,
-            m,
-            m,
-            h1,
-            &p[w1.clone()],
-            gb,
-            param_pair(gp.as_deref_mut(), w1, b1),
-            None,
-        );
-        for (g, h) in ga.iter_mut().zip(h1) {
+        let pair = param_pair(gp.as_deref_mut(), w1.clone(), b1);
+        linear_backward(rows, m, m, h1, &p[w1], gb, pair, None);
+        for (g, h) in ga.iter_mut().zip(h1.iter()) {
             *g = *g * (one - *h * *h);
         }
         // Layer 1: gy = gz1 · W0.
@@ -321,121 +339,14 @@ impl<T: Scalar> Mlp<T> {
     }
 }
 
-/// Where each field of a VJP record starts: the three layers' inputs `y`, `h1`, `h2`, then the
-/// cotangents at their (pre-activation) outputs `g1`, `g2`, `v`.
-#[derive(Debug, Clone, Copy)]
-struct RecordLayout {
-    y: usize,
-    h1: usize,
-    h2: usize,
-    g1: usize,
-    g2: usize,
-    v: usize,
-    len: usize,
-}
-
-fn record_layout(l: usize, m: usize) -> RecordLayout {
-    RecordLayout {
-        y: 0,
-        h1: l,
-        h2: l + m,
-        g1: l + 2 * m,
-        g2: l + 3 * m,
-        v: l + 4 * m,
-        len: 2 * l + 4 * m,
-    }
-}
-
-impl<T: Scalar> Mlp<T> {
-    /// Values per row of a VJP record (see [`crate::VjpField::record_len`]): the inputs of the
-    /// three layers and the cotangents at their outputs, `2·L + 4·M`.
-    pub fn record_len(&self) -> usize {
-        record_layout(self.latent, self.hidden).len
-    }
-
-    /// [`Mlp::vjp`] without parameter gradients, writing each row's record into `records`
-    /// (`rows ×` [`Mlp::record_len`]) for [`Mlp::push_record`].
-    pub fn vjp_record(&mut self, y: &[T], v: &[T], f_out: Option<&mut [T]>, gy: &mut [T], records: &mut [T]) {
-        self.vjp(y, v, f_out, gy, None);
-        let (l, m) = (self.latent, self.hidden);
-        let (rows, o) = (y.len() / l, record_layout(l, m));
-        assert!(
-            records.len() >= rows * o.len,
-            "vjp_record: records shorter than rows × record_len"
-        );
-        let parts: [(&[T], usize, usize); 6] = [
-            (y, o.y, l),
-            (&self.h1, o.h1, m),
-            (&self.h2, o.h2, m),
-            (&self.g1, o.g1, m),
-            (&self.g2, o.g2, m),
-            (v, o.v, l),
-        ];
-        for (r, rec) in records.chunks_exact_mut(o.len).take(rows).enumerate() {
-            for &(src, at, w) in &parts {
-                rec[at..at + w].copy_from_slice(&src[r * w..(r + 1) * w]);
-            }
-        }
-    }
-
-    /// Queues `w` times the parameter VJP of `rec` (one row of [`Mlp::vjp_record`]'s records);
-    /// when [`crate::record_queue`]'s queue is full, **adds** the queued products to `gparams`.
-    /// The products accumulate the records in queue order, so when they are formed changes no
-    /// bit of the result.
-    pub fn push_record(&mut self, rec: &[T], w: T, gparams: &mut [T]) {
-        let layers = self.queued_layers();
-        assert_eq!(rec.len(), self.record_len(), "push_record: record length");
-        assert_eq!(
-            gparams.len(),
-            self.num_params(),
-            "push_record: parameter gradient shape"
-        );
-        self.queue.push(&layers, rec, w, gparams);
-    }
-
-    /// **Adds** the queued records' parameter products to `gparams` (`Σ_j w_j · vⱼᵀ ∂f/∂θ`,
-    /// one weight product per layer with the records as its inner dimension) and empties the
-    /// queue.
-    pub fn flush_records(&mut self, gparams: &mut [T]) {
-        let layers = self.queued_layers();
-        assert_eq!(
-            gparams.len(),
-            self.num_params(),
-            "flush_records: parameter gradient shape"
-        );
-        self.queue.flush(&layers, gparams);
-    }
-
-    /// Drops the queued records (after a backward solve that failed).
-    pub fn discard_records(&mut self) {
-        self.queue.clear();
-    }
-
-    /// The three layers' cotangent and input fields in a record, and their parameters.
-    fn queued_layers(&self) -> [QueuedLayer; 3] {
-        let (l, m) = (self.latent, self.hidden);
-        let (o, lay) = (record_layout(l, m), layout(l, m));
-        [
-            QueuedLayer {
-                g: (o.v, l),
-                x: (o.h2, m),
-                weight: lay.w2..lay.b2,
-                bias: lay.b2..lay.end,
-            },
-            QueuedLayer {
-                g: (o.g2, m),
-                x: (o.h1, m),
-                weight: lay.w1..lay.b1,
-                bias: lay.b1..lay.w2,
-            },
-            QueuedLayer {
-                g: (o.g1, m),
-                x: (o.y, l),
-                weight: lay.w0..lay.b0,
-                bias: lay.b0..lay.w1,
-            },
-        ]
-    }
+/// The activations of one evaluation (`rows × M` each): the hidden layers' outputs `h1`, `h2`
+/// and the cotangents at their pre-activations `g1`, `g2`; the field's scratch buffers, or a
+/// block of VJP records, which then need no copy.
+struct Acts<'a, T> {
+    h1: &'a mut [T],
+    h2: &'a mut [T],
+    g1: &'a mut [T],
+    g2: &'a mut [T],
 }
 
 /// The weight and bias gradient slices of one layer, when parameter gradients are wanted.
@@ -456,6 +367,7 @@ impl<T: Scalar> VectorField<T> for Mlp<T> {
         self.latent
     }
     fn eval(&mut self, _t: &[T], y: &[T], dy: &mut [T]) {
-        self.forward_cached(y, dy);
+        let rows = y.len() / self.latent;
+        self.with_scratch(rows, |me, acts| me.forward_into(y, dy, acts.h1, acts.h2));
     }
 }
