@@ -9,6 +9,7 @@
 
 use crate::Scalar;
 use crate::kernel::{Cols, NR, Panels, gemm_at_panels};
+use crate::layers::add_row_sums;
 
 /// Records per parameter product.
 pub(crate) const QUEUE_LEN: usize = 128;
@@ -87,12 +88,7 @@ impl<T: Scalar> RecordQueue<T> {
                 &mut gp[layer.weight.clone()],
                 true,
             );
-            let db = &mut gp[layer.bias.clone()];
-            for row in g[..k * n_out].chunks_exact(n_out) {
-                for (d, v) in db.iter_mut().zip(row) {
-                    *d = *d + *v;
-                }
-            }
+            add_row_sums(k, n_out, g, &mut gp[layer.bias.clone()]);
         }
         self.len = 0;
     }

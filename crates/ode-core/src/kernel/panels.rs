@@ -18,7 +18,6 @@ use crate::Scalar;
 pub struct Panels<'a, T> {
     data: &'a [T],
     k: usize,
-    n: usize,
     /// Rows each panel holds (`k` or more: a buffer filled row by row).
     cap: usize,
 }
@@ -35,7 +34,7 @@ impl<'a, T> Panels<'a, T> {
             data.len(),
             panels_len(k, n)
         );
-        Self { data, k, n, cap: k }
+        Self { data, k, cap: k }
     }
 
     /// The first `k` rows of a packed `cap × n` matrix in `data`: a buffer of panels filled
@@ -50,35 +49,11 @@ impl<'a, T> Panels<'a, T> {
             ..Self::new(data, cap, n)
         }
     }
-
-    /// Rows (`k`) and columns (`n`) of the packed matrix.
-    pub fn shape(&self) -> (usize, usize) {
-        (self.k, self.n)
-    }
 }
 
 /// Values a packed `k × n` matrix takes (the last panel padded to 16 columns).
 pub fn panels_len(k: usize, n: usize) -> usize {
     n.div_ceil(NR) * k * NR
-}
-
-/// Packs `entry(p, j)` for the `k × n` matrix into `out` (resized to [`panels_len`]).
-#[inline(always)]
-fn pack<T: Scalar>(k: usize, n: usize, out: &mut Vec<T>, entry: impl Fn(usize, usize) -> T) {
-    out.clear();
-    out.resize(panels_len(k, n), T::zero());
-    if k == 0 {
-        return;
-    }
-    for (s, panel) in out.chunks_exact_mut(k * NR).enumerate() {
-        let j0 = s * NR;
-        let w = NR.min(n - j0);
-        for (p, row) in panel.chunks_exact_mut(NR).enumerate() {
-            for (jj, x) in row[..w].iter_mut().enumerate() {
-                *x = entry(p, j0 + jj);
-            }
-        }
-    }
 }
 
 /// Packs the `k × n` matrix held as columns of a row-major table (`B(p, j)` at
@@ -114,7 +89,14 @@ pub fn pack_rows<T: Scalar>(k: usize, n: usize, b: Cols<T>, out: &mut Vec<T>) {
 /// If `w` is shorter than `n × k`.
 pub fn pack_transposed<T: Scalar>(k: usize, n: usize, w: &[T], out: &mut Vec<T>) {
     assert!(w.len() >= n * k, "pack_transposed: weight shorter than {n} × {k}");
-    pack(k, n, out, |p, j| w[j * k + p]);
+    out.clear();
+    out.resize(panels_len(k, n), T::zero());
+    for (j, w_row) in w.chunks_exact(k.max(1)).take(n).enumerate() {
+        let (s, jj) = (j / NR, j % NR);
+        for (p, &x) in w_row.iter().enumerate().take(k) {
+            out[(s * k + p) * NR + jj] = x;
+        }
+    }
 }
 
 /// The right factor as the kernel reads it: entry `(p, j0 + jj)` of a strip starting at column

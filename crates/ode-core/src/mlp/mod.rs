@@ -3,7 +3,8 @@
 
 use crate::Scalar;
 use crate::field::VectorField;
-use crate::kernel::{Cols, Panels, gemm_at_panels, gemm_bias_panels, gemm_panels, pack_rows, pack_transposed};
+use crate::kernel::{Cols, Panels, gemm_bias_panels, gemm_panels, pack_rows, pack_transposed};
+use crate::layers::linear_param_grad_packed;
 use crate::record_queue::RecordQueue;
 
 mod records;
@@ -324,45 +325,25 @@ impl<T: Scalar> Mlp<T> {
         // Layer 3 (linear): gh2 = v · W4 (and dW4 += vᵀ h2, db4 += Σ v), then through tanh.
         gemm_panels(rows, l, m, v, Panels::new(bw2, l, m), gb, false);
         let pair = param_pair(gp.as_deref_mut(), w2, b2);
-        layer_param_grad(rows, m, l, h2, v, pair, xpack);
+        if let Some(pair) = pair {
+            linear_param_grad_packed(rows, m, l, h2, v, pair, xpack);
+        }
         for (g, h) in gb.iter_mut().zip(h2.iter()) {
             *g = *g * (one - *h * *h);
         }
         // Layer 2: gh1 = gz2 · W2, gz1 = gh1 ⊙ (1 - h1²).
         gemm_panels(rows, m, m, gb, Panels::new(bw1, m, m), ga, false);
         let pair = param_pair(gp.as_deref_mut(), w1, b1);
-        layer_param_grad(rows, m, m, h1, gb, pair, xpack);
+        if let Some(pair) = pair {
+            linear_param_grad_packed(rows, m, m, h1, gb, pair, xpack);
+        }
         for (g, h) in ga.iter_mut().zip(h1.iter()) {
             *g = *g * (one - *h * *h);
         }
         // Layer 1: gy = gz1 · W0.
         gemm_panels(rows, m, l, ga, Panels::new(bw0, m, l), gy, false);
-        layer_param_grad(rows, l, m, y, ga, param_pair(gp, w0, b0), xpack);
-    }
-}
-
-/// A layer's parameter gradient over `rows` rows, when one is wanted: `dW += gᵀ x` and
-/// `db += Σ_rows g`, for inputs `x` (`rows × n_in`) and output cotangents `g` (`rows × n_out`).
-/// `x` is packed into `scratch` first: row-major, its 16-wide strips are `n_in` values apart
-/// down all `rows` rows (at batch 1024 and `n_in` = 256, a strip spans a megabyte).
-fn layer_param_grad<T: Scalar>(
-    rows: usize,
-    n_in: usize,
-    n_out: usize,
-    x: &[T],
-    g: &[T],
-    pair: Option<(&mut [T], &mut [T])>,
-    scratch: &mut Vec<T>,
-) {
-    let Some((dw, db)) = pair else {
-        return;
-    };
-    pack_rows(rows, n_in, Cols::whole(x, n_in), scratch);
-    let xp = Panels::new(scratch, rows, n_in);
-    gemm_at_panels(n_out, rows, n_in, Cols::whole(g, n_out), xp, dw, true);
-    for row in g[..rows * n_out].chunks_exact(n_out) {
-        for (d, v) in db.iter_mut().zip(row) {
-            *d = *d + *v;
+        if let Some(pair) = param_pair(gp, w0, b0) {
+            linear_param_grad_packed(rows, l, m, y, ga, pair, xpack);
         }
     }
 }
